@@ -1,0 +1,31 @@
+//! I/O ports of the platform devices the guest talks to.
+
+/// The 16550 UART on COM1 (the serial console).
+pub const COM1: u16 = 0x3f8;
+
+/// The exit device: a byte written here ends the VM. l4vmm exits with that value (see
+/// [`crate::exit`]); QEMU's `isa-debug-exit` device at the same port exits with
+/// `(value << 1) | 1`.
+pub const EXIT: u16 = 0xf4;
+
+/// The trace-marker port: the guest writes a [`Marker`] byte, the VMM timestamps it.
+/// Ignored by machines without the device (writes to an unassigned port are dropped).
+pub const MARKER: u16 = 0xea;
+
+/// Values written to [`MARKER`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// The kernel's first instruction (the PVH entry point) has run.
+    KernelEntry = 1,
+}
+
+impl Marker {
+    /// Decodes a byte written to the marker port.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Marker::KernelEntry),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! What the boot loader hands the kernel: the PVH start info and the command line.
+
+pub mod cmdline;
+pub mod pvh;

@@ -1,0 +1,31 @@
+//! Boot-time fault injection for the VMM's own tests, chosen with `ktest=NAME` on the
+//! kernel command line. Each one makes the guest misbehave in one defined way so the tests
+//! can check that l4vmm reports it with the right exit status.
+
+use crate::arch;
+
+/// Runs the named test; returns only for an unknown name.
+pub fn run(name: &str) {
+    crate::kprintln!("l4: ktest=", name);
+    match name {
+        // An exception with no IDT: #UD -> #GP -> #DF -> triple fault (a shutdown exit).
+        "triple-fault" => arch::ktest::triple_fault(),
+        // Jump to guest-physical memory that no device or RAM backs: KVM cannot fetch the
+        // instruction and reports an internal (emulation) error.
+        "bad-fetch" => arch::ktest::bad_fetch(),
+        // Spin forever with interrupts off (only --timeout or a signal ends it).
+        "spin" => arch::ktest::spin(),
+        // Halt forever with interrupts off: the vCPU sleeps inside KVM.
+        "hang" => arch::ktest::hang(),
+        "panic" => panic!("ktest=panic"),
+        _ => {
+            if let Some(code) = name
+                .strip_prefix("exit=")
+                .and_then(|c| c.parse::<u8>().ok())
+            {
+                arch::exit(code);
+            }
+            crate::kprintln!("l4: unknown ktest '", name, "', ignored");
+        }
+    }
+}

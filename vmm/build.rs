@@ -1,0 +1,93 @@
+//! Builds the freestanding guest (kernel, later the servers) with a nested cargo and embeds
+//! the default boot image into l4vmm.
+//!
+//! The guest crates are built with their own directory as cwd, so their
+//! `.cargo/config.toml` (target, rustflags, panic=abort) applies, into `<target>/guest`,
+//! with the outer build's environment scrubbed: variables such as
+//! `CARGO_ENCODED_RUSTFLAGS` or `TARGET` would otherwise leak into the guest build (see
+//! ../shared/ENVIRONMENT.md). The guest is always built in release mode: its cost is
+//! counted in emulated ring-0 instructions.
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().expect("vmm/ has a parent").to_path_buf();
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    // OUT_DIR = <target>/<profile>/build/<pkg>-<hash>/out
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("guest"))
+        .unwrap_or_else(|| root.join("target").join("guest"));
+
+    for p in [
+        "guest-kernel/src",
+        "guest-kernel/Cargo.toml",
+        "guest-kernel/link.ld",
+        "guest-kernel/build.rs",
+        "guest-kernel/.cargo/config.toml",
+        "abi/src",
+        "abi/Cargo.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+
+    build_guest(
+        &root.join("guest-kernel"),
+        &target_dir,
+        &["--features", "guest", "--bin", "l4-kernel"],
+    );
+    let kernel = target_dir.join("x86_64-unknown-linux-gnu/release/l4-kernel");
+    assert!(
+        kernel.is_file(),
+        "guest build did not produce {}",
+        kernel.display()
+    );
+    println!("cargo:rustc-env=L4_KERNEL_ELF={}", kernel.display());
+    println!(
+        "cargo:rustc-env=L4_GUEST_TARGET_DIR={}",
+        target_dir.display()
+    );
+}
+
+fn build_guest(dir: &Path, target_dir: &Path, args: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target-dir"])
+        .arg(target_dir)
+        .args(args);
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_TERM_COLOR");
+        let scrub = (key.starts_with("CARGO_") && !keep)
+            || matches!(
+                key,
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "TARGET"
+                    | "HOST"
+                    | "PROFILE"
+                    | "OUT_DIR"
+                    | "OPT_LEVEL"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "CARGO_MAKEFLAGS"
+            );
+        if scrub {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", dir.display()));
+    assert!(
+        status.success(),
+        "building the guest in {} failed ({status})",
+        dir.display()
+    );
+}

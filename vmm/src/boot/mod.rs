@@ -1,0 +1,5 @@
+//! Loading the boot image into guest memory and describing it to the guest (PVH).
+
+pub mod elf;
+pub mod layout;
+pub mod pvh;

@@ -1,0 +1,103 @@
+//! The guest's devices, all on the port I/O bus: the COM1 serial console, the exit device
+//! and the trace-marker port.
+//!
+//! Invariant: nothing the guest writes or reads here can panic or block l4vmm. Accesses to
+//! ports without a device read as all-ones and are otherwise ignored (counted, and logged
+//! at debug level).
+
+pub mod serial;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use l4_abi::port::{Marker, COM1, EXIT, MARKER};
+
+use self::serial::Console;
+
+/// What a port write asked l4vmm to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PioAction {
+    Continue,
+    /// The guest wrote this value to the exit device.
+    Exit(u8),
+}
+
+/// The port I/O bus.
+pub struct Devices {
+    pub console: Console,
+    /// When each marker was first written.
+    markers: Mutex<HashMap<u8, Instant>>,
+    unknown_accesses: AtomicU64,
+}
+
+impl Devices {
+    pub fn new(console: Console) -> Self {
+        Devices {
+            console,
+            markers: Mutex::new(HashMap::new()),
+            unknown_accesses: AtomicU64::new(0),
+        }
+    }
+
+    /// A guest `out`.
+    pub fn pio_write(&self, port: u16, data: &[u8]) -> PioAction {
+        let Some(&value) = data.first() else {
+            return PioAction::Continue;
+        };
+        match port {
+            EXIT => return PioAction::Exit(value),
+            MARKER => {
+                if Marker::from_u8(value).is_some() {
+                    if let Ok(mut m) = self.markers.lock() {
+                        m.entry(value).or_insert_with(Instant::now);
+                    }
+                }
+            }
+            p if (COM1..COM1 + 8).contains(&p) => self.console.write((p - COM1) as u8, value),
+            _ => self.unknown(port, "write"),
+        }
+        PioAction::Continue
+    }
+
+    /// A guest `in`.
+    pub fn pio_read(&self, port: u16, data: &mut [u8]) {
+        match port {
+            p if (COM1..COM1 + 8).contains(&p) => {
+                let v = self.console.read((p - COM1) as u8);
+                data.fill(0);
+                if let Some(first) = data.first_mut() {
+                    *first = v;
+                }
+            }
+            _ => {
+                data.fill(0xff);
+                self.unknown(port, "read");
+            }
+        }
+    }
+
+    /// A guest MMIO access to an address with no device.
+    pub fn mmio_unknown(&self, addr: u64, data: Option<&mut [u8]>) {
+        let n = self.unknown_accesses.fetch_add(1, Ordering::Relaxed);
+        if n < 16 {
+            log::debug!("guest MMIO access to {addr:#x} with no device");
+        }
+        if let Some(d) = data {
+            d.fill(0xff);
+        }
+    }
+
+    /// When the guest first wrote `marker`.
+    pub fn marker_time(&self, marker: Marker) -> Option<Instant> {
+        self.markers.lock().ok()?.get(&(marker as u8)).copied()
+    }
+
+    fn unknown(&self, port: u16, what: &str) {
+        let n = self.unknown_accesses.fetch_add(1, Ordering::Relaxed);
+        if n < 16 {
+            log::debug!("guest port {what} at {port:#x} with no device");
+        }
+    }
+}

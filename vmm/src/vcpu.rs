@@ -1,0 +1,295 @@
+//! vCPUs: set-up for the PVH entry, and the exit loop each vCPU thread runs.
+//!
+//! Invariants: a vCPU thread never panics on anything the guest does; it turns every exit
+//! into either device emulation or exactly one [`Outcome`], reported once through
+//! [`Shared::finish`]; it leaves its loop when `Shared::stop` is set and it is kicked out
+//! of KVM_RUN by the kick signal.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::layout::START_INFO;
+use crate::devices::{Devices, PioAction};
+use crate::error::{Error, Result};
+use crate::paging::PagingMode;
+
+/// How the guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote this value to the exit device.
+    GuestExit(u8),
+    /// Triple fault, or a shutdown/reset request.
+    Shutdown,
+    /// KVM could not run or emulate the guest.
+    InternalError,
+    /// KVM_RUN itself failed.
+    RunFailed(String),
+}
+
+/// State shared by the vCPU threads and the event loop.
+pub struct Shared {
+    /// Set by the event loop when the VM must stop.
+    pub stop: AtomicBool,
+    /// The first outcome any vCPU reported.
+    outcome: Mutex<Option<Outcome>>,
+    /// Written when an outcome is reported, to wake the event loop.
+    pub wake: EventFd,
+}
+
+impl Shared {
+    pub fn new() -> Result<Self> {
+        Ok(Shared {
+            stop: AtomicBool::new(false),
+            outcome: Mutex::new(None),
+            wake: EventFd::new(libc::EFD_NONBLOCK).map_err(Error::host("vcpu eventfd"))?,
+        })
+    }
+
+    /// Records `outcome` (the first one wins) and wakes the event loop.
+    pub fn finish(&self, outcome: Outcome) {
+        if let Ok(mut o) = self.outcome.lock() {
+            o.get_or_insert(outcome);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.write(1);
+    }
+
+    /// The reported outcome, if any.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome.lock().ok()?.clone()
+    }
+}
+
+/// Sets the CPUID the guest sees: what KVM supports, with this vCPU's APIC ID.
+pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8) -> Result<()> {
+    let mut cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::kvm("get_supported_cpuid"))?;
+    let mut has_lm = false;
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | (u32::from(id) << 24),
+            0xb => e.edx = u32::from(id),
+            0x8000_0001 => has_lm = e.edx & (1 << 29) != 0,
+            _ => {}
+        }
+    }
+    if !has_lm {
+        return Err(Error::KvmCapability(
+            "long mode in CPUID (0x80000001 EDX.LM)",
+        ));
+    }
+    vcpu.set_cpuid2(&cpuid).map_err(Error::kvm("set_cpuid2"))
+}
+
+/// Puts the boot vCPU in the state the PVH boot protocol specifies: 32-bit protected
+/// mode, paging off, flat segments, `%ebx` = start info, at `entry`.
+pub fn set_pvh_entry_state(vcpu: &VcpuFd, entry: u64) -> Result<()> {
+    let seg = |selector: u16, type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(Error::kvm("get_sregs"))?;
+    sregs.cs = seg(0x08, 0xb);
+    let data = seg(0x10, 0x3);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment {
+        limit: 0x67,
+        selector: 0x18,
+        type_: 0xb,
+        s: 0,
+        db: 0,
+        g: 0,
+        ..seg(0x18, 0xb)
+    };
+    sregs.cr0 = 0x11; // PE | ET
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs).map_err(Error::kvm("set_sregs"))?;
+    let regs = kvm_regs {
+        rip: entry,
+        rbx: START_INFO,
+        rflags: 0x2,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).map_err(Error::kvm("set_regs"))?;
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(Error::kvm("set_fpu"))
+}
+
+/// Runs one vCPU until the VM stops.
+pub fn run_loop(
+    mut vcpu: VcpuFd,
+    id: u8,
+    devices: Arc<Devices>,
+    memory: GuestMemoryMmap,
+    shared: Arc<Shared>,
+) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let exit = vcpu.run();
+        let outcome = match exit {
+            Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
+                PioAction::Continue => None,
+                PioAction::Exit(code) => Some(Outcome::GuestExit(code)),
+            },
+            Ok(VcpuExit::IoIn(port, data)) => {
+                devices.pio_read(port, data);
+                None
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                devices.mmio_unknown(addr, Some(data));
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, _)) => {
+                devices.mmio_unknown(addr, None);
+                None
+            }
+            // With the in-kernel irqchip HLT waits inside KVM; an exit here is spurious.
+            Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => None,
+            Ok(VcpuExit::Shutdown) => {
+                eprintln!(
+                    "l4vmm: vCPU {id}: guest triple fault (shutdown)\n{}",
+                    dump_state(&vcpu, &memory)
+                );
+                Some(Outcome::Shutdown)
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                eprintln!(
+                    "l4vmm: vCPU {id}: guest requested system event {kind} (shutdown/reset)\n{}",
+                    dump_state(&vcpu, &memory)
+                );
+                Some(Outcome::Shutdown)
+            }
+            Ok(VcpuExit::InternalError) => {
+                let internal = vcpu.get_kvm_run();
+                // SAFETY: for KVM_EXIT_INTERNAL_ERROR the `internal` member of the exit union
+                // is the one KVM filled in; it is plain integers.
+                let (suberror, ndata, data) = unsafe {
+                    let i = internal.__bindgen_anon_1.internal;
+                    (i.suberror, i.ndata, i.data)
+                };
+                let kind = match suberror {
+                    1 => "instruction emulation failure",
+                    2 => "simultaneous exceptions",
+                    3 => "delivery event failure",
+                    4 => "unexpected exit reason",
+                    _ => "internal error",
+                };
+                let words: Vec<String> = data
+                    .iter()
+                    .take(ndata.min(16) as usize)
+                    .map(|w| format!("{w:#x}"))
+                    .collect();
+                eprintln!(
+                    "l4vmm: vCPU {id}: KVM internal error: {kind} (suberror {suberror}, data [{}])\n{}",
+                    words.join(", "),
+                    dump_state(&vcpu, &memory)
+                );
+                Some(Outcome::InternalError)
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                eprintln!(
+                    "l4vmm: vCPU {id}: VM entry failed (reason {reason:#x}, host cpu {cpu})\n{}",
+                    dump_state(&vcpu, &memory)
+                );
+                Some(Outcome::InternalError)
+            }
+            Ok(other) => {
+                let what = format!("{other:?}");
+                eprintln!(
+                    "l4vmm: vCPU {id}: unexpected exit {what}\n{}",
+                    dump_state(&vcpu, &memory)
+                );
+                Some(Outcome::InternalError)
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(Outcome::RunFailed(format!("vCPU {id}: KVM_RUN: {e}"))),
+        };
+        if let Some(o) = outcome {
+            shared.finish(o);
+            break;
+        }
+    }
+}
+
+/// The vCPU's registers and, when readable, the bytes at RIP, for a crash report.
+pub fn dump_state(vcpu: &VcpuFd, memory: &GuestMemoryMmap) -> String {
+    let mut s = String::new();
+    let (Ok(r), Ok(sr)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+        return "  (registers unavailable)".into();
+    };
+    let _ = writeln!(
+        s,
+        "  rip {:#018x}  rflags {:#010x}  cs {:#06x}  ss {:#06x}",
+        r.rip, r.rflags, sr.cs.selector, sr.ss.selector
+    );
+    let _ = writeln!(
+        s,
+        "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}",
+        r.rax, r.rbx, r.rcx, r.rdx
+    );
+    let _ = writeln!(
+        s,
+        "  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  rsp {:#018x}",
+        r.rsi, r.rdi, r.rbp, r.rsp
+    );
+    let _ = writeln!(
+        s,
+        "  r8  {:#018x}  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}",
+        r.r8, r.r9, r.r10, r.r11
+    );
+    let _ = writeln!(
+        s,
+        "  r12 {:#018x}  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}",
+        r.r12, r.r13, r.r14, r.r15
+    );
+    let _ = writeln!(
+        s,
+        "  cr0 {:#018x}  cr2 {:#018x}  cr3 {:#018x}  cr4 {:#018x}  efer {:#x}",
+        sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
+    );
+    let mode = PagingMode {
+        cr0: sr.cr0,
+        cr3: sr.cr3,
+        cr4: sr.cr4,
+        efer: sr.efer,
+    };
+    let mut bytes = [0u8; 16];
+    let n = mode.read_virt(memory, r.rip, &mut bytes);
+    if n == 0 {
+        let _ = write!(
+            s,
+            "  instruction bytes at rip: unreadable (rip is not mapped to guest RAM)"
+        );
+    } else {
+        let hex: Vec<String> = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
+        let _ = write!(s, "  instruction bytes at rip: {}", hex.join(" "));
+    }
+    s
+}

@@ -1,0 +1,339 @@
+//! The virtual machine: built from a validated [`Config`] in named boot steps, then run
+//! until the guest exits, fails, times out or l4vmm is signalled.
+//!
+//! Boot steps, in order (see [`Vmm::build`]):
+//! 1. `open_kvm`      /dev/kvm, host kind, required capabilities
+//! 2. `create_vm`     the VM and its in-kernel irqchip (before any vCPU)
+//! 3. `guest_memory`  RAM from anonymous mappings, registered as KVM memory slots
+//! 4. `load_image`    validate + load the kernel ELF, place the modules
+//! 5. `start_info`    the PVH start info: memory map, modules, command line
+//! 6. `devices`       serial console (IRQ 4), exit device, marker port
+//! 7. `vcpus`         create the vCPUs; the boot vCPU at the PVH entry
+//!
+//! Running: one host thread per vCPU ([`vcpu::run_loop`]); the main thread runs the
+//! event-manager loop (stdin -> serial, stop signals, --timeout, vCPU outcomes), then
+//! stops and joins every vCPU thread before returning.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use l4_abi::port::Marker;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::boot::{elf, pvh};
+use crate::config::Config;
+use crate::devices::serial::Console;
+use crate::devices::Devices;
+use crate::error::{Error, Result};
+use crate::exit_status::ExitStatus;
+use crate::host::HostKvm;
+use crate::signals::{self, StopSignals};
+use crate::terminal::TerminalGuard;
+use crate::vcpu::{self, Outcome, Shared};
+use crate::{image, memory};
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    config: Config,
+    started: Instant,
+    // Field order is drop order: vCPUs and the VM go before the memory they map.
+    vcpus: Vec<VcpuFd>,
+    devices: Arc<Devices>,
+    _vm: VmFd,
+    _kvm: Kvm,
+    memory: GuestMemoryMmap,
+}
+
+impl Vmm {
+    /// Runs the boot steps.
+    pub fn build(config: Config, started: Instant) -> Result<Self> {
+        let kvm = open_kvm()?;
+        let vm = create_vm(&kvm)?;
+        let mem_bytes = config.mem_mib << 20;
+        let memory = memory::create(&vm, mem_bytes)?;
+        let entry = load_image(&config, &memory)?;
+        let devices = Arc::new(Devices::new(Console::new(&vm)?));
+        let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
+        Ok(Vmm {
+            config,
+            started,
+            vcpus,
+            devices,
+            _vm: vm,
+            _kvm: kvm,
+            memory,
+        })
+    }
+
+    /// Runs the guest to its end.
+    pub fn run(self) -> Result<ExitStatus> {
+        let Vmm {
+            config,
+            started,
+            vcpus,
+            devices,
+            _vm,
+            _kvm,
+            memory,
+        } = self;
+        // Before any thread exists, so that every thread inherits the blocked stop signals.
+        let stop_signals = StopSignals::new()?;
+        signals::install_kick_handler()?;
+        let _terminal = TerminalGuard::new();
+        let shared = Arc::new(Shared::new()?);
+
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for (id, fd) in vcpus.into_iter().enumerate() {
+            let (devices, memory, shared) = (devices.clone(), memory.clone(), shared.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || vcpu::run_loop(fd, id as u8, devices, memory, shared))
+                .map_err(Error::host("spawning a vCPU thread"))?;
+            threads.push(t);
+        }
+
+        let ended = event_loop(&config, &devices, &shared, stop_signals);
+        stop_vcpus(&shared, threads);
+        devices.console.flush();
+        let end = ended?;
+
+        let elapsed = |t: Instant| t.duration_since(started).as_secs_f64() * 1e3;
+        let entry = devices.marker_time(Marker::KernelEntry).map(elapsed);
+        let status = match end {
+            LoopEnd::Outcome(Outcome::GuestExit(code)) => {
+                let s = ExitStatus::from_guest(code);
+                if s == ExitStatus::InvalidGuestExit {
+                    eprintln!("l4vmm: the guest wrote exit value {code}, which is not a guest exit code (0, 1, 3-63)");
+                }
+                s
+            }
+            LoopEnd::Outcome(Outcome::Shutdown) => ExitStatus::GuestShutdown,
+            LoopEnd::Outcome(Outcome::InternalError) => ExitStatus::InternalError,
+            LoopEnd::Outcome(Outcome::RunFailed(e)) => {
+                eprintln!("l4vmm: error: {e}");
+                ExitStatus::VmmError
+            }
+            LoopEnd::Timeout => {
+                eprintln!(
+                    "l4vmm: --timeout of {:?} expired; guest stopped",
+                    config.timeout.unwrap_or_default()
+                );
+                ExitStatus::Timeout
+            }
+            LoopEnd::Signal(sig) => {
+                eprintln!("l4vmm: stopped by signal {sig}");
+                ExitStatus::Signal(sig)
+            }
+        };
+        log::info!(
+            "exit status {}: kernel entry at {}, end at {:.3} ms after l4vmm started",
+            status.code(),
+            entry.map_or("(never)".to_string(), |ms| format!("{ms:.3} ms")),
+            elapsed(Instant::now()),
+        );
+        Ok(status)
+    }
+}
+
+/// Step 1: /dev/kvm.
+fn open_kvm() -> Result<Kvm> {
+    let kvm = Kvm::new().map_err(Error::KvmOpen)?;
+    log::info!("host KVM: {}", HostKvm::detect().describe());
+    if kvm.get_api_version() != 12 {
+        return Err(Error::KvmCapability("KVM API version 12"));
+    }
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::KvmCapability(name));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Step 2: the VM and its irqchip (KVM only accepts the irqchip before the first vCPU).
+fn create_vm(kvm: &Kvm) -> Result<VmFd> {
+    let vm = kvm.create_vm().map_err(Error::kvm("create_vm"))?;
+    vm.create_irq_chip().map_err(Error::kvm("create_irqchip"))?;
+    Ok(vm)
+}
+
+/// Steps 4 and 5: the kernel, the modules and the PVH start info. Returns the entry point.
+fn load_image(config: &Config, memory: &GuestMemoryMmap) -> Result<GuestAddress> {
+    let kernel = image::kernel(&config.kernel)?;
+    let modules = image::modules(&config.modules)?;
+    let layout = elf::validate(&kernel)?;
+    let mem = config.mem_mib << 20;
+    // Check the fit before writing anything.
+    let placed = pvh::place_modules(&modules, layout.end, mem, memory)?;
+    let entry = elf::load(&kernel, memory)?;
+    pvh::write_start_info(memory, mem, &config.cmdline, &modules, &placed)?;
+    log::debug!(
+        "kernel [{:#x}, {:#x}) entry {:#x}, {} module(s)",
+        layout.start,
+        layout.end,
+        entry.0,
+        placed.len()
+    );
+    Ok(entry)
+}
+
+/// Step 7: the vCPUs. vCPU 0 starts at the PVH entry; the others wait in the in-kernel
+/// local APIC for INIT/SIPI from the guest.
+fn create_vcpus(kvm: &Kvm, vm: &VmFd, count: u32, entry: GuestAddress) -> Result<Vec<VcpuFd>> {
+    let max = kvm.get_max_vcpus();
+    if count as usize > max {
+        return Err(Error::KvmCapability("as many vCPUs as --vcpus asks for"));
+    }
+    (0..count)
+        .map(|id| {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(Error::kvm("create_vcpu"))?;
+            vcpu::set_cpuid(kvm, &fd, id as u8)?;
+            if id == 0 {
+                vcpu::set_pvh_entry_state(&fd, entry.0)?;
+            }
+            Ok(fd)
+        })
+        .collect()
+}
+
+/// Why the event loop ended.
+enum LoopEnd {
+    Outcome(Outcome),
+    Timeout,
+    Signal(i32),
+}
+
+const EV_STDIN: u32 = 1;
+const EV_SIGNAL: u32 = 2;
+const EV_TIMER: u32 = 3;
+const EV_VCPU: u32 = 4;
+
+/// The main thread's event sources.
+struct Controller {
+    devices: Arc<Devices>,
+    shared: Arc<Shared>,
+    signals: StopSignals,
+    timer: Option<TimerFd>,
+    stdin_open: bool,
+    end: Option<LoopEnd>,
+}
+
+impl MutEventSubscriber for Controller {
+    fn init(&mut self, ops: &mut EventOps) {
+        let add = |ops: &mut EventOps, fd: i32, data: u32| {
+            // stdin may be a file or /dev/null, which epoll refuses: then there is no input.
+            if let Err(e) = ops.add(Events::with_data_raw(fd, data, EventSet::IN)) {
+                log::debug!("event loop: not watching fd {fd}: {e:?}");
+            }
+        };
+        if self.stdin_open {
+            add(ops, std::io::stdin().as_raw_fd(), EV_STDIN);
+        }
+        add(ops, self.signals.as_raw_fd(), EV_SIGNAL);
+        if let Some(t) = &self.timer {
+            add(ops, t.as_raw_fd(), EV_TIMER);
+        }
+        add(ops, self.shared.wake.as_raw_fd(), EV_VCPU);
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        match events.data() {
+            EV_STDIN => {
+                let mut buf = [0u8; 64];
+                match std::io::stdin().read(&mut buf) {
+                    Ok(n) if n > 0 => self.devices.console.input(&buf[..n]),
+                    _ => {
+                        // EOF or error: stop watching stdin, keep running the guest.
+                        let _ = ops.remove(events);
+                        self.stdin_open = false;
+                    }
+                }
+            }
+            EV_SIGNAL => {
+                if let Some(sig) = self.signals.read() {
+                    self.end.get_or_insert(LoopEnd::Signal(sig));
+                }
+            }
+            EV_TIMER => {
+                if let Some(t) = &mut self.timer {
+                    let _ = t.wait();
+                }
+                self.end.get_or_insert(LoopEnd::Timeout);
+            }
+            EV_VCPU => {
+                let _ = self.shared.wake.read();
+                if let Some(o) = self.shared.outcome() {
+                    self.end.get_or_insert(LoopEnd::Outcome(o));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn event_loop(
+    config: &Config,
+    devices: &Arc<Devices>,
+    shared: &Arc<Shared>,
+    signals: StopSignals,
+) -> Result<LoopEnd> {
+    let timer = match config.timeout {
+        Some(d) => {
+            let mut t = TimerFd::new().map_err(|e| Error::host("timerfd")(e.into()))?;
+            t.reset(d, None)
+                .map_err(|e| Error::host("timerfd")(e.into()))?;
+            Some(t)
+        }
+        None => None,
+    };
+    let controller = Arc::new(Mutex::new(Controller {
+        devices: devices.clone(),
+        shared: shared.clone(),
+        signals,
+        timer,
+        stdin_open: true,
+        end: None,
+    }));
+    let mut manager: EventManager<Arc<Mutex<Controller>>> =
+        EventManager::new().map_err(Error::EventLoop)?;
+    manager.add_subscriber(controller.clone());
+    loop {
+        manager.run().map_err(Error::EventLoop)?;
+        let mut c = controller
+            .lock()
+            .map_err(|_| Error::Memory("event loop state poisoned".into()))?;
+        if let Some(end) = c.end.take() {
+            return Ok(end);
+        }
+    }
+}
+
+/// Tells every vCPU to stop and kicks it out of KVM_RUN until its thread has ended.
+fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
+    shared.stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        // The thread may be about to enter KVM_RUN when the first kick lands: kick again
+        // until it is gone.
+        while !t.is_finished() {
+            // SAFETY: the pthread is alive (not yet joined); the kick signal has a no-op
+            // handler installed by `signals::install_kick_handler`.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), signals::kick_signal()) };
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = t.join();
+    }
+}
