@@ -28,15 +28,6 @@ impl HostKvm {
         }
     }
 
-    /// "hardware", "pvm" or "unknown".
-    pub fn name(self) -> &'static str {
-        match self {
-            HostKvm::Hardware(_) => "hardware",
-            HostKvm::Pvm => "pvm",
-            HostKvm::Unknown => "unknown",
-        }
-    }
-
     /// A one-line description for the log.
     pub fn describe(self) -> String {
         match self {

@@ -15,7 +15,6 @@ const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 pub struct PagingMode {
     pub cr0: u64,
     pub cr3: u64,
-    pub cr4: u64,
     pub efer: u64,
 }
 

@@ -37,19 +37,38 @@ pub fn validate(kernel: &Blob) -> Result<KernelLayout, ImageError> {
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err(ImageError::NotElf(name.clone()));
     }
-    let elf = Elf::parse(bytes).map_err(|e| {
-        let reason = e.to_string();
-        if reason.contains("bounds") || reason.contains("too") || reason.contains("size") {
+    let len = bytes.len() as u64;
+    let header = Elf::parse_header(bytes).map_err(|e| {
+        if len < 64 {
             ImageError::Truncated {
                 name: name.clone(),
-                detail: reason,
+                detail: format!("{len} bytes is shorter than an ELF header"),
             }
         } else {
             ImageError::Malformed {
                 name: name.clone(),
-                reason,
+                reason: e.to_string(),
             }
         }
+    })?;
+    // The header says how far the program and section header tables reach: a file that
+    // stops before that was cut short.
+    let table_end =
+        |off: u64, num: u16, size: u16| off.saturating_add(u64::from(num) * u64::from(size));
+    let declared = table_end(header.e_phoff, header.e_phnum, header.e_phentsize).max(table_end(
+        header.e_shoff,
+        header.e_shnum,
+        header.e_shentsize,
+    ));
+    if declared > len {
+        return Err(ImageError::Truncated {
+            name: name.clone(),
+            detail: format!("the file is {len} bytes but its headers describe {declared} bytes"),
+        });
+    }
+    let elf = Elf::parse(bytes).map_err(|e| ImageError::Malformed {
+        name: name.clone(),
+        reason: e.to_string(),
     })?;
     if !elf.is_64 || !elf.little_endian || elf.header.e_machine != EM_X86_64 {
         return Err(ImageError::WrongKind {

@@ -1,0 +1,166 @@
+//! Helpers for the end-to-end tests: run the real l4vmm binary (or QEMU) as a child
+//! process, with a hard deadline, and look at what it printed and how it exited.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The l4vmm binary under test.
+pub fn l4vmm_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_l4vmm"))
+}
+
+/// The kernel ELF that build.rs built and embedded.
+pub fn kernel_elf() -> PathBuf {
+    PathBuf::from(env!("L4_KERNEL_ELF"))
+}
+
+/// Fails the test, naming the reason, unless this host can run KVM guests.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!(
+            "these tests boot real VMs and need read/write access to /dev/kvm, which failed: {e}. \
+             Run them on a Linux host with KVM (kvm_intel, kvm_amd or kvm_pvm)."
+        );
+    }
+}
+
+/// What a finished child printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The exit code (panics if the child was killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+
+    /// Asserts the exit code, showing the output if it differs.
+    pub fn assert_code(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            want,
+            "unexpected exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs l4vmm with `args` (and a --timeout safety net unless the args set one).
+pub fn l4vmm(args: &[&str]) -> Run {
+    require_kvm();
+    let mut cmd = Command::new(l4vmm_path());
+    cmd.args(args);
+    if !args.contains(&"--timeout") {
+        cmd.args(["--timeout", "60"]);
+    }
+    run(cmd, Duration::from_secs(90))
+}
+
+/// Spawns `cmd` with piped output and stdin from /dev/null.
+pub fn spawn(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env("RUST_LOG", "info");
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Waits for `child` (killing it after `deadline`) and collects its output.
+pub fn finish(mut child: Child, deadline: Duration) -> Run {
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `cmd` to completion.
+pub fn run(cmd: Command, deadline: Duration) -> Run {
+    finish(spawn(cmd), deadline)
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("l4test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
