@@ -85,7 +85,6 @@ mod tests {
         let m = PagingMode {
             cr0: 1 << 31,
             cr3: 0x1000,
-            cr4: 0x20,
             efer: 1 << 10,
         };
         assert_eq!(m.translate(&mem, 0x1234), Some(0x5234));

@@ -277,7 +277,6 @@ pub fn dump_state(vcpu: &VcpuFd, memory: &GuestMemoryMmap) -> String {
     let mode = PagingMode {
         cr0: sr.cr0,
         cr3: sr.cr3,
-        cr4: sr.cr4,
         efer: sr.efer,
     };
     let mut bytes = [0u8; 16];
