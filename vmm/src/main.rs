@@ -27,7 +27,7 @@ use crate::exit_status::ExitStatus;
 fn main() {
     let started = Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp(None)
+        .format_timestamp_micros()
         .init();
     // clap prints its own message and exits with 2 for usage errors.
     let cli = cli::Cli::parse();

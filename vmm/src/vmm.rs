@@ -55,22 +55,25 @@ pub struct Vmm {
 impl Vmm {
     /// Runs the boot steps.
     pub fn build(config: Config, started: Instant) -> Result<Self> {
+        let mut step_start = Instant::now();
+        let mut step = |name: &str| {
+            log::debug!("boot step {name}: {} us", step_start.elapsed().as_micros());
+            step_start = Instant::now();
+        };
         let kvm = open_kvm()?;
+        step("open_kvm");
         let vm = create_vm(&kvm)?;
+        step("create_vm");
         let mem_bytes = config.mem_mib << 20;
         let memory = memory::create(&vm, mem_bytes)?;
+        step("guest_memory");
         let entry = load_image(&config, &memory)?;
+        step("load_image + start_info");
         let devices = Arc::new(Devices::new(Console::new(&vm)?));
+        step("devices");
         let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
-        Ok(Vmm {
-            config,
-            started,
-            vcpus,
-            devices,
-            _vm: vm,
-            _kvm: kvm,
-            memory,
-        })
+        step("vcpus");
+        Ok(Vmm { config, started, vcpus, devices, _vm: vm, _kvm: kvm, memory })
     }
 
     /// Runs the guest to its end.
