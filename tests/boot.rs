@@ -16,11 +16,7 @@ fn embedded_image_boots_and_prints_its_banner() {
         .assert_stdout_has("cmdline: ''")
         .assert_stdout_has("l4: boot complete")
         .assert_stderr_has("host KVM: ");
-    assert!(
-        r.stderr.contains("kernel entry at ") && !r.stderr.contains("kernel entry at (never)"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("kernel entry at ") && !r.stderr.contains("kernel entry at (never)"), "{}", r.stderr);
 }
 
 #[test]
@@ -48,9 +44,7 @@ fn modules_and_command_line_reach_the_kernel() {
 
 #[test]
 fn guest_memory_size_follows_mem() {
-    l4vmm(&["--mem", "64"])
-        .assert_code(0)
-        .assert_stdout_has("usable RAM: 65151 KiB");
+    l4vmm(&["--mem", "64"]).assert_code(0).assert_stdout_has("usable RAM: 65151 KiB");
     // Above 3 GiB the RAM continues above the MMIO hole at 4 GiB.
     l4vmm(&["--mem", "4096"])
         .assert_code(0)
@@ -62,17 +56,13 @@ fn guest_memory_size_follows_mem() {
 fn guest_exit_codes_pass_through_and_reserved_ones_are_refused() {
     l4vmm(&["--cmdline", "ktest=exit=5"]).assert_code(5);
     l4vmm(&["--cmdline", "ktest=exit=63"]).assert_code(63);
-    l4vmm(&["--cmdline", "ktest=exit=2"])
-        .assert_code(68)
-        .assert_stderr_has("not a guest exit code");
+    l4vmm(&["--cmdline", "ktest=exit=2"]).assert_code(68).assert_stderr_has("not a guest exit code");
     l4vmm(&["--cmdline", "ktest=exit=200"]).assert_code(68);
 }
 
 #[test]
 fn kernel_panic_is_reported() {
-    l4vmm(&["--cmdline", "ktest=panic"])
-        .assert_code(3)
-        .assert_stdout_has("l4: KERNEL PANIC at ");
+    l4vmm(&["--cmdline", "ktest=panic"]).assert_code(3).assert_stdout_has("l4: KERNEL PANIC at ");
 }
 
 #[test]
@@ -98,17 +88,13 @@ fn emulation_failure_gives_its_own_status_and_registers() {
 #[test]
 fn timeout_stops_a_spinning_or_halted_guest() {
     for t in ["ktest=spin", "ktest=hang"] {
-        l4vmm(&["--timeout", "0.5", "--cmdline", t])
-            .assert_code(67)
-            .assert_stderr_has("--timeout");
+        l4vmm(&["--timeout", "0.5", "--cmdline", t]).assert_code(67).assert_stderr_has("--timeout");
     }
 }
 
 #[test]
 fn extra_vcpus_wait_for_startup_without_disturbing_boot() {
-    l4vmm(&["--vcpus", "4"])
-        .assert_code(0)
-        .assert_stdout_has("l4: boot complete");
+    l4vmm(&["--vcpus", "4"]).assert_code(0).assert_stdout_has("l4: boot complete");
 }
 
 #[test]
@@ -123,8 +109,6 @@ fn sigint_and_sigterm_stop_the_guest_cleanly() {
         // SAFETY: signals our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let r = finish(child, std::time::Duration::from_secs(20));
-        r.assert_code(code)
-            .assert_stderr_has("stopped by signal")
-            .assert_stdout_has("l4: ktest=spin");
+        r.assert_code(code).assert_stderr_has("stopped by signal").assert_stdout_has("l4: ktest=spin");
     }
 }

@@ -10,22 +10,9 @@ fn refused(args: &[&str], needle: &str) {
     let r = l4vmm(args);
     r.assert_code(2).assert_stderr_has(needle);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let errors: Vec<_> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("l4vmm: error:"))
-        .collect();
-    assert_eq!(
-        errors.len(),
-        1,
-        "exactly one error line expected:\n{}",
-        r.stderr
-    );
-    assert!(
-        !r.stdout.contains("l4 kernel"),
-        "no guest may run:\n{}",
-        r.stdout
-    );
+    let errors: Vec<_> = r.stderr.lines().filter(|l| l.starts_with("l4vmm: error:")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line expected:\n{}", r.stderr);
+    assert!(!r.stdout.contains("l4 kernel"), "no guest may run:\n{}", r.stdout);
 }
 
 fn kernel_bytes() -> Vec<u8> {
@@ -34,14 +21,8 @@ fn kernel_bytes() -> Vec<u8> {
 
 #[test]
 fn missing_files() {
-    refused(
-        &["--kernel", "/nonexistent/kernel.elf"],
-        "cannot read kernel '/nonexistent/kernel.elf'",
-    );
-    refused(
-        &["--module", "/nonexistent/mod"],
-        "cannot read module '/nonexistent/mod'",
-    );
+    refused(&["--kernel", "/nonexistent/kernel.elf"], "cannot read kernel '/nonexistent/kernel.elf'");
+    refused(&["--module", "/nonexistent/mod"], "cannot read module '/nonexistent/mod'");
     refused(&["--kernel", "/"], "cannot read kernel '/'");
 }
 
@@ -77,38 +58,24 @@ fn segments_outside_guest_memory() {
     let mut k = kernel_bytes();
     patch_phdr(&mut k, 1, 24, 0xffff_0000_0000); // p_paddr of the text segment
     let p = dir.file("high", &k);
-    refused(
-        &["--kernel", p.to_str().unwrap()],
-        "is outside guest memory",
-    );
+    refused(&["--kernel", p.to_str().unwrap()], "is outside guest memory");
     let mut k = kernel_bytes();
     patch_phdr(&mut k, 1, 24, 0x1000); // below 1 MiB, over l4vmm's boot data
     let p = dir.file("low", &k);
-    refused(
-        &["--kernel", p.to_str().unwrap()],
-        "is outside guest memory",
-    );
+    refused(&["--kernel", p.to_str().unwrap()], "is outside guest memory");
 }
 
 #[test]
 fn memory_too_small_for_the_image() {
     let dir = TempDir::new("small");
     let m = dir.file("big", &vec![0x5a; 6 << 20]);
-    refused(
-        &["--mem", "4", "--module", m.to_str().unwrap()],
-        "--mem 4 MiB is too small for this image",
-    );
+    refused(&["--mem", "4", "--module", m.to_str().unwrap()], "--mem 4 MiB is too small for this image");
 }
 
 #[test]
 fn bad_flags() {
     // clap's own errors: not "l4vmm: error:" lines, so check them directly.
-    for args in [
-        &["--bogus"][..],
-        &["--vcpus"],
-        &["--mem", "lots"],
-        &["--timeout", "soon"],
-    ] {
+    for args in [&["--bogus"][..], &["--vcpus"], &["--mem", "lots"], &["--timeout", "soon"]] {
         let r = l4vmm(args);
         r.assert_code(2);
         assert!(r.stderr.starts_with("error: "), "{}", r.stderr);
@@ -118,9 +85,6 @@ fn bad_flags() {
     refused(&["--vcpus", "1000"], "--vcpus must be between 1 and");
     refused(&["--mem", "1"], "--mem must be between");
     refused(&["--timeout", "0"], "--timeout must be a positive number");
-    refused(
-        &["--cmdline", "tab\there"],
-        "--cmdline may only hold printable ASCII",
-    );
+    refused(&["--cmdline", "tab\there"], "--cmdline may only hold printable ASCII");
     refused(&["--gdb-wait"], "--gdb-wait needs --gdb");
 }

@@ -21,9 +21,7 @@ use common::kernel_elf;
 /// SSE instructions that KVM's emulator does execute: plain moves and FXSAVE/FXRSTOR.
 const ALLOWED_SSE: [&str; 6] = ["movups", "movaps", "movdqa", "movdqu", "fxsave", "fxrstor"];
 /// Instructions that are no SSE but still kill (or silently mis-execute in) the emulator.
-const FORBIDDEN: [&str; 9] = [
-    "popcnt", "crc32", "rdtscp", "invpcid", "xgetbv", "vmcall", "vmmcall", "tzcnt", "lzcnt",
-];
+const FORBIDDEN: [&str; 9] = ["popcnt", "crc32", "rdtscp", "invpcid", "xgetbv", "vmcall", "vmmcall", "tzcnt", "lzcnt"];
 
 struct Function {
     start: u64,
@@ -38,28 +36,14 @@ fn objdump(extra: &[&str]) -> BTreeMap<String, Function> {
         .arg(kernel_elf())
         .output()
         .expect("objdump (binutils) must be installed");
-    assert!(
-        out.status.success(),
-        "objdump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "objdump failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut funcs: BTreeMap<String, Function> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         if let Some((addr, rest)) = line.split_once(" <") {
-            if let (Ok(a), Some(name)) = (
-                u64::from_str_radix(addr.trim(), 16),
-                rest.strip_suffix(">:"),
-            ) {
-                funcs.insert(
-                    name.to_string(),
-                    Function {
-                        start: a,
-                        end: a,
-                        insns: Vec::new(),
-                    },
-                );
+            if let (Ok(a), Some(name)) = (u64::from_str_radix(addr.trim(), 16), rest.strip_suffix(">:")) {
+                funcs.insert(name.to_string(), Function { start: a, end: a, insns: Vec::new() });
                 current = Some(name.to_string());
                 continue;
             }
@@ -83,11 +67,7 @@ fn objdump(extra: &[&str]) -> BTreeMap<String, Function> {
 fn disassemble() -> BTreeMap<String, Function> {
     let mut funcs = objdump(&[]);
     let entry32 = objdump(&["-M", "i386", "--section", ".boot"]);
-    let pvh = entry32
-        .into_iter()
-        .find(|(n, _)| n == "pvh_start")
-        .expect("pvh_start in .boot")
-        .1;
+    let pvh = entry32.into_iter().find(|(n, _)| n == "pvh_start").expect("pvh_start in .boot").1;
     funcs.insert("pvh_start".into(), pvh);
     funcs
 }
@@ -134,12 +114,7 @@ impl Data {
 /// table: the first 64 bytes, a deliberate over-approximation).
 fn references<'a>(insn: &str, by_addr: &'a [(u64, u64, String)], data: &Data) -> Vec<&'a str> {
     let mut out = Vec::new();
-    let lookup = |a: u64| {
-        by_addr
-            .iter()
-            .find(|(s, e, _)| *s <= a && a < *e)
-            .map(|(_, _, n)| n.as_str())
-    };
+    let lookup = |a: u64| by_addr.iter().find(|(s, e, _)| *s <= a && a < *e).map(|(_, _, n)| n.as_str());
     let span = if insn.starts_with("lea") { 64 } else { 8 };
     for tok in insn.split(|c: char| !c.is_ascii_hexdigit() && c != 'x') {
         let hex = tok.strip_prefix("0x").unwrap_or(tok);
@@ -170,23 +145,15 @@ fn is_panic_builder(name: &str) -> bool {
 }
 
 fn is_fmt(name: &str) -> bool {
-    name.starts_with("core::fmt::")
-        || name.starts_with("<core::fmt::")
-        || name.contains(" as core::fmt::")
+    name.starts_with("core::fmt::") || name.starts_with("<core::fmt::") || name.contains(" as core::fmt::")
 }
 
 /// The instructions that reachable code must not contain, each with the path that reaches
 /// it. `exempt_panic_fmt` switches the one exemption described above.
 fn forbidden_reachable_instructions(exempt_panic_fmt: bool) -> Vec<String> {
     let funcs = disassemble();
-    assert!(
-        funcs.contains_key("pvh_start") && funcs.contains_key("kernel_main"),
-        "unexpected disassembly"
-    );
-    let by_addr: Vec<(u64, u64, String)> = funcs
-        .iter()
-        .map(|(n, f)| (f.start, f.end, n.clone()))
-        .collect();
+    assert!(funcs.contains_key("pvh_start") && funcs.contains_key("kernel_main"), "unexpected disassembly");
+    let by_addr: Vec<(u64, u64, String)> = funcs.iter().map(|(n, f)| (f.start, f.end, n.clone())).collect();
     let data = Data::load();
 
     let mut reached: HashSet<&str> = HashSet::new();
@@ -209,11 +176,7 @@ fn forbidden_reachable_instructions(exempt_panic_fmt: bool) -> Vec<String> {
         }
     }
     // The analysis must see through the boot code and the GOT to the panic handler.
-    for f in [
-        "kernel_main",
-        "core::panicking::panic_fmt",
-        "__rustc::rust_begin_unwind",
-    ] {
+    for f in ["kernel_main", "core::panicking::panic_fmt", "__rustc::rust_begin_unwind"] {
         assert!(reached.contains(f), "the analysis does not reach {f}");
     }
 
@@ -221,19 +184,14 @@ fn forbidden_reachable_instructions(exempt_panic_fmt: bool) -> Vec<String> {
     for name in &reached {
         for insn in &funcs[*name].insns {
             let mnemonic = insn.split_whitespace().next().unwrap_or("");
-            let sse = insn.contains("%xmm")
-                || insn.contains("%ymm")
-                || insn.contains("%mm")
-                || mnemonic.contains("mxcsr");
+            let sse =
+                insn.contains("%xmm") || insn.contains("%ymm") || insn.contains("%mm") || mnemonic.contains("mxcsr");
             if (sse && !ALLOWED_SSE.contains(&mnemonic)) || FORBIDDEN.contains(&mnemonic) {
                 let mut path = vec![*name];
                 while let Some(p) = parent.get(path.last().unwrap()) {
                     path.push(p);
                 }
-                bad.push(format!(
-                    "{insn}  in {name}\n    reached via {}",
-                    path.join(" <- ")
-                ));
+                bad.push(format!("{insn}  in {name}\n    reached via {}", path.join(" <- ")));
                 break;
             }
         }
@@ -244,7 +202,11 @@ fn forbidden_reachable_instructions(exempt_panic_fmt: bool) -> Vec<String> {
 #[test]
 fn reachable_kernel_code_has_no_sse_arithmetic() {
     let bad = forbidden_reachable_instructions(true);
-    assert!(bad.is_empty(), "ring-0 code the kernel can execute contains instructions that KVM's emulator cannot run:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "ring-0 code the kernel can execute contains instructions that KVM's emulator cannot run:\n{}",
+        bad.join("\n")
+    );
 }
 
 /// The check itself finds SSE: without the panic exemption, core::fmt's SSE code (linked
@@ -253,27 +215,15 @@ fn reachable_kernel_code_has_no_sse_arithmetic() {
 fn the_sse_check_finds_core_fmt_without_the_panic_exemption() {
     let bad = forbidden_reachable_instructions(false);
     assert!(
-        bad.iter()
-            .any(|b| b.contains("core::fmt")
-                && b.contains("<- kernel_main <- boot_long <- pvh_start")),
+        bad.iter().any(|b| b.contains("core::fmt") && b.contains("<- kernel_main <- boot_long <- pvh_start")),
         "{bad:#?}"
     );
 }
 
 #[test]
 fn the_image_carries_a_pvh_note_and_loads_above_1mib() {
-    let out = Command::new("readelf")
-        .args(["-n", "-l", "-W"])
-        .arg(kernel_elf())
-        .output()
-        .expect("readelf");
+    let out = Command::new("readelf").args(["-n", "-l", "-W"]).arg(kernel_elf()).output().expect("readelf");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("Xen") && text.contains("0x00000012"),
-        "no XEN_ELFNOTE_PHYS32_ENTRY note:\n{text}"
-    );
-    assert!(
-        text.contains("NOTE"),
-        "the note must be in a PT_NOTE segment:\n{text}"
-    );
+    assert!(text.contains("Xen") && text.contains("0x00000012"), "no XEN_ELFNOTE_PHYS32_ENTRY note:\n{text}");
+    assert!(text.contains("NOTE"), "the note must be in a PT_NOTE segment:\n{text}");
 }

@@ -9,10 +9,12 @@ use common::*;
 
 fn qemu_binary() -> &'static str {
     let bin = "qemu-system-x86_64";
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    assert!(found, "{bin} is not installed: this test needs it (Debian: apt-get install qemu-system-x86; .ci/run installs it)");
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false);
+    assert!(
+        found,
+        "{bin} is not installed: this test needs it (Debian: apt-get install qemu-system-x86; .ci/run installs it)"
+    );
     bin
 }
 
@@ -31,34 +33,16 @@ fn same_kernel_boots_under_qemu_with_the_same_banner() {
     let module = dir.file("boot.mod", &[7u8; 3000]);
     let kernel = kernel_elf();
     let mut cmd = Command::new(qemu_binary());
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-m",
-        "128",
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args([
-        "-serial",
-        "stdio",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x01",
-    ])
-    .arg("-kernel")
-    .arg(&kernel)
-    .arg("-initrd")
-    .arg(&module)
-    .args(["-append", "hello from qemu"]);
+    cmd.args(["-accel", "tcg", "-m", "128", "-nographic", "-no-reboot", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&module)
+        .args(["-append", "hello from qemu"]);
     let q = run(cmd, Duration::from_secs(120));
     // isa-debug-exit: status = (value << 1) | 1, so the kernel's 0 is 1.
-    q.assert_code(1)
-        .assert_stdout_has("cmdline: 'hello from qemu'")
-        .assert_stdout_has("] 3000 bytes ''");
+    q.assert_code(1).assert_stdout_has("cmdline: 'hello from qemu'").assert_stdout_has("] 3000 bytes ''");
 
     let module = module.to_str().unwrap();
     let l = l4vmm(&["--module", module, "--cmdline", "hello from qemu"]);

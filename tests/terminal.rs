@@ -24,24 +24,13 @@ fn ctrl_c_stops_the_guest_and_restores_the_terminal() {
     require_kvm();
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two new descriptors into the given ints; we check the result.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(rc, 0, "openpty");
     // SAFETY: fresh descriptors that we own from here on.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     let before = lflag(slave.as_raw_fd());
-    assert_ne!(
-        before & libc::ICANON,
-        0,
-        "a new pty starts in canonical mode"
-    );
+    assert_ne!(before & libc::ICANON, 0, "a new pty starts in canonical mode");
 
     let mut cmd = Command::new(l4vmm_path());
     cmd.args(["--cmdline", "ktest=spin", "--timeout", "60"])
@@ -63,35 +52,17 @@ fn ctrl_c_stops_the_guest_and_restores_the_terminal() {
     // Wait until l4vmm has put the terminal into character mode.
     let start = Instant::now();
     while lflag(slave.as_raw_fd()) & libc::ICANON != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "l4vmm never switched the terminal to character mode"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "l4vmm never switched the terminal to character mode");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(
-        lflag(slave.as_raw_fd()) & libc::ECHO,
-        0,
-        "local echo is off while the guest runs"
-    );
-    assert_ne!(
-        lflag(slave.as_raw_fd()) & libc::ISIG,
-        0,
-        "^C must still raise SIGINT"
-    );
+    assert_eq!(lflag(slave.as_raw_fd()) & libc::ECHO, 0, "local echo is off while the guest runs");
+    assert_ne!(lflag(slave.as_raw_fd()) & libc::ISIG, 0, "^C must still raise SIGINT");
     std::thread::sleep(Duration::from_millis(200));
 
     // Type ^C.
     // SAFETY: writes one byte from a valid buffer to our pty master.
-    assert_eq!(
-        unsafe { libc::write(master.as_raw_fd(), b"\x03".as_ptr().cast(), 1) },
-        1
-    );
+    assert_eq!(unsafe { libc::write(master.as_raw_fd(), b"\x03".as_ptr().cast(), 1) }, 1);
     let r = finish(child, Duration::from_secs(20));
     r.assert_code(130).assert_stderr_has("stopped by signal 2");
-    assert_eq!(
-        lflag(slave.as_raw_fd()),
-        before,
-        "terminal settings restored"
-    );
+    assert_eq!(lflag(slave.as_raw_fd()), before, "terminal settings restored");
 }

@@ -16,11 +16,8 @@ fn main() {
     let root = manifest.parent().expect("vmm/ has a parent").to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     // OUT_DIR = <target>/<profile>/build/<pkg>-<hash>/out
-    let target_dir = out_dir
-        .ancestors()
-        .nth(4)
-        .map(|t| t.join("guest"))
-        .unwrap_or_else(|| root.join("target").join("guest"));
+    let target_dir =
+        out_dir.ancestors().nth(4).map(|t| t.join("guest")).unwrap_or_else(|| root.join("target").join("guest"));
 
     for p in [
         "guest-kernel/src",
@@ -34,31 +31,17 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
 
-    build_guest(
-        &root.join("guest-kernel"),
-        &target_dir,
-        &["--features", "guest", "--bin", "l4-kernel"],
-    );
+    build_guest(&root.join("guest-kernel"), &target_dir, &["--features", "guest", "--bin", "l4-kernel"]);
     let kernel = target_dir.join("x86_64-unknown-linux-gnu/release/l4-kernel");
-    assert!(
-        kernel.is_file(),
-        "guest build did not produce {}",
-        kernel.display()
-    );
+    assert!(kernel.is_file(), "guest build did not produce {}", kernel.display());
     println!("cargo:rustc-env=L4_KERNEL_ELF={}", kernel.display());
-    println!(
-        "cargo:rustc-env=L4_GUEST_TARGET_DIR={}",
-        target_dir.display()
-    );
+    println!("cargo:rustc-env=L4_GUEST_TARGET_DIR={}", target_dir.display());
 }
 
 fn build_guest(dir: &Path, target_dir: &Path, args: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir)
-        .args(["build", "--release", "--target-dir"])
-        .arg(target_dir)
-        .args(args);
+    cmd.current_dir(dir).args(["build", "--release", "--target-dir"]).arg(target_dir).args(args);
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         let keep = matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_TERM_COLOR");
@@ -82,12 +65,6 @@ fn build_guest(dir: &Path, target_dir: &Path, args: &[&str]) {
             cmd.env_remove(key);
         }
     }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", dir.display()));
-    assert!(
-        status.success(),
-        "building the guest in {} failed ({status})",
-        dir.display()
-    );
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", dir.display()));
+    assert!(status.success(), "building the guest in {} failed ({status})", dir.display());
 }

@@ -19,10 +19,7 @@ pub fn run(name: &str) {
         "hang" => arch::ktest::hang(),
         "panic" => panic!("ktest=panic"),
         _ => {
-            if let Some(code) = name
-                .strip_prefix("exit=")
-                .and_then(|c| c.parse::<u8>().ok())
-            {
+            if let Some(code) = name.strip_prefix("exit=").and_then(|c| c.parse::<u8>().ok()) {
                 arch::exit(code);
             }
             crate::kprintln!("l4: unknown ktest '", name, "', ignored");

@@ -29,12 +29,7 @@ pub extern "C" fn kernel_main(start_info: u64) -> ! {
     let info = match BootInfo::parse(&mem, start_info) {
         Ok(info) => info,
         Err(e) => {
-            kprintln!(
-                "l4: unusable PVH start info at ",
-                Hex(start_info),
-                ": ",
-                console::Debug(&e)
-            );
+            kprintln!("l4: unusable PVH start info at ", Hex(start_info), ": ", console::Debug(&e));
             arch::exit(exit::FAILURE);
         }
     };
@@ -51,29 +46,14 @@ pub extern "C" fn kernel_main(start_info: u64) -> ! {
 /// Prints what the kernel was given. The same kernel prints the same banner under l4vmm
 /// and under QEMU; only the values differ.
 fn banner(info: &BootInfo<'static>, start_info: u64) {
-    kprintln!(
-        "l4 kernel ",
-        env!("CARGO_PKG_VERSION"),
-        " (x86_64), booted via PVH, start info at ",
-        Hex(start_info)
-    );
+    kprintln!("l4 kernel ", env!("CARGO_PKG_VERSION"), " (x86_64), booted via PVH, start info at ", Hex(start_info));
     let mut ram = 0u64;
     kprintln!("memory map:");
     for r in info.memmap() {
         if r.size == 0 {
             continue;
         }
-        kprintln!(
-            "  [",
-            Hex(r.base),
-            "-",
-            Hex(r.end() - 1),
-            "] ",
-            r.kind.name(),
-            " (",
-            r.size / 1024,
-            " KiB)"
-        );
+        kprintln!("  [", Hex(r.base), "-", Hex(r.end() - 1), "] ", r.kind.name(), " (", r.size / 1024, " KiB)");
         if r.kind == l4_kernel::boot::pvh::MemType::Ram {
             ram = ram.saturating_add(r.size);
         }

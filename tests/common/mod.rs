@@ -19,11 +19,7 @@ pub fn kernel_elf() -> PathBuf {
 
 /// Fails the test, naming the reason, unless this host can run KVM guests.
 pub fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!(
             "these tests boot real VMs and need read/write access to /dev/kvm, which failed: {e}. \
              Run them on a Linux host with KVM (kvm_intel, kvm_amd or kvm_pvm)."
@@ -42,9 +38,7 @@ pub struct Run {
 impl Run {
     /// The exit code (panics if the child was killed by a signal).
     pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+        self.status.code().unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
     }
 
     /// Asserts the exit code, showing the output if it differs.
@@ -93,12 +87,9 @@ pub fn l4vmm(args: &[&str]) -> Run {
 
 /// Spawns `cmd` with piped output and stdin from /dev/null.
 pub fn spawn(mut cmd: Command) -> Child {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env("RUST_LOG", "info");
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
 }
 
 /// Waits for `child` (killing it after `deadline`) and collects its output.
@@ -127,11 +118,7 @@ pub fn finish(mut child: Child, deadline: Duration) -> Run {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Run {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    }
+    Run { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
 }
 
 /// Runs `cmd` to completion.

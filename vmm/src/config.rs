@@ -97,14 +97,8 @@ impl Config {
             return Err(ConfigError::GdbNotYetSupported);
         }
         Ok(Config {
-            kernel: cli
-                .kernel
-                .map_or(KernelSource::Embedded, KernelSource::File),
-            modules: if cli.modules.is_empty() {
-                ModuleSource::Embedded
-            } else {
-                ModuleSource::Files(cli.modules)
-            },
+            kernel: cli.kernel.map_or(KernelSource::Embedded, KernelSource::File),
+            modules: if cli.modules.is_empty() { ModuleSource::Embedded } else { ModuleSource::Files(cli.modules) },
             cmdline: cli.cmdline,
             mem_mib: cli.mem,
             vcpus: cli.vcpus,

@@ -13,22 +13,18 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("cannot open /dev/kvm: {0} (l4vmm needs KVM: load kvm_intel, kvm_amd or kvm_pvm and make /dev/kvm accessible)")]
+    #[error(
+        "cannot open /dev/kvm: {0} (l4vmm needs KVM: load kvm_intel, kvm_amd or kvm_pvm and make /dev/kvm accessible)"
+    )]
     KvmOpen(kvm_ioctls::Error),
     #[error("KVM: {what}: {source}")]
-    Kvm {
-        what: &'static str,
-        source: kvm_ioctls::Error,
-    },
+    Kvm { what: &'static str, source: kvm_ioctls::Error },
     #[error("KVM lacks {0}, which l4vmm needs")]
     KvmCapability(&'static str),
     #[error("guest memory: {0}")]
     Memory(String),
     #[error("{what}: {source}")]
-    Host {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Host { what: &'static str, source: std::io::Error },
     #[error("event loop: {0:?}")]
     EventLoop(event_manager::Error),
 }

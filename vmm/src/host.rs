@@ -32,9 +32,7 @@ impl HostKvm {
     pub fn describe(self) -> String {
         match self {
             HostKvm::Hardware(m) => format!("hardware-backed ({m})"),
-            HostKvm::Pvm => {
-                "PVM (kvm_pvm: software virtualization, guest ring 0 is emulated)".into()
-            }
+            HostKvm::Pvm => "PVM (kvm_pvm: software virtualization, guest ring 0 is emulated)".into(),
             HostKvm::Unknown => "unknown (no kvm_intel, kvm_amd or kvm_pvm module)".into(),
         }
     }

@@ -13,11 +13,7 @@ static EMBEDDED_KERNEL: &[u8] = include_bytes!(env!("L4_KERNEL_ELF"));
 #[derive(Debug, Error)]
 pub enum ImageError {
     #[error("cannot read {what} '{}': {source}", path.display())]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{0} is empty")]
     Empty(String),
     #[error("{0} is not an ELF file (no \\x7fELF magic)")]
@@ -31,14 +27,7 @@ pub enum ImageError {
     #[error("{name} has no loadable segments")]
     NoSegments { name: String },
     #[error("{name}: segment {index} at guest-physical [{start:#x}, {end:#x}) is outside guest memory (a kernel must load between {min:#x} and {max:#x})")]
-    OutsideMemory {
-        name: String,
-        index: usize,
-        start: u64,
-        end: u64,
-        min: u64,
-        max: u64,
-    },
+    OutsideMemory { name: String, index: usize, start: u64, end: u64, min: u64, max: u64 },
     #[error("{name} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); l4vmm boots kernels through PVH only")]
     NoPvhNote { name: String },
     #[error("--mem {mem_mib} MiB is too small for this image: the kernel and modules need at least {need_mib} MiB")]
@@ -54,24 +43,14 @@ pub struct Blob {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Blob, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Read {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(Blob {
-        name: format!("{what} '{}'", path.display()),
-        bytes,
-    })
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Read { what, path: path.to_path_buf(), source })?;
+    Ok(Blob { name: format!("{what} '{}'", path.display()), bytes })
 }
 
 /// The kernel's bytes.
 pub fn kernel(source: &KernelSource) -> Result<Blob, ImageError> {
     match source {
-        KernelSource::Embedded => Ok(Blob {
-            name: "the embedded kernel".into(),
-            bytes: EMBEDDED_KERNEL.to_vec(),
-        }),
+        KernelSource::Embedded => Ok(Blob { name: "the embedded kernel".into(), bytes: EMBEDDED_KERNEL.to_vec() }),
         KernelSource::File(path) => read("kernel", path),
     }
 }
@@ -85,10 +64,7 @@ pub fn modules(source: &ModuleSource) -> Result<Vec<Blob>, ImageError> {
             .iter()
             .map(|p| {
                 let mut blob = read("module", p)?;
-                blob.name = p.file_name().map_or_else(
-                    || p.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
+                blob.name = p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
                 Ok(blob)
             })
             .collect(),

@@ -10,16 +10,12 @@ use crate::error::{Error, Result};
 
 /// Creates `mem` bytes of guest RAM laid out by [`layout::ram_ranges`] and registers it.
 pub fn create(vm: &VmFd, mem: u64) -> Result<GuestMemoryMmap> {
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(mem)
-        .into_iter()
-        .map(|(start, size)| (GuestAddress(start), size as usize))
-        .collect();
+    let ranges: Vec<(GuestAddress, usize)> =
+        layout::ram_ranges(mem).into_iter().map(|(start, size)| (GuestAddress(start), size as usize)).collect();
     let memory = GuestMemoryMmap::from_ranges(&ranges)
         .map_err(|e| Error::Memory(format!("cannot map {} MiB: {e}", mem >> 20)))?;
     for (slot, region) in memory.iter().enumerate() {
-        let host = memory
-            .get_host_address(region.start_addr())
-            .map_err(|e| Error::Memory(e.to_string()))?;
+        let host = memory.get_host_address(region.start_addr()).map_err(|e| Error::Memory(e.to_string()))?;
         let r = kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,

@@ -54,10 +54,7 @@ impl PagingMode {
                 break;
             };
             let chunk = ((4096 - (va & 0xfff)) as usize).min(buf.len() - done);
-            if memory
-                .read_slice(&mut buf[done..done + chunk], GuestAddress(pa))
-                .is_err()
-            {
+            if memory.read_slice(&mut buf[done..done + chunk], GuestAddress(pa)).is_err() {
                 break;
             }
             done += chunk;
@@ -77,16 +74,10 @@ mod tests {
         mem.write_obj(0x2000u64 | 3, GuestAddress(0x1000)).unwrap();
         mem.write_obj(0x3000u64 | 3, GuestAddress(0x2000)).unwrap();
         mem.write_obj(0x4000u64 | 3, GuestAddress(0x3000)).unwrap();
-        mem.write_obj(0x5000u64 | 3, GuestAddress(0x4000 + 8))
-            .unwrap();
+        mem.write_obj(0x5000u64 | 3, GuestAddress(0x4000 + 8)).unwrap();
         // A 2 MiB page at PD index 1 -> physical 0x20_0000.
-        mem.write_obj(0x20_0000u64 | 0x83, GuestAddress(0x3008))
-            .unwrap();
-        let m = PagingMode {
-            cr0: 1 << 31,
-            cr3: 0x1000,
-            efer: 1 << 10,
-        };
+        mem.write_obj(0x20_0000u64 | 0x83, GuestAddress(0x3008)).unwrap();
+        let m = PagingMode { cr0: 1 << 31, cr3: 0x1000, efer: 1 << 10 };
         assert_eq!(m.translate(&mem, 0x1234), Some(0x5234));
         assert_eq!(m.translate(&mem, 0x0234), None);
         assert_eq!(m.translate(&mem, 0x20_1234), Some(0x20_1234));
@@ -94,8 +85,7 @@ mod tests {
         let off = PagingMode { cr0: 1, ..m };
         assert_eq!(off.translate(&mem, 0x1234), Some(0x1234));
         // A table pointer outside guest RAM is a miss, not a crash.
-        mem.write_obj(0xfff_0000u64 | 3, GuestAddress(0x1000 + 8))
-            .unwrap();
+        mem.write_obj(0xfff_0000u64 | 3, GuestAddress(0x1000 + 8)).unwrap();
         assert_eq!(m.translate(&mem, 1 << 39), None);
     }
 }

@@ -18,10 +18,8 @@ extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
 
 /// Installs the kick handler. Call once, before vCPU threads start.
 pub fn install_kick_handler() -> Result<()> {
-    register_signal_handler(kick_signal(), noop_handler).map_err(|e| Error::Host {
-        what: "registering the vCPU kick signal",
-        source: e.into(),
-    })
+    register_signal_handler(kick_signal(), noop_handler)
+        .map_err(|e| Error::Host { what: "registering the vCPU kick signal", source: e.into() })
 }
 
 /// The stop signals, delivered through a signalfd.
@@ -47,9 +45,7 @@ impl StopSignals {
         // SAFETY: blocks signals for this thread; `set` is valid.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if rc != 0 {
-            return Err(Error::host("blocking stop signals")(
-                std::io::Error::from_raw_os_error(rc),
-            ));
+            return Err(Error::host("blocking stop signals")(std::io::Error::from_raw_os_error(rc)));
         }
         // SAFETY: creates a new descriptor; checked below.
         let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
@@ -57,9 +53,7 @@ impl StopSignals {
             return Err(Error::host("signalfd")(std::io::Error::last_os_error()));
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(StopSignals {
-            fd: unsafe { File::from_raw_fd(fd) },
-        })
+        Ok(StopSignals { fd: unsafe { File::from_raw_fd(fd) } })
     }
 
     /// The signal that arrived, if any.

@@ -68,9 +68,7 @@ impl Shared {
 
 /// Sets the CPUID the guest sees: what KVM supports, with this vCPU's APIC ID.
 pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8) -> Result<()> {
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(Error::kvm("get_supported_cpuid"))?;
+    let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("get_supported_cpuid"))?;
     let mut has_lm = false;
     for e in cpuid.as_mut_slice() {
         match e.function {
@@ -81,9 +79,7 @@ pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8) -> Result<()> {
         }
     }
     if !has_lm {
-        return Err(Error::KvmCapability(
-            "long mode in CPUID (0x80000001 EDX.LM)",
-        ));
+        return Err(Error::KvmCapability("long mode in CPUID (0x80000001 EDX.LM)"));
     }
     vcpu.set_cpuid2(&cpuid).map_err(Error::kvm("set_cpuid2"))
 }
@@ -114,43 +110,20 @@ pub fn set_pvh_entry_state(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = kvm_segment {
-        limit: 0x67,
-        selector: 0x18,
-        type_: 0xb,
-        s: 0,
-        db: 0,
-        g: 0,
-        ..seg(0x18, 0xb)
-    };
+    sregs.tr = kvm_segment { limit: 0x67, selector: 0x18, type_: 0xb, s: 0, db: 0, g: 0, ..seg(0x18, 0xb) };
     sregs.cr0 = 0x11; // PE | ET
     sregs.cr3 = 0;
     sregs.cr4 = 0;
     sregs.efer = 0;
     vcpu.set_sregs(&sregs).map_err(Error::kvm("set_sregs"))?;
-    let regs = kvm_regs {
-        rip: entry,
-        rbx: START_INFO,
-        rflags: 0x2,
-        ..Default::default()
-    };
+    let regs = kvm_regs { rip: entry, rbx: START_INFO, rflags: 0x2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(Error::kvm("set_regs"))?;
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
+    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(Error::kvm("set_fpu"))
 }
 
 /// Runs one vCPU until the VM stops.
-pub fn run_loop(
-    mut vcpu: VcpuFd,
-    id: u8,
-    devices: Arc<Devices>,
-    memory: GuestMemoryMmap,
-    shared: Arc<Shared>,
-) {
+pub fn run_loop(mut vcpu: VcpuFd, id: u8, devices: Arc<Devices>, memory: GuestMemoryMmap, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let exit = vcpu.run();
         let outcome = match exit {
@@ -173,10 +146,7 @@ pub fn run_loop(
             // With the in-kernel irqchip HLT waits inside KVM; an exit here is spurious.
             Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Shutdown) => {
-                eprintln!(
-                    "l4vmm: vCPU {id}: guest triple fault (shutdown)\n{}",
-                    dump_state(&vcpu, &memory)
-                );
+                eprintln!("l4vmm: vCPU {id}: guest triple fault (shutdown)\n{}", dump_state(&vcpu, &memory));
                 Some(Outcome::Shutdown)
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
@@ -201,11 +171,7 @@ pub fn run_loop(
                     4 => "unexpected exit reason",
                     _ => "internal error",
                 };
-                let words: Vec<String> = data
-                    .iter()
-                    .take(ndata.min(16) as usize)
-                    .map(|w| format!("{w:#x}"))
-                    .collect();
+                let words: Vec<String> = data.iter().take(ndata.min(16) as usize).map(|w| format!("{w:#x}")).collect();
                 eprintln!(
                     "l4vmm: vCPU {id}: KVM internal error: {kind} (suberror {suberror}, data [{}])\n{}",
                     words.join(", "),
@@ -222,10 +188,7 @@ pub fn run_loop(
             }
             Ok(other) => {
                 let what = format!("{other:?}");
-                eprintln!(
-                    "l4vmm: vCPU {id}: unexpected exit {what}\n{}",
-                    dump_state(&vcpu, &memory)
-                );
+                eprintln!("l4vmm: vCPU {id}: unexpected exit {what}\n{}", dump_state(&vcpu, &memory));
                 Some(Outcome::InternalError)
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
@@ -249,43 +212,20 @@ pub fn dump_state(vcpu: &VcpuFd, memory: &GuestMemoryMmap) -> String {
         "  rip {:#018x}  rflags {:#010x}  cs {:#06x}  ss {:#06x}",
         r.rip, r.rflags, sr.cs.selector, sr.ss.selector
     );
-    let _ = writeln!(
-        s,
-        "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}",
-        r.rax, r.rbx, r.rcx, r.rdx
-    );
-    let _ = writeln!(
-        s,
-        "  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  rsp {:#018x}",
-        r.rsi, r.rdi, r.rbp, r.rsp
-    );
-    let _ = writeln!(
-        s,
-        "  r8  {:#018x}  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}",
-        r.r8, r.r9, r.r10, r.r11
-    );
-    let _ = writeln!(
-        s,
-        "  r12 {:#018x}  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}",
-        r.r12, r.r13, r.r14, r.r15
-    );
+    let _ = writeln!(s, "  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
+    let _ = writeln!(s, "  rsi {:#018x}  rdi {:#018x}  rbp {:#018x}  rsp {:#018x}", r.rsi, r.rdi, r.rbp, r.rsp);
+    let _ = writeln!(s, "  r8  {:#018x}  r9  {:#018x}  r10 {:#018x}  r11 {:#018x}", r.r8, r.r9, r.r10, r.r11);
+    let _ = writeln!(s, "  r12 {:#018x}  r13 {:#018x}  r14 {:#018x}  r15 {:#018x}", r.r12, r.r13, r.r14, r.r15);
     let _ = writeln!(
         s,
         "  cr0 {:#018x}  cr2 {:#018x}  cr3 {:#018x}  cr4 {:#018x}  efer {:#x}",
         sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.efer
     );
-    let mode = PagingMode {
-        cr0: sr.cr0,
-        cr3: sr.cr3,
-        efer: sr.efer,
-    };
+    let mode = PagingMode { cr0: sr.cr0, cr3: sr.cr3, efer: sr.efer };
     let mut bytes = [0u8; 16];
     let n = mode.read_virt(memory, r.rip, &mut bytes);
     if n == 0 {
-        let _ = write!(
-            s,
-            "  instruction bytes at rip: unreadable (rip is not mapped to guest RAM)"
-        );
+        let _ = write!(s, "  instruction bytes at rip: unreadable (rip is not mapped to guest RAM)");
     } else {
         let hex: Vec<String> = bytes[..n].iter().map(|b| format!("{b:02x}")).collect();
         let _ = write!(s, "  instruction bytes at rip: {}", hex.join(" "));

@@ -78,15 +78,7 @@ impl Vmm {
 
     /// Runs the guest to its end.
     pub fn run(self) -> Result<ExitStatus> {
-        let Vmm {
-            config,
-            started,
-            vcpus,
-            devices,
-            _vm,
-            _kvm,
-            memory,
-        } = self;
+        let Vmm { config, started, vcpus, devices, _vm, _kvm, memory } = self;
         // Before any thread exists, so that every thread inherits the blocked stop signals.
         let stop_signals = StopSignals::new()?;
         signals::install_kick_handler()?;
@@ -125,10 +117,7 @@ impl Vmm {
                 ExitStatus::VmmError
             }
             LoopEnd::Timeout => {
-                eprintln!(
-                    "l4vmm: --timeout of {:?} expired; guest stopped",
-                    config.timeout.unwrap_or_default()
-                );
+                eprintln!("l4vmm: --timeout of {:?} expired; guest stopped", config.timeout.unwrap_or_default());
                 ExitStatus::Timeout
             }
             LoopEnd::Signal(sig) => {
@@ -153,11 +142,9 @@ fn open_kvm() -> Result<Kvm> {
     if kvm.get_api_version() != 12 {
         return Err(Error::KvmCapability("KVM API version 12"));
     }
-    for (cap, name) in [
-        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
-        (Cap::Irqfd, "KVM_CAP_IRQFD"),
-        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
-    ] {
+    for (cap, name) in
+        [(Cap::Irqchip, "KVM_CAP_IRQCHIP"), (Cap::Irqfd, "KVM_CAP_IRQFD"), (Cap::UserMemory, "KVM_CAP_USER_MEMORY")]
+    {
         if !kvm.check_extension(cap) {
             return Err(Error::KvmCapability(name));
         }
@@ -182,13 +169,7 @@ fn load_image(config: &Config, memory: &GuestMemoryMmap) -> Result<GuestAddress>
     let placed = pvh::place_modules(&modules, layout.end, mem, memory)?;
     let entry = elf::load(&kernel, memory)?;
     pvh::write_start_info(memory, mem, &config.cmdline, &modules, &placed)?;
-    log::debug!(
-        "kernel [{:#x}, {:#x}) entry {:#x}, {} module(s)",
-        layout.start,
-        layout.end,
-        entry.0,
-        placed.len()
-    );
+    log::debug!("kernel [{:#x}, {:#x}) entry {:#x}, {} module(s)", layout.start, layout.end, entry.0, placed.len());
     Ok(entry)
 }
 
@@ -201,9 +182,7 @@ fn create_vcpus(kvm: &Kvm, vm: &VmFd, count: u32, entry: GuestAddress) -> Result
     }
     (0..count)
         .map(|id| {
-            let fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(Error::kvm("create_vcpu"))?;
+            let fd = vm.create_vcpu(u64::from(id)).map_err(Error::kvm("create_vcpu"))?;
             vcpu::set_cpuid(kvm, &fd, id as u8)?;
             if id == 0 {
                 vcpu::set_pvh_entry_state(&fd, entry.0)?;
@@ -288,17 +267,11 @@ impl MutEventSubscriber for Controller {
     }
 }
 
-fn event_loop(
-    config: &Config,
-    devices: &Arc<Devices>,
-    shared: &Arc<Shared>,
-    signals: StopSignals,
-) -> Result<LoopEnd> {
+fn event_loop(config: &Config, devices: &Arc<Devices>, shared: &Arc<Shared>, signals: StopSignals) -> Result<LoopEnd> {
     let timer = match config.timeout {
         Some(d) => {
             let mut t = TimerFd::new().map_err(|e| Error::host("timerfd")(e.into()))?;
-            t.reset(d, None)
-                .map_err(|e| Error::host("timerfd")(e.into()))?;
+            t.reset(d, None).map_err(|e| Error::host("timerfd")(e.into()))?;
             Some(t)
         }
         None => None,
@@ -311,14 +284,11 @@ fn event_loop(
         stdin_open: true,
         end: None,
     }));
-    let mut manager: EventManager<Arc<Mutex<Controller>>> =
-        EventManager::new().map_err(Error::EventLoop)?;
+    let mut manager: EventManager<Arc<Mutex<Controller>>> = EventManager::new().map_err(Error::EventLoop)?;
     manager.add_subscriber(controller.clone());
     loop {
         manager.run().map_err(Error::EventLoop)?;
-        let mut c = controller
-            .lock()
-            .map_err(|_| Error::Memory("event loop state poisoned".into()))?;
+        let mut c = controller.lock().map_err(|_| Error::Memory("event loop state poisoned".into()))?;
         if let Some(end) = c.end.take() {
             return Ok(end);
         }

@@ -151,9 +151,7 @@ fn c_string<'a, M: PhysMem<'a>>(mem: &M, paddr: u64) -> &'a [u8] {
 impl<'a> BootInfo<'a> {
     /// Validates the start info at `paddr`.
     pub fn parse<M: PhysMem<'a>>(mem: &M, paddr: u64) -> Result<Self, Error> {
-        let si = mem
-            .bytes(paddr, START_INFO_SIZE)
-            .ok_or(Error::StartInfoUnreadable)?;
+        let si = mem.bytes(paddr, START_INFO_SIZE).ok_or(Error::StartInfoUnreadable)?;
         let magic = le32(si, 0);
         if magic != MAGIC {
             return Err(Error::BadMagic(magic));
@@ -168,35 +166,25 @@ impl<'a> BootInfo<'a> {
         if memmap_entries == 0 || memmap_entries > MAX_MEMMAP {
             return Err(Error::MemmapUnreadable);
         }
-        let memmap = mem
-            .bytes(memmap_paddr, memmap_entries * MEMMAP_ENTRY_SIZE)
-            .ok_or(Error::MemmapUnreadable)?;
+        let memmap = mem.bytes(memmap_paddr, memmap_entries * MEMMAP_ENTRY_SIZE).ok_or(Error::MemmapUnreadable)?;
         let modlist = if nr_modules == 0 {
             &[][..]
         } else if nr_modules > MAX_MODULES {
             return Err(Error::ModlistUnreadable);
         } else {
-            mem.bytes(modlist_paddr, nr_modules * MODLIST_ENTRY_SIZE)
-                .ok_or(Error::ModlistUnreadable)?
+            mem.bytes(modlist_paddr, nr_modules * MODLIST_ENTRY_SIZE).ok_or(Error::ModlistUnreadable)?
         };
         let cmdline = c_string(mem, cmdline_paddr);
-        Ok(BootInfo {
-            memmap,
-            modlist,
-            cmdline,
-            rsdp_paddr,
-        })
+        Ok(BootInfo { memmap, modlist, cmdline, rsdp_paddr })
     }
 
     /// The memory map, in the loader's order.
     pub fn memmap(&self) -> impl Iterator<Item = MemRegion> + 'a {
-        self.memmap
-            .chunks_exact(MEMMAP_ENTRY_SIZE)
-            .map(|e| MemRegion {
-                base: le64(e, 0),
-                size: le64(e, 8),
-                kind: MemType::from_raw(le32(e, 16)),
-            })
+        self.memmap.chunks_exact(MEMMAP_ENTRY_SIZE).map(|e| MemRegion {
+            base: le64(e, 0),
+            size: le64(e, 8),
+            kind: MemType::from_raw(le32(e, 16)),
+        })
     }
 
     /// Number of boot modules.
@@ -206,13 +194,11 @@ impl<'a> BootInfo<'a> {
 
     /// The boot modules, in order. Each module's own command line is read through `mem`.
     pub fn modules<M: PhysMem<'a>>(&self, mem: &'a M) -> impl Iterator<Item = Module<'a>> + 'a {
-        self.modlist
-            .chunks_exact(MODLIST_ENTRY_SIZE)
-            .map(move |e| Module {
-                paddr: le64(e, 0),
-                size: le64(e, 8),
-                cmdline: c_string(mem, le64(e, 16)),
-            })
+        self.modlist.chunks_exact(MODLIST_ENTRY_SIZE).map(move |e| Module {
+            paddr: le64(e, 0),
+            size: le64(e, 8),
+            cmdline: c_string(mem, le64(e, 16)),
+        })
     }
 
     /// The kernel command line (without its NUL; empty if none).
@@ -286,23 +272,14 @@ mod tests {
 
         let mut m = image();
         put(&mut m.0, 40, &0xffff_ffffu64.to_le_bytes());
-        assert_eq!(
-            BootInfo::parse(&&m, 0).unwrap_err(),
-            Error::MemmapUnreadable
-        );
+        assert_eq!(BootInfo::parse(&&m, 0).unwrap_err(), Error::MemmapUnreadable);
 
         let mut m = image();
         put(&mut m.0, 12, &100_000u32.to_le_bytes());
-        assert_eq!(
-            BootInfo::parse(&&m, 0).unwrap_err(),
-            Error::ModlistUnreadable
-        );
+        assert_eq!(BootInfo::parse(&&m, 0).unwrap_err(), Error::ModlistUnreadable);
 
         let m = image();
-        assert_eq!(
-            BootInfo::parse(&&m, 0x2ff0).unwrap_err(),
-            Error::StartInfoUnreadable
-        );
+        assert_eq!(BootInfo::parse(&&m, 0x2ff0).unwrap_err(), Error::StartInfoUnreadable);
     }
 
     #[test]

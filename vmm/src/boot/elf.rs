@@ -40,21 +40,14 @@ pub fn validate(kernel: &Blob) -> Result<KernelLayout, ImageError> {
     let len = bytes.len() as u64;
     let header = Elf::parse_header(bytes).map_err(|e| {
         if len < 64 {
-            ImageError::Truncated {
-                name: name.clone(),
-                detail: format!("{len} bytes is shorter than an ELF header"),
-            }
+            ImageError::Truncated { name: name.clone(), detail: format!("{len} bytes is shorter than an ELF header") }
         } else {
-            ImageError::Malformed {
-                name: name.clone(),
-                reason: e.to_string(),
-            }
+            ImageError::Malformed { name: name.clone(), reason: e.to_string() }
         }
     })?;
     // The header says how far the program and section header tables reach: a file that
     // stops before that was cut short.
-    let table_end =
-        |off: u64, num: u16, size: u16| off.saturating_add(u64::from(num) * u64::from(size));
+    let table_end = |off: u64, num: u16, size: u16| off.saturating_add(u64::from(num) * u64::from(size));
     let declared = table_end(header.e_phoff, header.e_phnum, header.e_phentsize).max(table_end(
         header.e_shoff,
         header.e_shnum,
@@ -66,25 +59,15 @@ pub fn validate(kernel: &Blob) -> Result<KernelLayout, ImageError> {
             detail: format!("the file is {len} bytes but its headers describe {declared} bytes"),
         });
     }
-    let elf = Elf::parse(bytes).map_err(|e| ImageError::Malformed {
-        name: name.clone(),
-        reason: e.to_string(),
-    })?;
+    let elf = Elf::parse(bytes).map_err(|e| ImageError::Malformed { name: name.clone(), reason: e.to_string() })?;
     if !elf.is_64 || !elf.little_endian || elf.header.e_machine != EM_X86_64 {
         return Err(ImageError::WrongKind {
             name: name.clone(),
-            detail: format!(
-                "class {}, machine {}",
-                if elf.is_64 { 64 } else { 32 },
-                elf.header.e_machine
-            ),
+            detail: format!("class {}, machine {}", if elf.is_64 { 64 } else { 32 }, elf.header.e_machine),
         });
     }
     if elf.header.e_type != ET_EXEC {
-        return Err(ImageError::WrongKind {
-            name: name.clone(),
-            detail: format!("e_type {}", elf.header.e_type),
-        });
+        return Err(ImageError::WrongKind { name: name.clone(), detail: format!("e_type {}", elf.header.e_type) });
     }
     let mut layout: Option<KernelLayout> = None;
     for (index, ph) in elf.program_headers.iter().enumerate() {
@@ -135,19 +118,14 @@ pub fn load(kernel: &Blob, memory: &GuestMemoryMmap) -> Result<GuestAddress, Ima
         .or_else(|e| match e {
             // The entry check compares e_entry (a virtual address) with the load address;
             // a higher-half kernel passes it, a low one may not: retry without it.
-            linux_loader::loader::Error::Elf(
-                linux_loader::loader::elf::Error::InvalidEntryAddress,
-            ) => ElfLoader::load(memory, None, &mut cursor, None),
+            linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::InvalidEntryAddress) => {
+                ElfLoader::load(memory, None, &mut cursor, None)
+            }
             e => Err(e),
         })
-        .map_err(|e| ImageError::Malformed {
-            name: kernel.name.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ImageError::Malformed { name: kernel.name.clone(), reason: e.to_string() })?;
     match result.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(entry) => Ok(entry),
-        _ => Err(ImageError::NoPvhNote {
-            name: kernel.name.clone(),
-        }),
+        _ => Err(ImageError::NoPvhNote { name: kernel.name.clone() }),
     }
 }

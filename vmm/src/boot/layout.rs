@@ -48,10 +48,7 @@ pub fn ram_ranges(mem: u64) -> Vec<(u64, u64)> {
     if mem <= LOW_RAM_END_MAX {
         vec![(0, mem)]
     } else {
-        vec![
-            (0, LOW_RAM_END_MAX),
-            (HIGH_RAM_START, mem - LOW_RAM_END_MAX),
-        ]
+        vec![(0, LOW_RAM_END_MAX), (HIGH_RAM_START, mem - LOW_RAM_END_MAX)]
     }
 }
 

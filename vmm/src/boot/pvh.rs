@@ -3,9 +3,7 @@
 use linux_loader::cmdline::Cmdline;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::elf::start_info::{
-    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
-};
+use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
 use linux_loader::loader::load_cmdline;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -38,12 +36,7 @@ pub fn place_modules(
     for m in modules {
         let size = m.bytes.len() as u64;
         if size > LOW_RAM_END_MAX {
-            return Err(ImageError::ModuleTooLarge {
-                name: m.name.clone(),
-                size,
-                max: LOW_RAM_END_MAX,
-            }
-            .into());
+            return Err(ImageError::ModuleTooLarge { name: m.name.clone(), size, max: LOW_RAM_END_MAX }.into());
         }
         placed.push(PlacedModule { paddr: next, size });
         next = page_align(next + size.max(1));
@@ -51,11 +44,7 @@ pub fn place_modules(
     let need = next + KERNEL_HEADROOM;
     if need > low_end {
         let mem_mib = mem >> 20;
-        return Err(ImageError::MemTooSmall {
-            mem_mib,
-            need_mib: need.div_ceil(1 << 20),
-        }
-        .into());
+        return Err(ImageError::MemTooSmall { mem_mib, need_mib: need.div_ceil(1 << 20) }.into());
     }
     for (m, p) in modules.iter().zip(&placed) {
         memory
@@ -67,12 +56,7 @@ pub fn place_modules(
 
 /// The memory map the guest sees.
 pub fn memory_map(mem: u64) -> Vec<hvm_memmap_table_entry> {
-    let entry = |addr: u64, size: u64, type_: u32| hvm_memmap_table_entry {
-        addr,
-        size,
-        type_,
-        reserved: 0,
-    };
+    let entry = |addr: u64, size: u64, type_: u32| hvm_memmap_table_entry { addr, size, type_, reserved: 0 };
     let mut map = vec![
         entry(0, EBDA_START, E820_RAM),
         entry(EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
@@ -95,29 +79,17 @@ pub fn write_start_info(
     let boot_err = |what: &str, e: &dyn std::fmt::Display| Error::Memory(format!("{what}: {e}"));
 
     let mut cl = Cmdline::new(CMDLINE_MAX as usize).map_err(|e| boot_err("command line", &e))?;
-    cl.insert_str(cmdline)
-        .map_err(|e| boot_err("command line", &e))?;
+    cl.insert_str(cmdline).map_err(|e| boot_err("command line", &e))?;
     load_cmdline(memory, GuestAddress(CMDLINE), &cl).map_err(|e| boot_err("command line", &e))?;
 
     let mut modlist = Vec::with_capacity(placed.len());
     for (i, (m, p)) in modules.iter().zip(placed).enumerate() {
         let name_addr = MODULE_NAMES + i as u64 * MODULE_NAME_MAX;
-        let mut name: Vec<u8> = m
-            .name
-            .bytes()
-            .filter(|b| (0x20..0x7f).contains(b))
-            .collect();
+        let mut name: Vec<u8> = m.name.bytes().filter(|b| (0x20..0x7f).contains(b)).collect();
         name.truncate(MODULE_NAME_MAX as usize - 1);
         name.push(0);
-        memory
-            .write_slice(&name, GuestAddress(name_addr))
-            .map_err(|e| boot_err("module name", &e))?;
-        modlist.push(hvm_modlist_entry {
-            paddr: p.paddr,
-            size: p.size,
-            cmdline_paddr: name_addr,
-            reserved: 0,
-        });
+        memory.write_slice(&name, GuestAddress(name_addr)).map_err(|e| boot_err("module name", &e))?;
+        modlist.push(hvm_modlist_entry { paddr: p.paddr, size: p.size, cmdline_paddr: name_addr, reserved: 0 });
     }
 
     let memmap = memory_map(mem);

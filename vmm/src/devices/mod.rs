@@ -34,11 +34,7 @@ pub struct Devices {
 
 impl Devices {
     pub fn new(console: Console) -> Self {
-        Devices {
-            console,
-            markers: Mutex::new(HashMap::new()),
-            unknown_accesses: AtomicU64::new(0),
-        }
+        Devices { console, markers: Mutex::new(HashMap::new()), unknown_accesses: AtomicU64::new(0) }
     }
 
     /// A guest `out`.

@@ -51,11 +51,8 @@ impl Console {
     /// Creates the UART and wires its interrupt to IRQ 4.
     pub fn new(vm: &VmFd) -> Result<Self> {
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::host("serial eventfd"))?;
-        vm.register_irqfd(&evt, COM1_IRQ)
-            .map_err(Error::kvm("register_irqfd(COM1)"))?;
-        Ok(Console {
-            uart: Mutex::new(Serial::new(IrqTrigger(evt), Output(std::io::stdout()))),
-        })
+        vm.register_irqfd(&evt, COM1_IRQ).map_err(Error::kvm("register_irqfd(COM1)"))?;
+        Ok(Console { uart: Mutex::new(Serial::new(IrqTrigger(evt), Output(std::io::stdout()))) })
     }
 
     /// A guest write to register `offset`.
