@@ -87,4 +87,5 @@ fn bad_flags() {
     refused(&["--timeout", "0"], "--timeout must be a positive number");
     refused(&["--cmdline", "tab\there"], "--cmdline may only hold printable ASCII");
     refused(&["--gdb-wait"], "--gdb-wait needs --gdb");
+    refused(&["--gdb", "tcp:localhost"], "is not tcp:HOST:PORT or unix:PATH");
 }

@@ -13,11 +13,18 @@ mod console;
 mod ktest;
 mod panic;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use l4_abi::exit;
 use l4_kernel::boot::cmdline::Cmdline;
 use l4_kernel::boot::pvh::BootInfo;
 
 use crate::console::Hex;
+
+/// How far boot has got: 1 = console up, 2 = banner printed, 3 = boot complete. Exported
+/// unmangled so a debugger can watch it (`watch BOOT_STAGE`, `x/4gx &BOOT_STAGE`).
+#[no_mangle]
+pub static BOOT_STAGE: AtomicU64 = AtomicU64::new(0);
 
 /// The Rust entry point, called once by the boot code on the boot stack.
 ///
@@ -25,6 +32,7 @@ use crate::console::Hex;
 #[no_mangle]
 pub extern "C" fn kernel_main(start_info: u64) -> ! {
     arch::init_early();
+    BOOT_STAGE.store(1, Ordering::Relaxed);
     let mem = arch::DirectMap;
     let info = match BootInfo::parse(&mem, start_info) {
         Ok(info) => info,
@@ -34,11 +42,13 @@ pub extern "C" fn kernel_main(start_info: u64) -> ! {
         }
     };
     banner(&info, start_info);
+    BOOT_STAGE.store(2, Ordering::Relaxed);
 
     let cmdline = Cmdline::new(info.cmdline());
     if let Some(test) = cmdline.get("ktest") {
         ktest::run(test);
     }
+    BOOT_STAGE.store(3, Ordering::Relaxed);
     kprintln!("l4: boot complete");
     arch::exit(exit::SUCCESS)
 }

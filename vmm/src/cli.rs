@@ -13,6 +13,7 @@ Exit status:
   66          KVM internal error or instruction-emulation failure
   67          --timeout expired
   68          the guest wrote an invalid exit code (2 or above 63)
+  69          killed from gdb
   130, 143    stopped by SIGINT (Ctrl-C) or SIGTERM";
 
 /// Boot the l4 microkernel in a KVM virtual machine.

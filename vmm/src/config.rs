@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::boot::layout;
 use crate::cli::Cli;
+use crate::gdb::GdbAddr;
 
 /// The most vCPUs l4vmm creates.
 pub const MAX_VCPUS: u32 = 64;
@@ -36,8 +37,8 @@ pub enum ConfigError {
     TooManyModules(usize),
     #[error("--gdb-wait needs --gdb")]
     GdbWaitWithoutGdb,
-    #[error("--gdb is not yet supported (the gdb stub lands with the [gdb] issue)")]
-    GdbNotYetSupported,
+    #[error("--gdb {0}")]
+    GdbAddr(String),
 }
 
 /// Where the kernel comes from.
@@ -65,6 +66,10 @@ pub struct Config {
     pub mem_mib: u64,
     pub vcpus: u32,
     pub timeout: Option<Duration>,
+    /// Where the gdb stub listens, if anywhere.
+    pub gdb: Option<GdbAddr>,
+    /// Hold the guest until gdb continues it.
+    pub gdb_wait: bool,
 }
 
 impl Config {
@@ -93,9 +98,10 @@ impl Config {
         if cli.gdb_wait && cli.gdb.is_none() {
             return Err(ConfigError::GdbWaitWithoutGdb);
         }
-        if cli.gdb.is_some() {
-            return Err(ConfigError::GdbNotYetSupported);
-        }
+        let gdb = match &cli.gdb {
+            Some(a) => Some(a.parse::<GdbAddr>().map_err(ConfigError::GdbAddr)?),
+            None => None,
+        };
         Ok(Config {
             kernel: cli.kernel.map_or(KernelSource::Embedded, KernelSource::File),
             modules: if cli.modules.is_empty() { ModuleSource::Embedded } else { ModuleSource::Files(cli.modules) },
@@ -103,6 +109,8 @@ impl Config {
             mem_mib: cli.mem,
             vcpus: cli.vcpus,
             timeout,
+            gdb,
+            gdb_wait: cli.gdb_wait,
         })
     }
 }

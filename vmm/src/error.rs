@@ -25,6 +25,8 @@ pub enum Error {
     Memory(String),
     #[error("{what}: {source}")]
     Host { what: &'static str, source: std::io::Error },
+    #[error("cannot listen for gdb on {addr}: {source}")]
+    GdbListen { addr: String, source: std::io::Error },
     #[error("event loop: {0:?}")]
     EventLoop(event_manager::Error),
 }
@@ -43,7 +45,7 @@ impl Error {
     /// The process exit status for this error.
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Error::Config(_) | Error::Image(_) => ExitStatus::Usage,
+            Error::Config(_) | Error::Image(_) | Error::GdbListen { .. } => ExitStatus::Usage,
             _ => ExitStatus::VmmError,
         }
     }

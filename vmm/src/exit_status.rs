@@ -21,6 +21,8 @@ pub enum ExitStatus {
     InvalidGuestExit,
     /// Stopped by this signal.
     Signal(i32),
+    /// gdb killed the guest.
+    GdbKill,
 }
 
 impl ExitStatus {
@@ -34,6 +36,7 @@ impl ExitStatus {
             ExitStatus::InternalError => 66,
             ExitStatus::Timeout => 67,
             ExitStatus::InvalidGuestExit => 68,
+            ExitStatus::GdbKill => 69,
             ExitStatus::Signal(s) => 128 + s,
         }
     }

@@ -9,6 +9,7 @@ mod config;
 mod devices;
 mod error;
 mod exit_status;
+mod gdb;
 mod host;
 mod image;
 mod memory;
@@ -26,7 +27,7 @@ use crate::exit_status::ExitStatus;
 
 fn main() {
     let started = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,gdbstub=warn"))
         .format_timestamp_micros()
         .init();
     // clap prints its own message and exits with 2 for usage errors.

@@ -17,6 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::layout::START_INFO;
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
+use crate::gdb::control::{EventKind, VcpuPort};
 use crate::paging::PagingMode;
 
 /// How the guest ended.
@@ -30,6 +31,8 @@ pub enum Outcome {
     InternalError,
     /// KVM_RUN itself failed.
     RunFailed(String),
+    /// gdb killed the guest.
+    Killed,
 }
 
 /// State shared by the vCPU threads and the event loop.
@@ -123,8 +126,25 @@ pub fn set_pvh_entry_state(vcpu: &VcpuFd, entry: u64) -> Result<()> {
 }
 
 /// Runs one vCPU until the VM stops.
-pub fn run_loop(mut vcpu: VcpuFd, id: u8, devices: Arc<Devices>, memory: GuestMemoryMmap, shared: Arc<Shared>) {
+pub fn run_loop(
+    mut vcpu: VcpuFd,
+    id: u8,
+    devices: Arc<Devices>,
+    memory: GuestMemoryMmap,
+    shared: Arc<Shared>,
+    gdb: Option<VcpuPort>,
+) {
+    // After gdb resumes a vCPU it runs at least once (a single step) before parking again.
+    let mut resumed = false;
     while !shared.stop.load(Ordering::SeqCst) {
+        if let Some(port) = &gdb {
+            if !resumed && port.pause_requested() {
+                port.park(&mut vcpu, EventKind::Paused, &shared.stop);
+                resumed = true;
+                continue;
+            }
+        }
+        resumed = false;
         let exit = vcpu.run();
         let outcome = match exit {
             Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
@@ -141,6 +161,14 @@ pub fn run_loop(mut vcpu: VcpuFd, id: u8, devices: Arc<Devices>, memory: GuestMe
             }
             Ok(VcpuExit::MmioWrite(addr, _)) => {
                 devices.mmio_unknown(addr, None);
+                None
+            }
+            Ok(VcpuExit::Debug(arch)) => {
+                let arch = arch;
+                if let Some(port) = &gdb {
+                    port.park(&mut vcpu, EventKind::Debug(arch), &shared.stop);
+                    resumed = true;
+                }
                 None
             }
             // With the in-kernel irqchip HLT waits inside KVM; an exit here is spurious.

@@ -38,7 +38,7 @@ use crate::host::HostKvm;
 use crate::signals::{self, StopSignals};
 use crate::terminal::TerminalGuard;
 use crate::vcpu::{self, Outcome, Shared};
-use crate::{image, memory};
+use crate::{gdb, image, memory};
 
 /// A built VM, ready to run.
 pub struct Vmm {
@@ -47,8 +47,9 @@ pub struct Vmm {
     // Field order is drop order: vCPUs and the VM go before the memory they map.
     vcpus: Vec<VcpuFd>,
     devices: Arc<Devices>,
+    gdb: Option<gdb::Listener>,
     _vm: VmFd,
-    _kvm: Kvm,
+    kvm: Arc<Kvm>,
     memory: GuestMemoryMmap,
 }
 
@@ -73,29 +74,76 @@ impl Vmm {
         step("devices");
         let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
         step("vcpus");
-        Ok(Vmm { config, started, vcpus, devices, _vm: vm, _kvm: kvm, memory })
+        let gdb = match &config.gdb {
+            Some(addr) => {
+                let l = gdb::Listener::bind(addr)
+                    .map_err(|source| Error::GdbListen { addr: format!("{addr:?}"), source })?;
+                log::info!("gdb: listening on {}", l.describe());
+                Some(l)
+            }
+            None => None,
+        };
+        step("gdb");
+        Ok(Vmm { config, started, vcpus, devices, gdb, _vm: vm, kvm: Arc::new(kvm), memory })
     }
 
     /// Runs the guest to its end.
     pub fn run(self) -> Result<ExitStatus> {
-        let Vmm { config, started, vcpus, devices, _vm, _kvm, memory } = self;
+        let Vmm { config, started, vcpus, devices, gdb, _vm, kvm, memory } = self;
         // Before any thread exists, so that every thread inherits the blocked stop signals.
         let stop_signals = StopSignals::new()?;
         signals::install_kick_handler()?;
         let _terminal = TerminalGuard::new();
         let shared = Arc::new(Shared::new()?);
 
+        let (mut gdb_side, mut ports) = match &gdb {
+            Some(_) => {
+                let (side, ports) = gdb::control::channels(vcpus.len(), config.gdb_wait)?;
+                (Some(side), ports.into_iter().map(Some).collect())
+            }
+            None => (None, (0..vcpus.len()).map(|_| None).collect::<Vec<_>>()),
+        };
+        if config.gdb_wait {
+            log::info!("gdb: the guest waits for gdb before its first instruction");
+        }
+
         let mut threads = Vec::with_capacity(vcpus.len());
         for (id, fd) in vcpus.into_iter().enumerate() {
             let (devices, memory, shared) = (devices.clone(), memory.clone(), shared.clone());
+            let port = ports[id].take();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu::run_loop(fd, id as u8, devices, memory, shared))
+                .spawn(move || vcpu::run_loop(fd, id as u8, devices, memory, shared, port))
                 .map_err(Error::host("spawning a vCPU thread"))?;
             threads.push(t);
         }
+        let gdb_thread = match (gdb, gdb_side.take()) {
+            (Some(listener), Some(mut side)) => {
+                side.set_threads(threads.iter().map(|t| t.as_pthread_t()).collect());
+                let hub = side.hub().clone();
+                let (memory, shared) = (memory.clone(), shared.clone());
+                let t = std::thread::Builder::new()
+                    .name("gdb".into())
+                    .spawn(move || gdb::serve(listener, side, memory, kvm, shared))
+                    .map_err(Error::host("spawning the gdb thread"))?;
+                Some((t, hub))
+            }
+            _ => None,
+        };
 
         let ended = event_loop(&config, &devices, &shared, stop_signals);
+        if let Some((t, hub)) = gdb_thread {
+            // Tell gdb how the guest ended, give it a moment to hear it, then go on.
+            let code = match &ended {
+                Ok(LoopEnd::Outcome(Outcome::GuestExit(c))) => Some(*c),
+                _ => None,
+            };
+            hub.send(gdb::control::Event { vcpu: 0, kind: gdb::control::EventKind::Ended(code) });
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         stop_vcpus(&shared, threads);
         devices.console.flush();
         let end = ended?;
@@ -112,6 +160,10 @@ impl Vmm {
             }
             LoopEnd::Outcome(Outcome::Shutdown) => ExitStatus::GuestShutdown,
             LoopEnd::Outcome(Outcome::InternalError) => ExitStatus::InternalError,
+            LoopEnd::Outcome(Outcome::Killed) => {
+                eprintln!("l4vmm: killed from gdb");
+                ExitStatus::GdbKill
+            }
             LoopEnd::Outcome(Outcome::RunFailed(e)) => {
                 eprintln!("l4vmm: error: {e}");
                 ExitStatus::VmmError

@@ -1,0 +1,164 @@
+//! The gdb stub, driven by the real gdb in batch mode against a real guest.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A free TCP port on loopback (tests run in parallel: never a fixed port).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("ephemeral port").port()
+}
+
+/// Starts l4vmm with the stub on a fresh port, waits until it listens.
+fn start(dir: &TempDir, cmdline: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+    require_kvm();
+    let port = free_port();
+    let err = dir.0.join("l4vmm.stderr");
+    let child = Command::new(l4vmm_path())
+        .args(["--gdb", &format!("tcp:127.0.0.1:{port}"), "--gdb-wait", "--timeout", "60", "--cmdline", cmdline])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.0.join("l4vmm.stdout")).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn l4vmm");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&err).unwrap_or_default().contains("gdb: listening") {
+        assert!(start.elapsed() < Duration::from_secs(20), "l4vmm never listened for gdb");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, port, err)
+}
+
+fn gdb(port: u16, commands: &[&str]) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"])
+        .arg(kernel_elf())
+        .args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
+    for c in commands {
+        cmd.args(["-ex", c]);
+    }
+    let r = run(cmd, Duration::from_secs(120));
+    format!("{}{}", r.stdout, r.stderr)
+}
+
+fn wait_exit(mut child: std::process::Child) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("l4vmm did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The rip values printed by `info registers rip`, in order.
+fn rips(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("rip"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .collect()
+}
+
+#[test]
+fn breakpoints_registers_memory_step_monitor_and_exit() {
+    let dir = TempDir::new("gdb");
+    let (child, port, _) = start(&dir, "");
+    let out = gdb(
+        port,
+        &[
+            "info registers rip",
+            "hbreak kernel_main",
+            "break l4_kernel::banner",
+            "continue",
+            "bt",
+            "info registers rip",
+            "stepi",
+            "info registers rip",
+            "continue",
+            "x/4gx &BOOT_STAGE",
+            "monitor help",
+            "monitor regs",
+            "x/2gx 0x1234000000",
+            "delete",
+            "continue",
+        ],
+    );
+    assert!(out.contains("in pvh_start"), "held before the first instruction:\n{out}");
+    assert!(out.contains("Breakpoint 1, ") && out.contains("kernel_main"), "hbreak:\n{out}");
+    assert!(out.contains("#3  l4_kernel::kernel_main") || out.contains("#0  l4_kernel::kernel_main"), "bt:\n{out}");
+    assert!(out.contains("Breakpoint 2, l4_kernel::banner"), "break (served by a hardware slot on PVM):\n{out}");
+    let r = rips(&out);
+    assert_eq!(r.first(), Some(&0x101000), "{out}");
+    assert!(r.len() >= 3 && r[1] != r[2] && r[2] > r[1], "stepi advances rip: {r:x?}\n{out}");
+    assert!(out.contains("<BOOT_STAGE>:\t0x0000000000000001"), "x/4gx of a kernel static:\n{out}");
+    assert!(out.contains("regs [VCPU]"), "monitor help:\n{out}");
+    assert!(out.contains("cr3 0x0000000000103000"), "monitor regs:\n{out}");
+    assert!(out.contains("Cannot access memory at address 0x1234000000"), "unmapped read is an error:\n{out}");
+    assert!(out.contains("exited normally"), "guest exit reported to gdb:\n{out}");
+    assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn interrupt_a_running_guest_then_kill() {
+    let dir = TempDir::new("gdbint");
+    let (child, port, _) = start(&dir, "ktest=spin");
+    // Ctrl-C as a user types it: SIGINT to gdb while `continue` runs; gdb sends the
+    // interrupt byte and the stub must stop the running vCPU.
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"]).arg(kernel_elf()).args([
+        "-ex",
+        &format!("target remote 127.0.0.1:{port}"),
+        "-ex",
+        "continue",
+        "-ex",
+        "bt 1",
+        "-ex",
+        "kill",
+    ]);
+    let g = spawn(cmd);
+    std::thread::sleep(Duration::from_millis(2000));
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(g.id() as i32, libc::SIGINT) }, 0);
+    let r = finish(g, Duration::from_secs(60));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("received signal SIGINT"), "interrupt stops the guest:\n{out}");
+    assert!(out.contains("ktest::spin"), "stopped in the spin loop:\n{out}");
+    assert_eq!(wait_exit(child), 69, "kill from gdb ends l4vmm with status 69");
+}
+
+#[test]
+fn malformed_and_oversized_packets_do_not_hurt_l4vmm() {
+    use std::io::{Read, Write};
+    let dir = TempDir::new("gdbraw");
+    let (child, port, _) = start(&dir, "ktest=spin");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A bad checksum is NAKed, garbage outside packets is ignored, an oversized packet gets
+    // an error or a closed connection; none of it may take l4vmm down.
+    let _ = s.write_all(b"$qSupported#00");
+    let _ = s.write_all(b"\xff\xfe garbage \x00\x01");
+    let mut huge = b"$M0,10:".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200_000));
+    huge.extend_from_slice(b"#00");
+    let _ = s.write_all(&huge);
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert!(n == 0 || buf[..n].contains(&b'-') || buf[..n].contains(&b'+'), "{:?}", &buf[..n]);
+    drop(s);
+    // l4vmm is still alive, and a real gdb can still attach and stop it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "l4vmm died from bad packets");
+    let out = gdb(port, &["info registers rip", "kill"]);
+    assert!(out.contains("rip"), "{out}");
+    assert_eq!(wait_exit(child), 69);
+}

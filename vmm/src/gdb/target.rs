@@ -1,0 +1,611 @@
+//! The gdbstub target: registers, memory, resume, breakpoints and monitor commands for the
+//! parked vCPUs, and the blocking event loop that waits for gdb or a vCPU stop.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use gdbstub::common::{Signal, Tid};
+use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::outputln;
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event as LoopEvent, WaitForStopReasonError};
+use gdbstub::stub::MultiThreadStopReason;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::WatchKind;
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
+    SwBreakpointOps,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use gdbstub_arch::x86::X86_64_SSE;
+use kvm_bindings::{
+    kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP,
+};
+use kvm_ioctls::{Kvm, VcpuExit};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::breakpoints::{HwSlots, Slot, SlotError, SlotKind};
+use super::control::{Cmd, EventKind, Reply, Vcpus};
+use crate::paging::PagingMode;
+
+/// A gdb connection: TCP or Unix, pollable.
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsRawFd for Conn {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Conn::Tcp($s) => $e,
+            Conn::Unix($s) => $e,
+        }
+    };
+}
+
+impl Connection for Conn {
+    type Error = std::io::Error;
+    fn write(&mut self, byte: u8) -> std::io::Result<()> {
+        delegate!(self, s => Connection::write(s, byte))
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        delegate!(self, s => Connection::write_all(s, buf))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        delegate!(self, s => Connection::flush(s))
+    }
+    fn on_session_start(&mut self) -> std::io::Result<()> {
+        delegate!(self, s => Connection::on_session_start(s))
+    }
+}
+
+impl ConnectionExt for Conn {
+    fn read(&mut self) -> std::io::Result<u8> {
+        delegate!(self, s => ConnectionExt::read(s))
+    }
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        delegate!(self, s => ConnectionExt::peek(s))
+    }
+}
+
+/// Whether KVM can intercept `int3` executed in the guest's ring 0 on this host. Probed
+/// with a throw-away VM whose first instruction is `int3` (32-bit protected mode, paging
+/// off, as at the PVH entry): a debug exit with vector 3 means yes. On PVM hosts the
+/// emulator fails on `int3` instead.
+pub fn probe_sw_breakpoints(kvm: &Kvm) -> bool {
+    let probe = || -> Option<bool> {
+        let vm = kvm.create_vm().ok()?;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).ok()?;
+        mem.write_slice(&[0xcc, 0xf4], GuestAddress(0x1000)).ok()?;
+        let host = vm_memory::GuestMemoryBackend::get_host_address(&mem, GuestAddress(0)).ok()?;
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0x10000,
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `mem` outlives `vm` (both are dropped at the end of this closure, vm first
+        // because it was created first... and is declared before: drop order is reverse
+        // declaration, so `mem` is dropped before `vm`; KVM keeps no reference after the
+        // VM fd is closed, and the vCPU never runs after this closure returns).
+        unsafe { vm.set_user_memory_region(region) }.ok()?;
+        let mut vcpu = vm.create_vcpu(0).ok()?;
+        crate::vcpu::set_cpuid(kvm, &vcpu, 0).ok()?;
+        crate::vcpu::set_pvh_entry_state(&vcpu, 0x1000).ok()?;
+        let dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, ..Default::default() };
+        vcpu.set_guest_debug(&dbg).ok()?;
+        let r = match vcpu.run() {
+            Ok(VcpuExit::Debug(arch)) => Some(arch.exception == 3),
+            _ => Some(false),
+        };
+        drop(vcpu);
+        drop(vm);
+        drop(mem);
+        r
+    };
+    probe().unwrap_or(false)
+}
+
+/// What gdb sees.
+pub struct L4Target {
+    vcpus: Vcpus,
+    memory: GuestMemoryMmap,
+    kvm: Arc<Kvm>,
+    slots: HwSlots,
+    /// Software breakpoints planted as `int3`: guest-virtual -> (guest-physical, old byte).
+    sw: HashMap<u64, (u64, u8)>,
+    sw_supported: Option<bool>,
+    stepping: Vec<usize>,
+    ended: Option<Option<u8>>,
+}
+
+impl L4Target {
+    pub fn new(vcpus: Vcpus, memory: GuestMemoryMmap, kvm: Arc<Kvm>) -> Self {
+        L4Target {
+            vcpus,
+            memory,
+            kvm,
+            slots: HwSlots::default(),
+            sw: HashMap::new(),
+            sw_supported: None,
+            stepping: Vec::new(),
+            ended: None,
+        }
+    }
+
+    pub fn wake_fd(&self) -> RawFd {
+        self.vcpus.hub().wake.as_raw_fd()
+    }
+
+    /// Drains events; true once the VM has ended.
+    pub fn vm_ended(&mut self) -> bool {
+        let _ = self.vcpus.hub().wake.read();
+        while let Some(e) = self.vcpus.try_event() {
+            if let EventKind::Ended(code) = e.kind {
+                self.ended = Some(code);
+            }
+        }
+        self.ended.is_some()
+    }
+
+    /// A new connection: probe the host once, park every vCPU.
+    pub fn attach(&mut self) {
+        if self.sw_supported.is_none() {
+            let s = probe_sw_breakpoints(&self.kvm);
+            log::info!(
+                "gdb: software breakpoints {}",
+                if s {
+                    "use int3"
+                } else {
+                    "are served from the 4 hardware slots (int3 cannot be intercepted in guest ring 0 here)"
+                }
+            );
+            self.sw_supported = Some(s);
+        }
+        for e in self.vcpus.pause_all() {
+            if let EventKind::Ended(code) = e.kind {
+                self.ended = Some(code);
+            }
+        }
+    }
+
+    /// gdb left: remove every breakpoint, switch guest debugging off, run on.
+    pub fn detach(&mut self) {
+        let planted: Vec<(u64, u8)> = self.sw.drain().map(|(_, v)| v).collect();
+        for (pa, old) in planted {
+            let _ = self.memory.write_obj(old, GuestAddress(pa));
+        }
+        self.slots.clear();
+        self.stepping.clear();
+        for i in 0..self.vcpus.count() {
+            let _ = self.vcpus.request(i, Cmd::SetDebug(Box::default()));
+        }
+        let all: Vec<usize> = (0..self.vcpus.count()).collect();
+        self.vcpus.resume(&all, false);
+    }
+
+    fn vcpu_of(tid: Tid) -> usize {
+        tid.get() - 1
+    }
+
+    fn regs(&self, vcpu: usize) -> Result<kvm_regs, String> {
+        match self.vcpus.request(vcpu, Cmd::GetRegs)? {
+            Reply::Regs(r) => Ok(*r),
+            _ => Err("unexpected reply".into()),
+        }
+    }
+
+    fn sregs(&self, vcpu: usize) -> Result<kvm_sregs, String> {
+        match self.vcpus.request(vcpu, Cmd::GetSregs)? {
+            Reply::Sregs(s) => Ok(*s),
+            _ => Err("unexpected reply".into()),
+        }
+    }
+
+    fn paging(&self, vcpu: usize) -> Result<PagingMode, String> {
+        let s = self.sregs(vcpu)?;
+        Ok(PagingMode { cr0: s.cr0, cr3: s.cr3, efer: s.efer })
+    }
+
+    /// Applies breakpoints and stepping to every vCPU's guest-debug state.
+    fn apply_debug(&self) -> Result<(), String> {
+        let addrs = self.slots.addrs();
+        for i in 0..self.vcpus.count() {
+            let mut d = kvm_guest_debug::default();
+            if self.slots.any() || !self.sw.is_empty() || self.stepping.contains(&i) {
+                d.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+                if !self.sw.is_empty() {
+                    d.control |= KVM_GUESTDBG_USE_SW_BP;
+                }
+                if self.stepping.contains(&i) {
+                    d.control |= KVM_GUESTDBG_SINGLESTEP;
+                }
+                d.arch.debugreg[..4].copy_from_slice(&addrs);
+                d.arch.debugreg[7] = self.slots.dr7();
+            }
+            match self.vcpus.request(i, Cmd::SetDebug(Box::new(d)))? {
+                Reply::Done => {}
+                _ => return Err("unexpected reply".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The stop reason for a debug exit on `vcpu`.
+    fn debug_stop(&self, vcpu: usize, arch: kvm_bindings::kvm_debug_exit_arch) -> MultiThreadStopReason<u64> {
+        let tid = Tid::new(vcpu + 1).expect("non-zero");
+        if arch.exception == 3 {
+            return MultiThreadStopReason::SwBreak(tid);
+        }
+        if arch.dr6 & (1 << 14) == 0 {
+            for b in 0..4 {
+                if arch.dr6 & (1 << b) == 0 {
+                    continue;
+                }
+                match self.slots.get(b) {
+                    Some(Slot { kind: SlotKind::Exec { from_sw: true }, .. }) => {
+                        return MultiThreadStopReason::SwBreak(tid)
+                    }
+                    Some(Slot { kind: SlotKind::Exec { from_sw: false }, .. }) => {
+                        return MultiThreadStopReason::HwBreak(tid)
+                    }
+                    Some(Slot { addr, kind: SlotKind::Write { .. } }) => {
+                        return MultiThreadStopReason::Watch { tid, kind: WatchKind::Write, addr }
+                    }
+                    Some(Slot { addr, kind: SlotKind::Access { .. } }) => {
+                        return MultiThreadStopReason::Watch { tid, kind: WatchKind::ReadWrite, addr }
+                    }
+                    None => {}
+                }
+            }
+        }
+        MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGTRAP }
+    }
+}
+
+fn err(e: String) -> TargetError<String> {
+    log::debug!("gdb: {e}");
+    TargetError::NonFatal
+}
+
+impl Target for L4Target {
+    type Arch = X86_64_SSE;
+    type Error = String;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadBase for L4Target {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let v = Self::vcpu_of(tid);
+        let r = self.regs(v).map_err(err)?;
+        let s = self.sregs(v).map_err(err)?;
+        regs.regs = [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ];
+        regs.rip = r.rip;
+        regs.eflags = r.rflags as u32;
+        regs.segments.cs = u32::from(s.cs.selector);
+        regs.segments.ss = u32::from(s.ss.selector);
+        regs.segments.ds = u32::from(s.ds.selector);
+        regs.segments.es = u32::from(s.es.selector);
+        regs.segments.fs = u32::from(s.fs.selector);
+        regs.segments.gs = u32::from(s.gs.selector);
+        if let Ok(Reply::Fpu(f)) = self.vcpus.request(v, Cmd::GetFpu) {
+            for (i, x) in f.xmm.iter().enumerate() {
+                regs.xmm[i] = u128::from_le_bytes(*x);
+            }
+            regs.mxcsr = f.mxcsr;
+            regs.fpu.fctrl = u32::from(f.fcw);
+            regs.fpu.fstat = u32::from(f.fsw);
+            regs.fpu.fop = u32::from(f.last_opcode);
+        }
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let v = Self::vcpu_of(tid);
+        let mut r = self.regs(v).map_err(err)?;
+        let g = &regs.regs;
+        (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) = (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+        r.rip = regs.rip;
+        r.rflags = (r.rflags & !0xffff_ffff) | u64::from(regs.eflags) | 0x2;
+        match self.vcpus.request(v, Cmd::SetRegs(Box::new(r))).map_err(err)? {
+            Reply::Done => Ok(()),
+            _ => Err(TargetError::NonFatal),
+        }
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        let mode = self.paging(Self::vcpu_of(tid)).map_err(err)?;
+        let n = mode.read_virt(&self.memory, start, data);
+        if n == 0 && !data.is_empty() {
+            return Err(TargetError::Errno(14)); // EFAULT: not mapped
+        }
+        // Show the original bytes under planted int3s, as gdb expects.
+        for (&va, &(_, old)) in &self.sw {
+            if va >= start && va < start + n as u64 {
+                data[(va - start) as usize] = old;
+            }
+        }
+        Ok(n)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        let mode = self.paging(Self::vcpu_of(tid)).map_err(err)?;
+        for (i, b) in data.iter().enumerate() {
+            let va = start.wrapping_add(i as u64);
+            let pa = mode.translate(&self.memory, va).ok_or(TargetError::Errno(14))?;
+            self.memory.write_obj(*b, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+        }
+        Ok(())
+    }
+
+    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), Self::Error> {
+        for i in 0..self.vcpus.count() {
+            if let Some(t) = Tid::new(i + 1) {
+                thread_is_active(t);
+            }
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for L4Target {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        self.apply_debug()?;
+        if self.stepping.is_empty() {
+            let all: Vec<usize> = (0..self.vcpus.count()).collect();
+            self.vcpus.resume(&all, false);
+        } else {
+            // Step only the stepping vCPUs; the others stay parked (scheduler locking).
+            let step = self.stepping.clone();
+            self.vcpus.resume(&step, true);
+        }
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.stepping.clear();
+        Ok(())
+    }
+
+    fn set_resume_action_continue(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// A step always runs only the stepping vCPUs, so scheduler locking is what `resume`
+/// does already.
+impl MultiThreadSchedulerLocking for L4Target {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl MultiThreadSingleStep for L4Target {
+    fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.stepping.push(Self::vcpu_of(tid));
+        Ok(())
+    }
+}
+
+impl Breakpoints for L4Target {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+fn slot_result(r: Result<(), SlotError>, what: &str) -> TargetResult<bool, L4Target> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(SlotError::Full) => {
+            log::warn!("gdb: cannot set {what}: all 4 hardware debug registers are in use");
+            Ok(false)
+        }
+        Err(SlotError::BadLength) => Ok(false),
+    }
+}
+
+impl SwBreakpoint for L4Target {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.sw_supported == Some(true) {
+            let mode = self.paging(0).map_err(err)?;
+            let pa = mode.translate(&self.memory, addr).ok_or(TargetError::Errno(14))?;
+            let old: u8 = self.memory.read_obj(GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            self.memory.write_obj(0xccu8, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            self.sw.entry(addr).or_insert((pa, old));
+            return Ok(true);
+        }
+        let r = self.slots.insert(Slot { addr, kind: SlotKind::Exec { from_sw: true } });
+        slot_result(r, "a breakpoint (served by a hardware slot on this host)")
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if let Some((pa, old)) = self.sw.remove(&addr) {
+            self.memory.write_obj(old, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            return Ok(true);
+        }
+        Ok(self.slots.remove(Slot { addr, kind: SlotKind::Exec { from_sw: true } }))
+    }
+}
+
+impl HwBreakpoint for L4Target {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        slot_result(self.slots.insert(Slot { addr, kind: SlotKind::Exec { from_sw: false } }), "a hardware breakpoint")
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.slots.remove(Slot { addr, kind: SlotKind::Exec { from_sw: false } }))
+    }
+}
+
+fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
+    let len = u8::try_from(len).ok()?;
+    match kind {
+        WatchKind::Write => Some(Slot { addr, kind: SlotKind::Write { len } }),
+        WatchKind::ReadWrite => Some(Slot { addr, kind: SlotKind::Access { len } }),
+        // x86 debug registers cannot watch reads alone.
+        WatchKind::Read => None,
+    }
+}
+
+impl HwWatchpoint for L4Target {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        match watch_slot(addr, len, kind) {
+            Some(slot) => slot_result(self.slots.insert(slot), "a watchpoint"),
+            None => Ok(false),
+        }
+    }
+
+    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        Ok(watch_slot(addr, len, kind).is_some_and(|s| self.slots.remove(s)))
+    }
+}
+
+impl MonitorCmd for L4Target {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
+        let cmd = String::from_utf8_lossy(cmd);
+        let mut words = cmd.split_whitespace();
+        match words.next() {
+            None | Some("help") => {
+                outputln!(out, "l4vmm monitor commands:");
+                outputln!(out, "  help          this list");
+                outputln!(out, "  regs [VCPU]   control registers, EFER and descriptor tables of a vCPU (default 0)");
+                outputln!(out, "  slots         the hardware debug-register slots in use");
+            }
+            Some("regs") => {
+                let v: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                match self.sregs(v) {
+                    Ok(s) => {
+                        outputln!(out, "vCPU {v}:");
+                        outputln!(out, "  cr0  {:#018x}  cr2 {:#018x}  cr3 {:#018x}", s.cr0, s.cr2, s.cr3);
+                        outputln!(
+                            out,
+                            "  cr4  {:#018x}  cr8 {:#x}  efer {:#x}  apic_base {:#x}",
+                            s.cr4,
+                            s.cr8,
+                            s.efer,
+                            s.apic_base
+                        );
+                        outputln!(out, "  gdt  base {:#018x} limit {:#x}", s.gdt.base, s.gdt.limit);
+                        outputln!(out, "  idt  base {:#018x} limit {:#x}", s.idt.base, s.idt.limit);
+                        outputln!(out, "  tr   {:#06x} base {:#018x}", s.tr.selector, s.tr.base);
+                        outputln!(out, "  fs.base {:#018x}  gs.base {:#018x}", s.fs.base, s.gs.base);
+                    }
+                    Err(e) => outputln!(out, "vCPU {v}: {e}"),
+                }
+            }
+            Some("slots") => {
+                outputln!(out, "{} of 4 hardware slots free", self.slots.free());
+                for i in 0..4 {
+                    if let Some(s) = self.slots.get(i) {
+                        outputln!(out, "  dr{i}: {:#018x} {:?}", s.addr, s.kind);
+                    }
+                }
+            }
+            Some(other) => outputln!(out, "unknown monitor command '{other}'; try 'monitor help'"),
+        }
+        Ok(())
+    }
+}
+
+/// Waits for gdb's next byte or the next vCPU stop, without busy polling.
+pub enum EventLoop {}
+
+impl BlockingEventLoop for EventLoop {
+    type Target = L4Target;
+    type Connection = Conn;
+    type StopReason = MultiThreadStopReason<u64>;
+
+    fn wait_for_stop_reason(
+        target: &mut L4Target,
+        conn: &mut Conn,
+    ) -> Result<LoopEvent<Self::StopReason>, WaitForStopReasonError<String, std::io::Error>> {
+        loop {
+            if let Some(code) = target.ended {
+                return Ok(LoopEvent::TargetStopped(match code {
+                    Some(c) => MultiThreadStopReason::Exited(c),
+                    None => MultiThreadStopReason::Terminated(Signal::SIGKILL),
+                }));
+            }
+            let (data, _) = super::poll2(conn.as_raw_fd(), target.wake_fd());
+            if data {
+                let byte = ConnectionExt::read(conn).map_err(WaitForStopReasonError::Connection)?;
+                return Ok(LoopEvent::IncomingData(byte));
+            }
+            let _ = target.vcpus.hub().wake.read();
+            while let Some(e) = target.vcpus.try_event() {
+                match e.kind {
+                    EventKind::Ended(code) => target.ended = Some(code),
+                    EventKind::Paused => {}
+                    EventKind::Debug(arch) => {
+                        let more = target.vcpus.pause_all();
+                        if let Some(code) = more.iter().find_map(|m| match m.kind {
+                            EventKind::Ended(c) => Some(c),
+                            _ => None,
+                        }) {
+                            target.ended = Some(code);
+                            break;
+                        }
+                        return Ok(LoopEvent::TargetStopped(target.debug_stop(e.vcpu, arch)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_interrupt(target: &mut L4Target) -> Result<Option<Self::StopReason>, String> {
+        target.vcpus.pause_all();
+        Ok(Some(MultiThreadStopReason::SignalWithThread { tid: Tid::new(1).expect("1"), signal: Signal::SIGINT }))
+    }
+}
