@@ -89,6 +89,9 @@ fn breakpoints_registers_memory_step_monitor_and_exit() {
             "monitor regs",
             "x/2gx 0x1234000000",
             "delete",
+            "watch l4_kernel::BOOT_STAGE",
+            "continue",
+            "delete",
             "continue",
         ],
     );
@@ -103,8 +106,60 @@ fn breakpoints_registers_memory_step_monitor_and_exit() {
     assert!(out.contains("regs [VCPU]"), "monitor help:\n{out}");
     assert!(out.contains("cr3 0x0000000000103000"), "monitor regs:\n{out}");
     assert!(out.contains("Cannot access memory at address 0x1234000000"), "unmapped read is an error:\n{out}");
+    assert!(
+        out.contains("Hardware watchpoint 3: l4_kernel::BOOT_STAGE\n\nOld value")
+            && out.contains("{value: 1}}\nNew value")
+            && out.contains("{value: 2}}"),
+        "a watchpoint on a kernel variable fires when the kernel writes it:\n{out}"
+    );
     assert!(out.contains("exited normally"), "guest exit reported to gdb:\n{out}");
     assert_eq!(wait_exit(child), 0);
+}
+
+#[test]
+fn unix_socket_register_writes_and_running_out_of_breakpoint_slots() {
+    let dir = TempDir::new("gdbunix");
+    let sock = dir.0.join("gdb.sock");
+    require_kvm();
+    let err = dir.0.join("l4vmm.stderr");
+    let child = Command::new(l4vmm_path())
+        .args(["--gdb", &format!("unix:{}", sock.display()), "--gdb-wait", "--timeout", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn l4vmm");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no unix socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"])
+        .arg(kernel_elf())
+        .args(["-ex", &format!("target remote {}", sock.display())]);
+    // Five hardware breakpoints at distinct addresses for four debug registers.
+    for c in [
+        "set $rax = 0x1234abcd",
+        "info registers rax",
+        "hbreak kernel_main",
+        "hbreak l4_kernel::banner",
+        "hbreak l4_kernel::ktest::run",
+        "hbreak *0x101004",
+        "hbreak *0x101005",
+        "continue",
+        "kill",
+    ] {
+        cmd.args(["-ex", c]);
+    }
+    let r = run(cmd, Duration::from_secs(60));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("rax            0x1234abcd"), "register write:\n{out}");
+    assert!(out.contains("too many hardware breakpoints"), "gdb is told the slots ran out:\n{out}");
+    assert_eq!(wait_exit(child), 69);
+    let log = std::fs::read_to_string(&err).unwrap();
+    assert!(log.contains("all 4 hardware debug registers are in use"), "{log}");
+    assert!(!sock.exists(), "the socket is removed on exit");
 }
 
 #[test]
@@ -158,7 +213,12 @@ fn malformed_and_oversized_packets_do_not_hurt_l4vmm() {
     std::thread::sleep(Duration::from_millis(300));
     let mut child = child;
     assert!(child.try_wait().unwrap().is_none(), "l4vmm died from bad packets");
-    let out = gdb(port, &["info registers rip", "kill"]);
-    assert!(out.contains("rip"), "{out}");
-    assert_eq!(wait_exit(child), 69);
+    let out = gdb(port, &["info registers rip", "detach"]);
+    assert!(out.contains("rip") && out.contains("detached"), "{out}");
+    // After detach the guest runs on, with no gdb: l4vmm ends only when told to.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "l4vmm must keep running after detach");
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_exit(child), 143);
 }

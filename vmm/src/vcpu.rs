@@ -159,8 +159,20 @@ pub fn run_loop(
                 devices.mmio_unknown(addr, Some(data));
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
-                devices.mmio_unknown(addr, None);
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let data = data.to_vec();
+                match &gdb {
+                    Some(port) if port.traps().is_trapped(addr) => {
+                        // A write to a page gdb watches: perform it on guest RAM ourselves.
+                        let _ = vm_memory::Bytes::write_slice(&memory, &data, vm_memory::GuestAddress(addr));
+                        if let Some(w) = port.traps().hit(addr, data.len() as u64) {
+                            complete_pending_io(&mut vcpu);
+                            port.park(&mut vcpu, EventKind::PageWatch(w.gva), &shared.stop);
+                            resumed = true;
+                        }
+                    }
+                    _ => devices.mmio_unknown(addr, None),
+                }
                 None
             }
             Ok(VcpuExit::Debug(arch)) => {
@@ -227,6 +239,14 @@ pub fn run_loop(
             break;
         }
     }
+}
+
+/// Lets KVM finish the instruction whose MMIO l4vmm just served, without running further:
+/// KVM_RUN with `immediate_exit` completes pending I/O and returns EINTR.
+fn complete_pending_io(vcpu: &mut VcpuFd) {
+    vcpu.set_kvm_immediate_exit(1);
+    let _ = vcpu.run();
+    vcpu.set_kvm_immediate_exit(0);
 }
 
 /// The vCPU's registers and, when readable, the bytes at RIP, for a crash report.

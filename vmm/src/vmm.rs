@@ -48,7 +48,7 @@ pub struct Vmm {
     vcpus: Vec<VcpuFd>,
     devices: Arc<Devices>,
     gdb: Option<gdb::Listener>,
-    _vm: VmFd,
+    vm: Arc<VmFd>,
     kvm: Arc<Kvm>,
     memory: GuestMemoryMmap,
 }
@@ -84,12 +84,12 @@ impl Vmm {
             None => None,
         };
         step("gdb");
-        Ok(Vmm { config, started, vcpus, devices, gdb, _vm: vm, kvm: Arc::new(kvm), memory })
+        Ok(Vmm { config, started, vcpus, devices, gdb, vm: Arc::new(vm), kvm: Arc::new(kvm), memory })
     }
 
     /// Runs the guest to its end.
     pub fn run(self) -> Result<ExitStatus> {
-        let Vmm { config, started, vcpus, devices, gdb, _vm, kvm, memory } = self;
+        let Vmm { config, started, vcpus, devices, gdb, vm, kvm, memory } = self;
         // Before any thread exists, so that every thread inherits the blocked stop signals.
         let stop_signals = StopSignals::new()?;
         signals::install_kick_handler()?;
@@ -124,7 +124,7 @@ impl Vmm {
                 let (memory, shared) = (memory.clone(), shared.clone());
                 let t = std::thread::Builder::new()
                     .name("gdb".into())
-                    .spawn(move || gdb::serve(listener, side, memory, kvm, shared))
+                    .spawn(move || gdb::serve(listener, side, memory, kvm, vm, shared))
                     .map_err(Error::host("spawning the gdb thread"))?;
                 Some((t, hub))
             }

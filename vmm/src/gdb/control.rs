@@ -15,6 +15,7 @@ use kvm_bindings::{kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::watch::PageTraps;
 use crate::error::{Error, Result};
 use crate::signals;
 
@@ -45,6 +46,8 @@ pub enum EventKind {
     Paused,
     /// KVM_EXIT_DEBUG: breakpoint, watchpoint or single step.
     Debug(kvm_debug_exit_arch),
+    /// A write hit a page-trap watch (see `watch.rs`); the guest-virtual watch address.
+    PageWatch(u64),
     /// The VM ended; `Some(code)` if the guest wrote an exit code.
     Ended(Option<u8>),
 }
@@ -63,6 +66,8 @@ pub struct Hub {
     events: Sender<Event>,
     /// Written with every event, so the gdb thread can poll it next to its socket.
     pub wake: EventFd,
+    /// Write watches served by page trapping.
+    pub traps: PageTraps,
 }
 
 impl Hub {
@@ -82,6 +87,11 @@ pub struct VcpuPort {
 }
 
 impl VcpuPort {
+    /// The page-trap watches.
+    pub fn traps(&self) -> &PageTraps {
+        &self.hub.traps
+    }
+
     /// Whether gdb wants this vCPU parked.
     pub fn pause_requested(&self) -> bool {
         self.hub.pause.load(Ordering::SeqCst)
@@ -129,7 +139,7 @@ pub struct Vcpus {
 pub fn channels(count: usize, start_paused: bool) -> Result<(Vcpus, Vec<VcpuPort>)> {
     let (etx, erx) = mpsc::channel();
     let wake = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::host("gdb eventfd"))?;
-    let hub = Arc::new(Hub { pause: AtomicBool::new(start_paused), events: etx, wake });
+    let hub = Arc::new(Hub { pause: AtomicBool::new(start_paused), events: etx, wake, traps: PageTraps::default() });
     let mut ports = Vec::with_capacity(count);
     let mut remotes = Vec::with_capacity(count);
     for id in 0..count {

@@ -11,6 +11,7 @@
 mod breakpoints;
 pub mod control;
 mod target;
+mod watch;
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,7 +21,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use gdbstub::stub::{DisconnectReason, GdbStub};
-use kvm_ioctls::Kvm;
+use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::vcpu::{Outcome, Shared};
@@ -119,8 +120,15 @@ fn poll2(a: RawFd, b: RawFd) -> (bool, bool) {
 }
 
 /// Runs the stub until the VM ends or gdb kills it.
-pub fn serve(listener: Listener, vcpus: control::Vcpus, memory: GuestMemoryMmap, kvm: Arc<Kvm>, shared: Arc<Shared>) {
-    let mut target = target::L4Target::new(vcpus, memory, kvm);
+pub fn serve(
+    listener: Listener,
+    vcpus: control::Vcpus,
+    memory: GuestMemoryMmap,
+    kvm: Arc<Kvm>,
+    vm: Arc<VmFd>,
+    shared: Arc<Shared>,
+) {
+    let mut target = target::L4Target::new(vcpus, memory, kvm, vm);
     loop {
         let (conn_ready, _) = poll2(listener.fd(), target.wake_fd());
         if target.vm_ended() {

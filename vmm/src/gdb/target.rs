@@ -30,11 +30,12 @@ use kvm_bindings::{
     kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP,
 };
-use kvm_ioctls::{Kvm, VcpuExit};
+use kvm_ioctls::{Kvm, VcpuExit, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::breakpoints::{HwSlots, Slot, SlotError, SlotKind};
 use super::control::{Cmd, EventKind, Reply, Vcpus};
+use super::watch;
 use crate::paging::PagingMode;
 
 /// A gdb connection: TCP or Unix, pollable.
@@ -86,43 +87,52 @@ impl ConnectionExt for Conn {
     }
 }
 
-/// Whether KVM can intercept `int3` executed in the guest's ring 0 on this host. Probed
-/// with a throw-away VM whose first instruction is `int3` (32-bit protected mode, paging
-/// off, as at the PVH entry): a debug exit with vector 3 means yes. On PVM hosts the
-/// emulator fails on `int3` instead.
-pub fn probe_sw_breakpoints(kvm: &Kvm) -> bool {
-    let probe = || -> Option<bool> {
-        let vm = kvm.create_vm().ok()?;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).ok()?;
-        mem.write_slice(&[0xcc, 0xf4], GuestAddress(0x1000)).ok()?;
-        let host = vm_memory::GuestMemoryBackend::get_host_address(&mem, GuestAddress(0)).ok()?;
-        let region = kvm_bindings::kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: 0x10000,
-            userspace_addr: host as u64,
-        };
-        // SAFETY: `mem` outlives `vm` (both are dropped at the end of this closure, vm first
-        // because it was created first... and is declared before: drop order is reverse
-        // declaration, so `mem` is dropped before `vm`; KVM keeps no reference after the
-        // VM fd is closed, and the vCPU never runs after this closure returns).
-        unsafe { vm.set_user_memory_region(region) }.ok()?;
-        let mut vcpu = vm.create_vcpu(0).ok()?;
-        crate::vcpu::set_cpuid(kvm, &vcpu, 0).ok()?;
-        crate::vcpu::set_pvh_entry_state(&vcpu, 0x1000).ok()?;
-        let dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, ..Default::default() };
-        vcpu.set_guest_debug(&dbg).ok()?;
-        let r = match vcpu.run() {
-            Ok(VcpuExit::Debug(arch)) => Some(arch.exception == 3),
-            _ => Some(false),
-        };
-        drop(vcpu);
-        drop(vm);
-        drop(mem);
-        r
+/// Runs `code` at guest-physical 0x1000 in a throw-away VM (32-bit protected mode, paging
+/// off, ring 0, as at the PVH entry) with guest debugging `dbg`, and returns the first exit
+/// as a debug exception vector, if it was a debug exit.
+fn probe_debug_exit(kvm: &Kvm, code: &[u8], dbg: &kvm_guest_debug) -> Option<u32> {
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).ok()?;
+    mem.write_slice(code, GuestAddress(0x1000)).ok()?;
+    let host = vm_memory::GuestMemoryBackend::get_host_address(&mem, GuestAddress(0)).ok()?;
+    let vm = kvm.create_vm().ok()?;
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: 0x10000,
+        userspace_addr: host as u64,
     };
-    probe().unwrap_or(false)
+    // SAFETY: `mem` is declared before `vm`, so it is dropped after it: the mapping outlives
+    // every use KVM can make of it.
+    unsafe { vm.set_user_memory_region(region) }.ok()?;
+    let mut vcpu = vm.create_vcpu(0).ok()?;
+    crate::vcpu::set_cpuid(kvm, &vcpu, 0).ok()?;
+    crate::vcpu::set_pvh_entry_state(&vcpu, 0x1000).ok()?;
+    vcpu.set_guest_debug(dbg).ok()?;
+    match vcpu.run() {
+        Ok(VcpuExit::Debug(arch)) => Some(arch.exception),
+        _ => None,
+    }
+}
+
+/// Whether KVM can intercept `int3` executed in the guest's ring 0 on this host: a probe VM
+/// runs `int3` with `KVM_GUESTDBG_USE_SW_BP`. On PVM hosts the emulator fails instead.
+pub fn probe_sw_breakpoints(kvm: &Kvm) -> bool {
+    let dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, ..Default::default() };
+    probe_debug_exit(kvm, &[0xcc, 0xf4], &dbg) == Some(3)
+}
+
+/// Whether debug-register data watchpoints fire for guest ring-0 writes on this host: a
+/// probe VM writes to a watched address. On PVM hosts, whose emulator does not check data
+/// breakpoints, they do not.
+pub fn probe_data_watchpoints(kvm: &Kvm) -> bool {
+    let mut dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, ..Default::default() };
+    let mut slots = HwSlots::default();
+    let _ = slots.insert(Slot { addr: 0x2000, kind: SlotKind::Write { len: 4 } });
+    dbg.arch.debugreg[..4].copy_from_slice(&slots.addrs());
+    dbg.arch.debugreg[7] = slots.dr7();
+    // mov %eax, 0x2000 ; hlt
+    probe_debug_exit(kvm, &[0xa3, 0x00, 0x20, 0x00, 0x00, 0xf4], &dbg) == Some(1)
 }
 
 /// What gdb sees.
@@ -136,10 +146,18 @@ pub struct L4Target {
     sw_supported: Option<bool>,
     stepping: Vec<usize>,
     ended: Option<Option<u8>>,
+    vm: Arc<VmFd>,
+    /// Whether debug-register data watchpoints fire here (probed at the first attach);
+    /// if not, write watches trap pages instead (`watch.rs`).
+    dr_watch: Option<bool>,
+    /// KVM memory slots in use, and whether the trapped pages changed since.
+    mem_slots: u32,
+    traps_dirty: bool,
 }
 
 impl L4Target {
-    pub fn new(vcpus: Vcpus, memory: GuestMemoryMmap, kvm: Arc<Kvm>) -> Self {
+    pub fn new(vcpus: Vcpus, memory: GuestMemoryMmap, kvm: Arc<Kvm>, vm: Arc<VmFd>) -> Self {
+        let mem_slots = vm_memory::GuestMemoryBackend::num_regions(&memory) as u32;
         L4Target {
             vcpus,
             memory,
@@ -149,7 +167,23 @@ impl L4Target {
             sw_supported: None,
             stepping: Vec::new(),
             ended: None,
+            vm,
+            dr_watch: None,
+            mem_slots,
+            traps_dirty: false,
         }
+    }
+
+    /// Re-registers guest RAM if the trapped pages changed. vCPUs must be parked.
+    fn sync_traps(&mut self) -> Result<(), String> {
+        if !self.traps_dirty {
+            return Ok(());
+        }
+        let pages = self.vcpus.hub().traps.pages();
+        self.mem_slots =
+            crate::memory::register(&self.vm, &self.memory, &pages, self.mem_slots).map_err(|e| e.to_string())?;
+        self.traps_dirty = false;
+        Ok(())
     }
 
     pub fn wake_fd(&self) -> RawFd {
@@ -180,6 +214,16 @@ impl L4Target {
                 }
             );
             self.sw_supported = Some(s);
+            let w = probe_data_watchpoints(&self.kvm);
+            log::info!(
+                "gdb: data watchpoints {}",
+                if w {
+                    "use the debug registers"
+                } else {
+                    "trap pages (debug-register data breakpoints do not fire in guest ring 0 here)"
+                }
+            );
+            self.dr_watch = Some(w);
         }
         for e in self.vcpus.pause_all() {
             if let EventKind::Ended(code) = e.kind {
@@ -196,6 +240,11 @@ impl L4Target {
         }
         self.slots.clear();
         self.stepping.clear();
+        self.vcpus.hub().traps.clear();
+        self.traps_dirty = true;
+        if let Err(e) = self.sync_traps() {
+            log::warn!("gdb: cannot restore guest memory slots: {e}");
+        }
         for i in 0..self.vcpus.count() {
             let _ = self.vcpus.request(i, Cmd::SetDebug(Box::default()));
         }
@@ -388,6 +437,7 @@ impl MultiThreadBase for L4Target {
 
 impl MultiThreadResume for L4Target {
     fn resume(&mut self) -> Result<(), Self::Error> {
+        self.sync_traps()?;
         self.apply_debug()?;
         if self.stepping.is_empty() {
             let all: Vec<usize> = (0..self.vcpus.count()).collect();
@@ -501,6 +551,17 @@ fn watch_slot(addr: u64, len: u64, kind: WatchKind) -> Option<Slot> {
 
 impl HwWatchpoint for L4Target {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        if self.dr_watch == Some(false) {
+            if kind != WatchKind::Write {
+                log::warn!("gdb: only write watchpoints work in guest ring 0 on this host (they trap pages)");
+                return Ok(false);
+            }
+            let mode = self.paging(0).map_err(err)?;
+            let gpa = mode.translate(&self.memory, addr).ok_or(TargetError::Errno(14))?;
+            let added = self.vcpus.hub().traps.add(watch::TrapWatch { gva: addr, gpa, len });
+            self.traps_dirty |= added;
+            return Ok(added);
+        }
         match watch_slot(addr, len, kind) {
             Some(slot) => slot_result(self.slots.insert(slot), "a watchpoint"),
             None => Ok(false),
@@ -508,6 +569,11 @@ impl HwWatchpoint for L4Target {
     }
 
     fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        if self.dr_watch == Some(false) {
+            let removed = self.vcpus.hub().traps.remove(addr, len);
+            self.traps_dirty |= removed;
+            return Ok(removed);
+        }
         Ok(watch_slot(addr, len, kind).is_some_and(|s| self.slots.remove(s)))
     }
 }
@@ -588,6 +654,15 @@ impl BlockingEventLoop for EventLoop {
                 match e.kind {
                     EventKind::Ended(code) => target.ended = Some(code),
                     EventKind::Paused => {}
+                    EventKind::PageWatch(addr) => {
+                        target.vcpus.pause_all();
+                        let tid = Tid::new(e.vcpu + 1).expect("non-zero");
+                        return Ok(LoopEvent::TargetStopped(MultiThreadStopReason::Watch {
+                            tid,
+                            kind: WatchKind::Write,
+                            addr,
+                        }));
+                    }
                     EventKind::Debug(arch) => {
                         let more = target.vcpus.pause_all();
                         if let Some(code) = more.iter().find_map(|m| match m.kind {
