@@ -12,9 +12,10 @@ fn embedded_image_boots_and_prints_its_banner() {
         .assert_stdout_has("booted via PVH, start info at 0x0000000000006000")
         .assert_stdout_has("memory map:")
         .assert_stdout_has("  [0x0000000000100000-0x000000000fffffff] ram (261120 KiB)")
-        .assert_stdout_has("modules: 0")
+        .assert_stdout_has("modules: 1\n  0: [0x")
+        .assert_stdout_has(" bytes 'boot.cpio'")
         .assert_stdout_has("cmdline: ''")
-        .assert_stdout_has("l4: boot complete")
+        .assert_stdout_has("l4: root task 'root' started")
         .assert_stderr_has("host KVM: ");
     assert!(r.stderr.contains("kernel entry at ") && !r.stderr.contains("kernel entry at (never)"), "{}", r.stderr);
 }
@@ -35,11 +36,15 @@ fn modules_and_command_line_reach_the_kernel() {
         "--cmdline",
         "hello world=1 ktest=none",
     ]);
-    r.assert_code(0)
+    // The modules reach the kernel; neither is a program, so there is no root task to run:
+    // a clear message and the guest's failure status.
+    r.assert_code(1)
         .assert_stdout_has("modules: 2")
         .assert_stdout_has("] 5000 bytes 'first.bin'")
         .assert_stdout_has("] 5 bytes 'second.bin'")
-        .assert_stdout_has("cmdline: 'hello world=1 ktest=none'");
+        .assert_stdout_has("cmdline: 'hello world=1 ktest=none'")
+        .assert_stdout_has("boot file 0: 'first.bin' 5000 bytes")
+        .assert_stdout_has("l4: cannot start the root task: bad ELF");
 }
 
 #[test]
@@ -94,7 +99,7 @@ fn timeout_stops_a_spinning_or_halted_guest() {
 
 #[test]
 fn extra_vcpus_wait_for_startup_without_disturbing_boot() {
-    l4vmm(&["--vcpus", "4"]).assert_code(0).assert_stdout_has("l4: boot complete");
+    l4vmm(&["--vcpus", "4"]).assert_code(0).assert_stdout_has("root: all done");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Builds the freestanding guest (kernel, later the servers) with a nested cargo and embeds
-//! the default boot image into l4vmm.
+//! Builds the freestanding guest with nested cargo runs, packs the servers into the boot
+//! archive, and embeds the default boot image (kernel + archive) into l4vmm.
 //!
 //! The guest crates are built with their own directory as cwd, so their
 //! `.cargo/config.toml` (target, rustflags, panic=abort) applies, into `<target>/guest`,
@@ -10,6 +10,9 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The servers in the default boot archive, root task first.
+const SERVERS: [&str; 4] = ["root", "echo", "client", "faulty"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -25,6 +28,7 @@ fn main() {
         "guest-kernel/link.ld",
         "guest-kernel/build.rs",
         "guest-kernel/.cargo/config.toml",
+        "guest-servers",
         "abi/src",
         "abi/Cargo.toml",
     ] {
@@ -32,10 +36,62 @@ fn main() {
     }
 
     build_guest(&root.join("guest-kernel"), &target_dir, &["--features", "guest", "--bin", "l4-kernel"]);
-    let kernel = target_dir.join("x86_64-unknown-linux-gnu/release/l4-kernel");
+    build_guest(&root.join("guest-servers"), &target_dir, &[]);
+    let bin_dir = target_dir.join("x86_64-unknown-linux-gnu/release");
+    let kernel = bin_dir.join("l4-kernel");
     assert!(kernel.is_file(), "guest build did not produce {}", kernel.display());
+
+    let files: Vec<(&str, Vec<u8>)> = SERVERS
+        .iter()
+        .map(|s| {
+            let p = bin_dir.join(s);
+            (*s, std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())))
+        })
+        .collect();
+    let archive = out_dir.join("boot.cpio");
+    std::fs::write(&archive, cpio_newc(&files)).expect("writing the boot archive");
+
     println!("cargo:rustc-env=L4_KERNEL_ELF={}", kernel.display());
-    println!("cargo:rustc-env=L4_GUEST_TARGET_DIR={}", target_dir.display());
+    println!("cargo:rustc-env=L4_BOOT_ARCHIVE={}", archive.display());
+    println!("cargo:rustc-env=L4_GUEST_BIN_DIR={}", bin_dir.display());
+}
+
+/// A cpio "newc" archive (the format of Linux's initramfs) of regular files.
+fn cpio_newc(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    fn entry(out: &mut Vec<u8>, ino: usize, name: &str, mode: u32, data: &[u8]) {
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (name, data)) in files.iter().enumerate() {
+        entry(&mut out, i + 1, name, 0o100_755, data);
+    }
+    entry(&mut out, 0, "TRAILER!!!", 0, &[]);
+    out
 }
 
 fn build_guest(dir: &Path, target_dir: &Path, args: &[&str]) {

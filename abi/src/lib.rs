@@ -2,9 +2,12 @@
 //! benchmark harness.
 //!
 //! Everything that two of those parts must agree on is defined here, once: I/O ports of the
-//! VMM's devices, the guest exit codes, the trace markers, and (as they arrive) the system
-//! call numbers, IPC message layout and ring layout. `no_std`, no dependencies.
+//! VMM's devices, the guest exit codes, the trace markers, the system-call ABI, the user
+//! address-space layout and the root task's boot-info page. `no_std`, no dependencies.
 #![no_std]
 
+pub mod bootinfo;
 pub mod exit;
+pub mod layout;
 pub mod port;
+pub mod syscall;

@@ -8,6 +8,13 @@ pub const COM1: u16 = 0x3f8;
 /// `(value << 1) | 1`.
 pub const EXIT: u16 = 0xf4;
 
+/// The zeroing device: a u32 written here is a frame number (physical address >> 12)
+/// that the VMM fills with zeros, so the guest never zeroes memory in ring 0. Reading a
+/// u32 gives [`ZERO_MAGIC`] when the device exists (all-ones elsewhere).
+pub const ZERO: u16 = 0xe0;
+/// What [`ZERO`] reads as on l4vmm.
+pub const ZERO_MAGIC: u32 = 0x4c34_5a30; // "L4Z0"
+
 /// The trace-marker port: the guest writes a [`Marker`] byte, the VMM timestamps it.
 /// Ignored by machines without the device (writes to an unassigned port are dropped).
 pub const MARKER: u16 = 0xea;

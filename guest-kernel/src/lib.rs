@@ -1,17 +1,27 @@
 //! The l4 kernel's portable logic.
 //!
 //! Everything here is plain `no_std` Rust with no `unsafe`, no inline assembly and no
-//! knowledge of x86_64: it is unit-tested on the host with `cargo test`. The freestanding
-//! kernel binary (`main.rs` and `arch/`) drives it and supplies the hardware.
+//! knowledge of the machine beyond the [`platform::Platform`] trait: it is unit-tested on
+//! the host with `cargo test`, against a fake platform. The freestanding kernel binary
+//! (`main.rs` and `arch/`) drives it and supplies the hardware.
 //!
 //! Design principles (after Hubris and seL4):
-//! - mechanism in the kernel, policy in user space;
+//! - mechanism in the kernel, policy in user space (the root task);
 //! - the kernel runs with interrupts off and is never preempted;
-//! - every value that comes from outside (boot loader, user space) is validated before use;
+//! - every value that comes from outside (boot loader, user space) is validated before
+//!   use; user memory is only touched through [`mm::umem`];
+//! - kernel objects live in fixed tables: no heap;
 //! - no `core::fmt` in the kernel: on PVM hosts ring 0 runs in KVM's instruction emulator,
 //!   which dies on the SSE code that the precompiled `core::fmt` contains.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod cap;
+pub mod elf;
 pub mod fmt;
+pub mod ipc;
+pub mod kernel;
+pub mod mm;
+pub mod platform;
+pub mod task;

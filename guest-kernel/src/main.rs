@@ -17,7 +17,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4_abi::exit;
 use l4_kernel::boot::cmdline::Cmdline;
-use l4_kernel::boot::pvh::BootInfo;
+use l4_kernel::boot::cpio;
+use l4_kernel::boot::pvh::{self, BootInfo, MemType};
+use l4_kernel::mm::frames::{self, Range};
 
 use crate::console::Hex;
 
@@ -48,10 +50,101 @@ pub extern "C" fn kernel_main(start_info: u64) -> ! {
     if let Some(test) = cmdline.get("ktest") {
         ktest::run(test);
     }
-    BOOT_STAGE.store(3, Ordering::Relaxed);
-    kprintln!("l4: boot complete");
-    arch::exit(exit::SUCCESS)
+    if info.module_count() == 0 {
+        BOOT_STAGE.store(3, Ordering::Relaxed);
+        kprintln!("l4: no boot modules: nothing to run");
+        kprintln!("l4: boot complete");
+        arch::exit(exit::SUCCESS);
+    }
+    start_user_space(&info, &cmdline)
 }
+
+/// Takes over memory, registers the boot files, picks the user entry mechanism and starts
+/// the root task.
+fn start_user_space(info: &BootInfo<'static>, cmdline: &Cmdline<'_>) -> ! {
+    arch::init_cpu();
+    arch::probe_machine();
+    // SAFETY: boot, interrupts off; the references end before choose_entry.
+    let (k, m) = unsafe { arch::trap::state() };
+
+    // Usable frames: RAM below the direct map's end, minus the first MiB (boot data), the
+    // kernel image and the modules.
+    let mut ram = [Range::default(); 32];
+    let mut nram = 0;
+    for r in info.memmap() {
+        if r.kind == MemType::Ram && nram < ram.len() && r.base < arch::DIRECT_MAP_SIZE {
+            ram[nram] = Range { start: r.base, end: r.end().min(arch::DIRECT_MAP_SIZE) };
+            nram += 1;
+        }
+    }
+    let mut reserved = [Range::default(); 2 + pvh::MAX_MODULES];
+    let (ks, ke) = arch::kernel_image();
+    reserved[0] = Range { start: 0, end: 0x10_0000 };
+    reserved[1] = Range { start: ks, end: ke };
+    let mut nres = 2;
+    for m in info.modules(&arch::DirectMap) {
+        reserved[nres] = Range { start: m.paddr, end: m.paddr.saturating_add(m.size) };
+        nres += 1;
+    }
+    let (usable, nusable) = frames::usable_ranges(&ram[..nram], &reserved[..nres]);
+    if let Err(e) = k.init(m, &usable[..nusable], arch::kernel_root(), &[0xcc, 0xc3]) {
+        kprintln!("l4: no memory for the kernel: ", e.name());
+        arch::exit(exit::FAILURE);
+    }
+
+    // Boot files: each module is an ELF, or a cpio archive of them.
+    for md in info.modules(&arch::DirectMap) {
+        let Some(bytes) = l4_kernel::platform::Platform::phys_slice(m, md.paddr, md.size) else { continue };
+        if cpio::is_cpio(bytes) {
+            for e in cpio::entries(bytes) {
+                let pa = md.paddr + (e.data.as_ptr() as u64 - bytes.as_ptr() as u64);
+                k.add_boot_file(pa, e.data.len() as u64, e.name);
+            }
+        } else {
+            k.add_boot_file(md.paddr, md.size, md.cmdline);
+        }
+    }
+    kprintln!(
+        "l4: ",
+        k.nboot_files,
+        " boot files; frames: ",
+        k.frames.total(),
+        " total, ",
+        k.frames.used(),
+        " used, ",
+        k.frames.free(),
+        " free"
+    );
+    for i in 0..k.nboot_files {
+        let f = &k.boot_files[i];
+        let n = f.name.iter().position(|&b| b == 0).unwrap_or(f.name.len());
+        kprintln!("  boot file ", i, ": '", console::Bytes(&f.name[..n]), "' ", f.size, " bytes");
+    }
+    let forced = match cmdline.get("entry") {
+        Some("syscall") => Some(arch::trap::EntryMode::Syscall),
+        Some("int3") => Some(arch::trap::EntryMode::Int3),
+        _ => None,
+    };
+    arch::trap::choose_entry(forced, start_root)
+}
+
+/// Runs in trap context once the entry mechanism is known.
+fn start_root() {
+    // SAFETY: trap context, interrupts off.
+    let (k, m) = unsafe { arch::trap::state() };
+    match k.spawn_root(m, ROOT_PRIORITY) {
+        Ok(t) => kprintln!("l4: root task '", console::Bytes(k.tasks[t].name()), "' started"),
+        Err(e) => {
+            kprintln!("l4: cannot start the root task: ", e.name());
+            arch::exit(exit::FAILURE);
+        }
+    }
+    BOOT_STAGE.store(3, Ordering::Relaxed);
+    arch::start_timer();
+}
+
+/// The root task's priority; servers it starts run at or below it.
+const ROOT_PRIORITY: usize = 20;
 
 /// Prints what the kernel was given. The same kernel prints the same banner under l4vmm
 /// and under QEMU; only the values differ.

@@ -17,6 +17,11 @@ pub fn kernel_elf() -> PathBuf {
     PathBuf::from(env!("L4_KERNEL_ELF"))
 }
 
+/// The default boot archive (cpio) that build.rs packed and embedded.
+pub fn boot_archive() -> PathBuf {
+    PathBuf::from(env!("L4_BOOT_ARCHIVE"))
+}
+
 /// Fails the test, naming the reason, unless this host can run KVM guests.
 pub fn require_kvm() {
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {

@@ -8,6 +8,9 @@ use crate::config::{KernelSource, ModuleSource};
 
 /// The kernel built by build.rs from guest-kernel/.
 static EMBEDDED_KERNEL: &[u8] = include_bytes!(env!("L4_KERNEL_ELF"));
+/// The boot archive built by build.rs from guest-servers/: a cpio archive of the servers,
+/// the root task first.
+static EMBEDDED_ARCHIVE: &[u8] = include_bytes!(env!("L4_BOOT_ARCHIVE"));
 
 /// An input error in the boot image (exit status 2).
 #[derive(Debug, Error)]
@@ -59,7 +62,7 @@ pub fn kernel(source: &KernelSource) -> Result<Blob, ImageError> {
 /// command line) is its file name.
 pub fn modules(source: &ModuleSource) -> Result<Vec<Blob>, ImageError> {
     match source {
-        ModuleSource::Embedded => Ok(Vec::new()),
+        ModuleSource::Embedded => Ok(vec![Blob { name: "boot.cpio".into(), bytes: EMBEDDED_ARCHIVE.to_vec() }]),
         ModuleSource::Files(paths) => paths
             .iter()
             .map(|p| {

@@ -70,7 +70,7 @@ impl Vmm {
         step("guest_memory");
         let entry = load_image(&config, &memory)?;
         step("load_image + start_info");
-        let devices = Arc::new(Devices::new(Console::new(&vm)?));
+        let devices = Arc::new(Devices::new(Console::new(&vm)?, memory.clone()));
         step("devices");
         let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
         step("vcpus");

@@ -1,4 +1,5 @@
 //! What the boot loader hands the kernel: the PVH start info and the command line.
 
 pub mod cmdline;
+pub mod cpio;
 pub mod pvh;

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use l4_abi::port::{Marker, COM1, EXIT, MARKER};
+use l4_abi::port::{Marker, COM1, EXIT, MARKER, ZERO, ZERO_MAGIC};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use self::serial::Console;
 
@@ -27,14 +28,16 @@ pub enum PioAction {
 /// The port I/O bus.
 pub struct Devices {
     pub console: Console,
+    /// Guest RAM, for the zeroing device.
+    memory: GuestMemoryMmap,
     /// When each marker was first written.
     markers: Mutex<HashMap<u8, Instant>>,
     unknown_accesses: AtomicU64,
 }
 
 impl Devices {
-    pub fn new(console: Console) -> Self {
-        Devices { console, markers: Mutex::new(HashMap::new()), unknown_accesses: AtomicU64::new(0) }
+    pub fn new(console: Console, memory: GuestMemoryMmap) -> Self {
+        Devices { console, memory, markers: Mutex::new(HashMap::new()), unknown_accesses: AtomicU64::new(0) }
     }
 
     /// A guest `out`.
@@ -44,6 +47,15 @@ impl Devices {
         };
         match port {
             EXIT => return PioAction::Exit(value),
+            ZERO if data.len() == 4 => {
+                // Zero one guest frame. A frame outside guest RAM is ignored: the guest
+                // cannot make l4vmm touch anything else.
+                let pfn = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                let addr = GuestAddress(u64::from(pfn) << 12);
+                if self.memory.write_slice(&[0u8; 4096], addr).is_err() {
+                    self.unknown(port, "zero (outside RAM)");
+                }
+            }
             MARKER => {
                 if Marker::from_u8(value).is_some() {
                     if let Ok(mut m) = self.markers.lock() {
@@ -60,6 +72,7 @@ impl Devices {
     /// A guest `in`.
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {
+            ZERO if data.len() == 4 => data.copy_from_slice(&ZERO_MAGIC.to_le_bytes()),
             p if (COM1..COM1 + 8).contains(&p) => {
                 let v = self.console.read((p - COM1) as u8);
                 data.fill(0);

@@ -79,6 +79,7 @@ boot_gdtr:
     .long boot_gdt
 
     .p2align 12
+    .global boot_pml4
 boot_pml4:
     .quad boot_pdpt + 3             /* 0: identity */
     .fill 255, 8, 0

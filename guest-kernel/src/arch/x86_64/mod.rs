@@ -1,11 +1,18 @@
 //! x86_64 under a PVH loader: the boot path, port I/O, the serial console, the exit device,
 //! the direct map of physical memory, and the kernel's libc-level memory routines.
 
+mod apic;
 mod boot;
+mod cpu;
+mod entry;
+mod gdt;
 pub mod ktest;
 mod mem;
+mod pic;
+mod platform;
 pub mod port;
 pub mod serial;
+pub mod trap;
 
 use l4_abi::port::EXIT;
 use l4_kernel::boot::pvh::PhysMem;
@@ -18,6 +25,44 @@ pub const DIRECT_MAP_SIZE: u64 = 4 << 30;
 /// Early platform set-up: the console.
 pub fn init_early() {
     serial::init();
+}
+
+/// CPU set-up for running user code: GDT and TSS, IDT, x87/SSE for ring 3.
+pub fn init_cpu() {
+    gdt::init();
+    entry::init();
+    pic::disable();
+    cpu::enable_user_fpu();
+}
+
+/// Starts the periodic timer (10 ms at KVM's 1 GHz APIC bus).
+pub fn start_timer() {
+    apic::start_timer(10_000_000);
+}
+
+/// Physical address of the boot PML4 (the kernel's own page tables).
+pub fn kernel_root() -> u64 {
+    extern "C" {
+        static boot_pml4: u8;
+    }
+    // Only the address is taken; .boot.data is linked at its physical address.
+    core::ptr::addr_of!(boot_pml4) as u64
+}
+
+/// Physical range of the kernel image.
+pub fn kernel_image() -> (u64, u64) {
+    extern "C" {
+        static __kernel_phys_start: u8;
+        static __kernel_phys_end: u8;
+    }
+    (core::ptr::addr_of!(__kernel_phys_start) as u64, core::ptr::addr_of!(__kernel_phys_end) as u64)
+}
+
+/// The platform handle (zeroing device probed).
+pub fn probe_machine() {
+    // SAFETY: boot, interrupts off.
+    let (_, m) = unsafe { trap::state() };
+    *m = platform::Machine::new();
 }
 
 /// Ends the VM with `code` through the exit device. If there is none (another VMM without

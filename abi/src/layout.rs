@@ -1,0 +1,16 @@
+//! The user address-space layout every task starts with.
+
+/// Lowest user address a task may map (the null page region stays unmapped).
+pub const USER_MIN: u64 = 0x0000_0000_0001_0000;
+/// One past the highest user address a task may map itself (the top of the lower half
+/// holds the stack, the boot-info page and the entry page).
+pub const USER_MAP_MAX: u64 = 0x0000_7fff_0000_0000;
+/// Where server ELFs are linked.
+pub const ELF_BASE: u64 = 0x0000_0000_0040_0000;
+/// Top of the first thread's stack. The first thread starts with `rsp = STACK_TOP - 8`,
+/// as if its entry point had been called (the SysV stack alignment).
+pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
+/// Size of the first thread's stack.
+pub const STACK_SIZE: u64 = 64 * 1024;
+/// The boot-info page (root task only): [`crate::bootinfo`].
+pub const BOOTINFO_VA: u64 = 0x0000_7fff_ffff_8000;

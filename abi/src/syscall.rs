@@ -1,0 +1,250 @@
+//! The system-call ABI: one entry, registers in, registers out.
+//!
+//! User code enters the kernel by calling the *entry page* at [`ENTRY_VA`] (mapped
+//! read+execute in every address space). The kernel fills it at boot with `syscall; ret`
+//! where `syscall` enters ring 0 (hardware KVM, QEMU) or `int3; ret` where it does not
+//! (PVM hosts): user binaries are the same everywhere.
+//!
+//! | register | in | out |
+//! |---|---|---|
+//! | `rax` | [`Sysno`] | 0 or an [`Error`] code |
+//! | `rdi` | argument 0 (usually a capability slot) | value 0 (a new slot, a badge, ...) |
+//! | `rsi` | argument 1 ([`MsgInfo`] for IPC) | value 1 ([`MsgInfo`] for IPC) |
+//! | `rdx`, `r10`, `r8`, `r9`, `r12`, `r13`, `r14`, `r15` | arguments 2-9 / message words 0-7 | values 2-9 / message words 0-7 |
+//!
+//! `rcx` and `r11` are clobbered; every other register is preserved.
+
+/// Virtual address of the kernel entry page in every address space.
+pub const ENTRY_VA: u64 = 0x0000_7fff_ffff_f000;
+
+/// Number of message words carried in registers.
+pub const MSG_REGS: usize = 8;
+
+/// System-call numbers.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sysno {
+    /// `(ptr, len)`: print bytes from this address space on the console.
+    DebugWrite = 0,
+    /// `(code)`: end the calling task (all its threads).
+    TaskExit = 1,
+    /// Give up the rest of the time slice.
+    Yield = 2,
+    /// `() -> slot`: a new endpoint, full rights.
+    EndpointCreate = 3,
+    /// `(slot, rights, badge) -> new slot`: a copy with fewer rights and, if the source
+    /// has none, a badge.
+    CapDerive = 4,
+    /// `(slot)`: delete a capability.
+    CapDelete = 5,
+    /// `(endpoint, info, words...)`: send, blocking until a receiver takes it.
+    Send = 6,
+    /// `(endpoint) -> (badge, info, words...)`: receive, blocking.
+    Recv = 7,
+    /// `(endpoint, info, words...) -> (badge, info, words...)`: send and wait for the reply.
+    Call = 8,
+    /// `(endpoint, info, words...) -> (badge, info, words...)`: reply to the last caller, then
+    /// receive the next message.
+    ReplyRecv = 9,
+    /// `(va, pages)`: map zeroed read-write memory at `va` in the caller's address space.
+    MemMap = 10,
+    /// `(boot file slot, priority, fault endpoint slot) -> task slot`: load an ELF boot file
+    /// into a new task and start its first thread.
+    TaskSpawn = 11,
+    /// `(task slot, my slot) -> their slot`: copy a capability into another task.
+    CapGrant = 12,
+    /// `() -> (free frames, used frames)`.
+    FrameStats = 13,
+    /// `(task slot)`: end a task.
+    TaskKill = 14,
+    /// `(machine slot, code)`: end the virtual machine with an exit code.
+    MachineExit = 15,
+    /// `(va, pages)`: unmap and free memory from the caller's address space.
+    MemUnmap = 16,
+    /// `(_, info, words...)`: reply to the last caller without waiting for a next message.
+    Reply = 17,
+}
+
+impl Sysno {
+    /// Decodes `rax`.
+    pub fn from_u64(n: u64) -> Option<Self> {
+        use Sysno::*;
+        Some(match n {
+            0 => DebugWrite,
+            1 => TaskExit,
+            2 => Yield,
+            3 => EndpointCreate,
+            4 => CapDerive,
+            5 => CapDelete,
+            6 => Send,
+            7 => Recv,
+            8 => Call,
+            9 => ReplyRecv,
+            10 => MemMap,
+            11 => TaskSpawn,
+            12 => CapGrant,
+            13 => FrameStats,
+            14 => TaskKill,
+            15 => MachineExit,
+            16 => MemUnmap,
+            17 => Reply,
+            _ => return None,
+        })
+    }
+}
+
+/// What a system call can fail with (the value in `rax`).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// `rax` named no system call.
+    InvalidSyscall = 1,
+    /// The slot is out of range or empty.
+    InvalidCap = 2,
+    /// The capability is of the wrong type for this call.
+    WrongType = 3,
+    /// The capability lacks a right this call needs.
+    NoRights = 4,
+    /// An argument is out of range.
+    BadArgument = 5,
+    /// A user address is unaligned, unmapped, not user memory, or overlaps the kernel.
+    BadAddress = 6,
+    /// No free frames.
+    OutOfMemory = 7,
+    /// No free capability slot or kernel object.
+    NoSlots = 8,
+    /// The partner is gone (killed, exited, or never there).
+    PartnerGone = 9,
+    /// The boot file is not a loadable ELF.
+    BadElf = 10,
+    /// Already mapped.
+    Exists = 11,
+}
+
+impl Error {
+    /// Decodes `rax` (0 is success: `None`).
+    pub fn from_u64(n: u64) -> Option<Self> {
+        use Error::*;
+        Some(match n {
+            1 => InvalidSyscall,
+            2 => InvalidCap,
+            3 => WrongType,
+            4 => NoRights,
+            5 => BadArgument,
+            6 => BadAddress,
+            7 => OutOfMemory,
+            8 => NoSlots,
+            9 => PartnerGone,
+            10 => BadElf,
+            11 => Exists,
+            _ => return None,
+        })
+    }
+
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        use Error::*;
+        match self {
+            InvalidSyscall => "invalid syscall",
+            InvalidCap => "invalid capability",
+            WrongType => "wrong capability type",
+            NoRights => "missing rights",
+            BadArgument => "bad argument",
+            BadAddress => "bad address",
+            OutOfMemory => "out of memory",
+            NoSlots => "no free slot",
+            PartnerGone => "partner gone",
+            BadElf => "bad ELF",
+            Exists => "already exists",
+        }
+    }
+}
+
+/// Capability rights (a bit set).
+pub mod rights {
+    /// May send on an endpoint / read memory.
+    pub const SEND: u64 = 1 << 0;
+    /// May receive on an endpoint / write memory.
+    pub const RECV: u64 = 1 << 1;
+    /// May transfer capabilities with messages.
+    pub const GRANT: u64 = 1 << 2;
+    /// Everything.
+    pub const ALL: u64 = SEND | RECV | GRANT;
+}
+
+/// The message descriptor in `rsi`: label, word count, and an optional capability.
+///
+/// bits 0-31 label; bits 32-35 number of words (0-8); bit 40 a capability travels with
+/// the message; bits 48-55 its slot (the sender's slot on send, the receiver's new slot on
+/// receive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MsgInfo(pub u64);
+
+impl MsgInfo {
+    const CAP_FLAG: u64 = 1 << 40;
+
+    /// A message with `label` and `words` words (capped at [`MSG_REGS`]).
+    pub const fn new(label: u32, words: usize) -> Self {
+        let w = if words > MSG_REGS { MSG_REGS } else { words };
+        MsgInfo(label as u64 | ((w as u64) << 32))
+    }
+
+    /// The same message carrying the capability in `slot`.
+    pub const fn with_cap(self, slot: u8) -> Self {
+        MsgInfo((self.0 & !(0xff << 48)) | Self::CAP_FLAG | ((slot as u64) << 48))
+    }
+
+    pub const fn label(self) -> u32 {
+        self.0 as u32
+    }
+
+    pub const fn words(self) -> usize {
+        let w = ((self.0 >> 32) & 0xf) as usize;
+        if w > MSG_REGS {
+            MSG_REGS
+        } else {
+            w
+        }
+    }
+
+    /// The capability slot, if a capability travels with the message.
+    pub const fn cap(self) -> Option<u8> {
+        if self.0 & Self::CAP_FLAG != 0 {
+            Some((self.0 >> 48) as u8)
+        } else {
+            None
+        }
+    }
+}
+
+/// The label of the message the kernel sends to a fault handler when a thread faults.
+/// Words: 0 vector, 1 error code, 2 rip, 3 faulting address (cr2 for #PF), 4 task id.
+pub const FAULT_LABEL: u32 = 0xfa17;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msginfo_round_trips() {
+        let m = MsgInfo::new(0xdead_beef, 5).with_cap(17);
+        assert_eq!(m.label(), 0xdead_beef);
+        assert_eq!(m.words(), 5);
+        assert_eq!(m.cap(), Some(17));
+        assert_eq!(MsgInfo::new(1, 99).words(), MSG_REGS);
+        assert_eq!(MsgInfo::new(1, 2).cap(), None);
+        assert_eq!(MsgInfo(u64::MAX).words(), MSG_REGS);
+    }
+
+    #[test]
+    fn numbers_decode() {
+        for n in 0..=17 {
+            assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
+        }
+        assert_eq!(Sysno::from_u64(18), None);
+        for n in 1..=11 {
+            assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
+        }
+        assert_eq!(Error::from_u64(0), None);
+    }
+}

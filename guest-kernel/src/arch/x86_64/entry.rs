@@ -1,0 +1,270 @@
+//! Kernel entry and exit: the IDT, the exception/interrupt stubs, the `syscall` entry and
+//! the return to user mode.
+//!
+//! Every entry from user mode leaves the thread's registers in one frame layout,
+//! [`l4_kernel::kernel::UserRegs`], inside the thread's TCB: interrupts and exceptions
+//! because RSP0 points at the end of that frame (the CPU pushes SS..RIP there, the stub
+//! pushes the error code, the vector and the 15 GPRs); `syscall` by building the same
+//! frame at the same place. The kernel then runs on its own stack. Exit is always `iretq`
+//! from the frame. Entries from kernel mode (the idle loop's timer interrupt, kernel bugs)
+//! push the same layout on the kernel stack.
+//!
+//! Instruction counts matter: on PVM hosts each ring-0 instruction here is emulated.
+
+use core::ptr::addr_of_mut;
+
+use super::gdt::{DescPtr, KERNEL_CS};
+
+/// The vector number the `syscall` entry records in the frame.
+pub const SYSCALL_VECTOR: u64 = 0x80;
+/// The local APIC timer's vector.
+pub const TIMER_VECTOR: u64 = 0x20;
+/// The local APIC's spurious vector.
+pub const SPURIOUS_VECTOR: u64 = 0xff;
+
+core::arch::global_asm!(
+    r#"
+    .macro ISR_NOERR n
+    .global isr_\n
+isr_\n:
+    pushq $0
+    pushq $\n
+    jmp isr_common
+    .endm
+    .macro ISR_ERR n
+    .global isr_\n
+isr_\n:
+    pushq $\n
+    jmp isr_common
+    .endm
+
+    .section .text.entry, "ax"
+    ISR_NOERR 0
+    ISR_NOERR 1
+    ISR_NOERR 2
+    ISR_NOERR 3
+    ISR_NOERR 4
+    ISR_NOERR 5
+    ISR_NOERR 6
+    ISR_NOERR 7
+    ISR_ERR 8
+    ISR_NOERR 9
+    ISR_ERR 10
+    ISR_ERR 11
+    ISR_ERR 12
+    ISR_ERR 13
+    ISR_ERR 14
+    ISR_NOERR 15
+    ISR_NOERR 16
+    ISR_ERR 17
+    ISR_NOERR 18
+    ISR_NOERR 19
+    ISR_NOERR 20
+    ISR_ERR 21
+    ISR_NOERR 22
+    ISR_NOERR 23
+    ISR_NOERR 24
+    ISR_NOERR 25
+    ISR_NOERR 26
+    ISR_NOERR 27
+    ISR_NOERR 28
+    ISR_ERR 29
+    ISR_ERR 30
+    ISR_NOERR 31
+    ISR_NOERR 32
+    ISR_NOERR 255
+
+isr_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    cld
+    movq %rsp, %rdi
+    testb $3, 144(%rsp)             /* CS of the interrupted code */
+    jz 2f
+    leaq kernel_stack_top(%rip), %rsp
+    call trap_from_user             /* never returns */
+    ud2
+2:  call trap_from_kernel
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    iretq
+
+    .global syscall_entry
+syscall_entry:
+    movq %rsp, syscall_user_rsp(%rip)
+    movq current_frame_top(%rip), %rsp
+    pushq $0x1b                     /* user SS */
+    pushq syscall_user_rsp(%rip)
+    pushq %r11                      /* user RFLAGS */
+    pushq $0x23                     /* user CS */
+    pushq %rcx                      /* user RIP */
+    pushq $0
+    pushq ${sysvec}
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    leaq kernel_stack_top(%rip), %rsp
+    call trap_from_user
+    ud2
+
+    .global return_to_user
+return_to_user:
+    movq %rdi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp
+    iretq
+
+    .section .rodata.isr_table, "a"
+    .p2align 3
+    .global isr_table
+isr_table:
+    .quad isr_0, isr_1, isr_2, isr_3, isr_4, isr_5, isr_6, isr_7
+    .quad isr_8, isr_9, isr_10, isr_11, isr_12, isr_13, isr_14, isr_15
+    .quad isr_16, isr_17, isr_18, isr_19, isr_20, isr_21, isr_22, isr_23
+    .quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31
+    .quad isr_32
+
+    .section .bss.kernel_stack, "aw", @nobits
+    .p2align 12
+    .skip 32768
+    .global kernel_stack_top
+kernel_stack_top:
+
+    .section .bss.syscall, "aw", @nobits
+    .p2align 3
+    .global syscall_user_rsp
+syscall_user_rsp:
+    .skip 8
+    .global current_frame_top
+current_frame_top:
+    .skip 8
+"#,
+    sysvec = const SYSCALL_VECTOR,
+    options(att_syntax)
+);
+
+extern "C" {
+    static isr_table: [u64; 33];
+    static isr_255: u8;
+    static syscall_entry: u8;
+    static mut current_frame_top: u64;
+    /// Restores the registers in `frame` and returns to user mode.
+    pub fn return_to_user(frame: *const l4_kernel::kernel::UserRegs) -> !;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_lo: u16,
+    selector: u16,
+    ist: u8,
+    attr: u8,
+    offset_mid: u16,
+    offset_hi: u32,
+    _zero: u32,
+}
+
+static mut IDT: [Gate; 256] =
+    [Gate { offset_lo: 0, selector: 0, ist: 0, attr: 0, offset_mid: 0, offset_hi: 0, _zero: 0 }; 256];
+
+fn gate(handler: u64, dpl3: bool, ist: u8) -> Gate {
+    Gate {
+        offset_lo: handler as u16,
+        selector: KERNEL_CS,
+        ist,
+        attr: if dpl3 { 0xee } else { 0x8e },
+        offset_mid: (handler >> 16) as u16,
+        offset_hi: (handler >> 32) as u32,
+        _zero: 0,
+    }
+}
+
+/// Fills and loads the IDT. Vector 3 (`int3`) is callable from user mode: it is the kernel
+/// entry on hosts where `syscall` does not enter ring 0. Double faults and NMIs use IST1.
+pub fn init() {
+    // SAFETY: runs once at boot with interrupts off; the table and stubs are statics that
+    // live forever, so the descriptors stay valid.
+    unsafe {
+        let idt = addr_of_mut!(IDT);
+        let table = &*core::ptr::addr_of!(isr_table);
+        for (v, &h) in table.iter().enumerate() {
+            let ist = if v == 2 || v == 8 { 1 } else { 0 };
+            (*idt)[v] = gate(h, v == 3, ist);
+        }
+        let spurious = gate(core::ptr::addr_of!(isr_255) as u64, false, 0);
+        (*idt)[SPURIOUS_VECTOR as usize] = spurious;
+        // The remapped, masked legacy PICs can still raise spurious IRQs 7 and 15.
+        for v in super::pic::BASE as usize..super::pic::BASE as usize + 16 {
+            (*idt)[v] = spurious;
+        }
+        let ptr = DescPtr { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: idt as u64 };
+        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack));
+    }
+}
+
+/// The address `syscall` jumps to (LSTAR).
+pub fn syscall_entry_addr() -> u64 {
+    core::ptr::addr_of!(syscall_entry) as u64
+}
+
+/// Where the next user entry's frame ends: the `syscall` entry builds its frame below it
+/// (interrupts and exceptions use the TSS's RSP0, set alongside).
+pub fn set_frame_top(top: u64) {
+    // SAFETY: a plain store; read only by the syscall entry, which cannot run now.
+    unsafe { *addr_of_mut!(current_frame_top) = top };
+    super::gdt::set_rsp0(top);
+}

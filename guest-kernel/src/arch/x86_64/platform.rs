@@ -1,0 +1,78 @@
+//! The machine under the portable kernel: physical memory through the direct map, the
+//! serial console, the VMM's zeroing and exit devices.
+
+use l4_abi::port::{ZERO, ZERO_MAGIC};
+use l4_kernel::mm::PhysMem;
+use l4_kernel::platform::Platform;
+
+use super::{port, DIRECT_MAP_SIZE, PHYS_OFFSET};
+
+/// The platform. `vmm_zero`: the VMM's zeroing device answered at boot.
+pub struct Machine {
+    pub vmm_zero: bool,
+}
+
+impl Machine {
+    /// Probes the zeroing device (l4vmm has it; other VMMs read all-ones).
+    pub fn new() -> Self {
+        Machine { vmm_zero: port::inl(ZERO) == ZERO_MAGIC }
+    }
+}
+
+fn ptr(pa: u64, len: u64) -> *mut u8 {
+    // Every physical address the kernel handles comes from the memory map or from its own
+    // page tables, all below DIRECT_MAP_SIZE; a bug here must not turn into a wild access.
+    assert!(pa.checked_add(len).is_some_and(|e| e <= DIRECT_MAP_SIZE), "physical address outside the direct map");
+    (PHYS_OFFSET + pa) as *mut u8
+}
+
+impl PhysMem for Machine {
+    fn read_u64(&self, pa: u64) -> u64 {
+        // SAFETY: in the direct map (checked), aligned by the callers (page-table entries).
+        unsafe { (ptr(pa, 8) as *const u64).read_volatile() }
+    }
+    fn write_u64(&mut self, pa: u64, value: u64) {
+        // SAFETY: as for read_u64; the kernel owns the frame it writes.
+        unsafe { (ptr(pa, 8) as *mut u64).write_volatile(value) }
+    }
+    fn read_bytes(&self, pa: u64, buf: &mut [u8]) {
+        // SAFETY: the source range is in the direct map (checked) and does not overlap buf
+        // (a kernel stack buffer).
+        unsafe { core::ptr::copy_nonoverlapping(ptr(pa, buf.len() as u64), buf.as_mut_ptr(), buf.len()) }
+    }
+    fn write_bytes(&mut self, pa: u64, bytes: &[u8]) {
+        // SAFETY: as for read_bytes, in the other direction.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr(pa, bytes.len() as u64), bytes.len()) }
+    }
+    fn zero_frame(&mut self, pa: u64) {
+        if self.vmm_zero && pa >> 12 <= u64::from(u32::MAX) {
+            // One VM exit instead of 512 emulated stores.
+            port::outl(ZERO, (pa >> 12) as u32);
+        } else {
+            // SAFETY: a whole frame in the direct map (checked) that the kernel owns.
+            unsafe { core::ptr::write_bytes(ptr(pa, 4096), 0, 4096) }
+        }
+    }
+}
+
+impl Platform for Machine {
+    fn console(&mut self, bytes: &[u8]) {
+        super::serial::write_bytes(bytes);
+    }
+    fn phys_slice(&self, pa: u64, len: u64) -> Option<&[u8]> {
+        let end = pa.checked_add(len)?;
+        if end > DIRECT_MAP_SIZE {
+            return None;
+        }
+        // SAFETY: inside the direct map; boot files are never written by anyone.
+        Some(unsafe { core::slice::from_raw_parts((PHYS_OFFSET + pa) as *const u8, len as usize) })
+    }
+    fn machine_exit(&mut self, code: u8) {
+        super::exit(code);
+    }
+    fn flush_tlb(&mut self, root: u64, va: u64) {
+        if super::cpu::cr3() & !0xfff == root {
+            super::cpu::invlpg(va);
+        }
+    }
+}

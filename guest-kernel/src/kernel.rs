@@ -1,0 +1,881 @@
+//! The kernel's objects and system calls: tasks, threads, endpoints, boot files, the
+//! scheduler, and the dispatch of every system call. Portable: the platform supplies
+//! memory, console and machine exit; the arch layer saves user registers into
+//! [`Thread::regs`] before calling in and restores the registers of
+//! [`Kernel::current`] afterwards.
+//!
+//! Invariants:
+//! - exactly one thread is `Running` (the current one) or none (idle);
+//! - a `Ready` thread is in the run queue, no other thread is;
+//! - a thread blocked on an endpoint is in that endpoint's queue, and only there;
+//! - every capability names a live object; an endpoint lives while a capability names it;
+//! - every frame a task uses is freed when the task ends (frame accounting returns to its
+//!   value before the task was spawned);
+//! - nothing a user passes can make the kernel panic: every argument is checked and every
+//!   failure is an [`Error`] in the caller's `rax`.
+
+use l4_abi::bootinfo;
+use l4_abi::layout::{BOOTINFO_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
+use l4_abi::syscall::{rights, Error, Sysno, ENTRY_VA};
+
+use crate::cap::{Cap, CapTable, Object};
+use crate::elf;
+use crate::mm::frames::{Frames, Range};
+use crate::mm::umem::USlice;
+use crate::mm::vspace::{self, MapError, OWNED, WRITABLE};
+use crate::mm::PAGE_SIZE;
+use crate::platform::Platform;
+use crate::task::sched::{RunQueue, PRIOS};
+
+pub const MAX_TASKS: usize = 16;
+pub const MAX_THREADS: usize = 32;
+pub const MAX_ENDPOINTS: usize = 64;
+pub const MAX_BOOT_FILES: usize = 32;
+/// Timer ticks per time slice.
+pub const SLICE_TICKS: u32 = 2;
+/// User code and stack segment selectors (the arch layer's GDT).
+pub const USER_CS: u64 = 0x23;
+pub const USER_SS: u64 = 0x1b;
+/// User RFLAGS: interrupts on (so the timer can preempt), reserved bit 1.
+pub const USER_RFLAGS: u64 = 0x202;
+pub(crate) const NONE: u16 = u16::MAX;
+
+/// A user thread's registers, in the order of the arch layer's trap frame. 16-byte
+/// aligned and 176 bytes long, so that the frame's end is 16-byte aligned as the CPU
+/// requires of RSP0 (it would otherwise align the stack down and misplace the frame).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl UserRegs {
+    const ZERO: UserRegs = UserRegs {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error: 0,
+        rip: 0,
+        cs: 0,
+        rflags: 0,
+        rsp: 0,
+        ss: 0,
+    };
+
+    /// Message word `i` (0-7): rdx, r10, r8, r9, r12, r13, r14, r15.
+    pub fn word(&self, i: usize) -> u64 {
+        match i {
+            0 => self.rdx,
+            1 => self.r10,
+            2 => self.r8,
+            3 => self.r9,
+            4 => self.r12,
+            5 => self.r13,
+            6 => self.r14,
+            _ => self.r15,
+        }
+    }
+
+    pub fn set_word(&mut self, i: usize, v: u64) {
+        match i {
+            0 => self.rdx = v,
+            1 => self.r10 = v,
+            2 => self.r8 = v,
+            3 => self.r9 = v,
+            4 => self.r12 = v,
+            5 => self.r13 = v,
+            6 => self.r14 = v,
+            _ => self.r15 = v,
+        }
+    }
+
+    /// Sets the system-call result.
+    pub fn set_result(&mut self, r: Result<(), Error>) {
+        self.rax = match r {
+            Ok(()) => 0,
+            Err(e) => e as u64,
+        };
+    }
+}
+
+/// The FXSAVE area: x87/SSE state of a user thread.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The reset state: FCW 0x37f, MXCSR 0x1f80, everything else zero.
+    pub const INIT: FpuState = {
+        let mut b = [0u8; 512];
+        b[0] = 0x7f;
+        b[1] = 0x03;
+        b[24] = 0x80;
+        b[25] = 0x1f;
+        FpuState(b)
+    };
+}
+
+/// Where a thread is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ThreadState {
+    #[default]
+    Free,
+    Running,
+    Ready,
+    /// Queued on an endpoint to send (`call`: then wait for the reply).
+    BlockedSend {
+        ep: u16,
+        call: bool,
+    },
+    /// Queued on an endpoint to receive.
+    BlockedRecv {
+        ep: u16,
+    },
+    /// Waiting for `server` to reply.
+    BlockedReply {
+        server: u16,
+    },
+    /// Stopped by a fault, never runs again.
+    Faulted,
+}
+
+/// A thread.
+#[derive(Clone, Copy)]
+pub struct Thread {
+    pub state: ThreadState,
+    pub task: u16,
+    pub prio: u8,
+    pub regs: UserRegs,
+    pub fpu: FpuState,
+    /// The endpoint and badge fault messages go to.
+    pub fault_ep: Option<(u16, u64)>,
+    /// The client this thread (a server) must reply to.
+    pub reply_to: u16,
+    /// The badge of the capability a blocked sender used.
+    pub send_badge: u64,
+    /// Set while this thread's pending "send" is a fault message.
+    pub fault: Option<[u64; 5]>,
+    /// Next thread in the endpoint queue.
+    pub ep_next: u16,
+    /// Unique over the kernel's lifetime (never reused, unlike the slot); 0 for free slots.
+    pub id: u64,
+}
+
+impl Thread {
+    const FREE: Thread = Thread {
+        state: ThreadState::Free,
+        task: 0,
+        prio: 0,
+        regs: UserRegs::ZERO,
+        fpu: FpuState::INIT,
+        fault_ep: None,
+        reply_to: NONE,
+        send_badge: 0,
+        fault: None,
+        ep_next: NONE,
+        id: 0,
+    };
+}
+
+/// A task: an address space and a capability table.
+#[derive(Clone, Copy)]
+pub struct Task {
+    pub alive: bool,
+    pub root: u64,
+    pub caps: CapTable,
+    pub name: [u8; 32],
+}
+
+impl Task {
+    const DEAD: Task = Task { alive: false, root: 0, caps: CapTable::EMPTY, name: [0; 32] };
+
+    /// The task's name (its boot file's).
+    pub fn name(&self) -> &[u8] {
+        let n = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        &self.name[..n]
+    }
+}
+
+/// Who waits on an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Waiting {
+    #[default]
+    Nobody,
+    Senders,
+    Receivers,
+}
+
+/// An IPC endpoint: a FIFO of blocked senders or of blocked receivers.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// Capabilities naming it (0: free).
+    pub refs: u32,
+    pub waiting: Waiting,
+    pub head: u16,
+    pub tail: u16,
+}
+
+impl Endpoint {
+    const FREE: Endpoint = Endpoint { refs: 0, waiting: Waiting::Nobody, head: NONE, tail: NONE };
+}
+
+/// A boot file: part of a boot module, read-only.
+#[derive(Clone, Copy, Debug)]
+pub struct BootFile {
+    pub pa: u64,
+    pub size: u64,
+    pub name: [u8; bootinfo::NAME_BYTES],
+}
+
+/// The whole kernel state.
+pub struct Kernel {
+    pub frames: Frames,
+    pub tasks: [Task; MAX_TASKS],
+    pub threads: [Thread; MAX_THREADS],
+    pub endpoints: [Endpoint; MAX_ENDPOINTS],
+    pub boot_files: [BootFile; MAX_BOOT_FILES],
+    pub nboot_files: usize,
+    pub runq: RunQueue<MAX_THREADS>,
+    /// The running thread (`NONE` when idle).
+    pub current: u16,
+    pub kernel_root: u64,
+    /// The frame holding the user entry stub, mapped at `ENTRY_VA` everywhere.
+    pub entry_frame: u64,
+    slice_left: u32,
+    next_thread_id: u64,
+    /// Set once a MachineExit was requested.
+    pub exit_code: Option<u8>,
+}
+
+/// Writes `parts` to the console.
+pub(crate) fn say<P: Platform>(p: &mut P, parts: &[&[u8]]) {
+    for part in parts {
+        p.console(part);
+    }
+}
+
+fn map_error(e: MapError) -> Error {
+    match e {
+        MapError::BadAddress => Error::BadAddress,
+        MapError::Exists => Error::Exists,
+        MapError::OutOfMemory => Error::OutOfMemory,
+    }
+}
+
+pub(crate) fn num(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    crate::fmt::dec(n, buf).as_bytes()
+}
+
+impl Kernel {
+    pub const fn new() -> Self {
+        Kernel {
+            frames: Frames::empty(),
+            tasks: [Task::DEAD; MAX_TASKS],
+            threads: [Thread::FREE; MAX_THREADS],
+            endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
+            boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
+            nboot_files: 0,
+            runq: RunQueue::new(),
+            current: NONE,
+            kernel_root: 0,
+            entry_frame: 0,
+            slice_left: SLICE_TICKS,
+            next_thread_id: 1,
+            exit_code: None,
+        }
+    }
+
+    /// Takes the usable memory, the kernel's page-table root and the user entry stub.
+    pub fn init<P: Platform>(
+        &mut self,
+        p: &mut P,
+        usable: &[Range],
+        kernel_root: u64,
+        entry_code: &[u8],
+    ) -> Result<(), Error> {
+        self.frames = Frames::new(usable);
+        self.kernel_root = kernel_root;
+        let f = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
+        p.write_bytes(f, entry_code);
+        self.entry_frame = f;
+        Ok(())
+    }
+
+    /// Registers a boot file (part of a module).
+    pub fn add_boot_file(&mut self, pa: u64, size: u64, name: &[u8]) -> bool {
+        if self.nboot_files == MAX_BOOT_FILES {
+            return false;
+        }
+        let mut n = [0u8; bootinfo::NAME_BYTES];
+        let len = name.len().min(n.len() - 1);
+        n[..len].copy_from_slice(&name[..len]);
+        self.boot_files[self.nboot_files] = BootFile { pa, size, name: n };
+        self.nboot_files += 1;
+        true
+    }
+
+    /// The running thread, if any.
+    pub fn current(&self) -> Option<usize> {
+        (self.current != NONE).then_some(self.current as usize)
+    }
+
+    /// The task the running thread belongs to.
+    fn cur_task(&self) -> usize {
+        self.threads[self.current as usize].task as usize
+    }
+
+    // ---- scheduling -------------------------------------------------------------------
+
+    /// Makes `t` ready to run.
+    pub(crate) fn make_ready(&mut self, t: usize) {
+        self.threads[t].state = ThreadState::Ready;
+        self.runq.push(t, self.threads[t].prio as usize);
+    }
+
+    /// Runs `t` next, without a scheduler pass (L4 direct switch). The caller has already
+    /// taken the current thread out of `Running`.
+    pub(crate) fn switch_to(&mut self, t: usize) {
+        self.runq.remove(t, self.threads[t].prio as usize);
+        self.threads[t].state = ThreadState::Running;
+        self.current = t as u16;
+    }
+
+    /// After a system call or interrupt: keep the current thread unless it blocked or a
+    /// higher-priority thread is ready; otherwise run the best ready thread.
+    pub fn reschedule(&mut self) {
+        if let Some(c) = self.current() {
+            if self.threads[c].state == ThreadState::Running {
+                let top = self.runq.top_priority();
+                if top.is_none_or(|p| p <= self.threads[c].prio as usize) {
+                    return;
+                }
+                self.make_ready(c);
+            }
+        }
+        self.current = NONE;
+        if let Some(t) = self.runq.pop() {
+            self.threads[t].state = ThreadState::Running;
+            self.current = t as u16;
+            self.slice_left = SLICE_TICKS;
+        }
+    }
+
+    /// A timer tick: round-robin among equal priorities when the slice is used up.
+    pub fn tick(&mut self) {
+        let Some(c) = self.current() else {
+            self.reschedule();
+            return;
+        };
+        self.slice_left = self.slice_left.saturating_sub(1);
+        if self.slice_left == 0 {
+            self.slice_left = SLICE_TICKS;
+            if self.runq.top_priority().is_some_and(|p| p >= self.threads[c].prio as usize) {
+                self.make_ready(c);
+                self.current = NONE;
+            }
+        }
+        self.reschedule();
+    }
+
+    /// Whether any thread could ever run again (false: every thread waits on IPC that
+    /// nobody can send, since there are no other event sources yet).
+    pub fn anything_runnable(&self) -> bool {
+        self.current != NONE || self.runq.top_priority().is_some()
+    }
+
+    // ---- tasks ------------------------------------------------------------------------
+
+    fn free_task_slot(&self) -> Result<usize, Error> {
+        self.tasks.iter().position(|t| !t.alive).ok_or(Error::NoSlots)
+    }
+
+    fn free_thread_slot(&self) -> Result<usize, Error> {
+        self.threads.iter().position(|t| t.state == ThreadState::Free).ok_or(Error::NoSlots)
+    }
+
+    /// Maps `pages` zeroed, owned, user pages at `va` in `root`; undoes them all on failure.
+    fn map_zeroed<P: Platform>(&mut self, p: &mut P, root: u64, va: u64, pages: u64, flags: u64) -> Result<(), Error> {
+        for i in 0..pages {
+            let r = match self.frames.alloc(p) {
+                Some(f) => vspace::map(p, &mut self.frames, root, va + i * PAGE_SIZE, f, flags | OWNED).map_err(|e| {
+                    self.frames.free_frame(p, f);
+                    e
+                }),
+                None => Err(MapError::OutOfMemory),
+            };
+            if let Err(e) = r {
+                for j in 0..i {
+                    vspace::unmap(p, &mut self.frames, root, va + j * PAGE_SIZE);
+                    p.flush_tlb(root, va + j * PAGE_SIZE);
+                }
+                return Err(map_error(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a task from boot file `file`, with one thread at `prio`, ready to run.
+    /// Returns (task, thread). On failure everything allocated is released.
+    pub fn spawn<P: Platform>(&mut self, p: &mut P, file: usize, prio: usize) -> Result<(usize, usize), Error> {
+        let bf = *self.boot_files[..self.nboot_files].get(file).ok_or(Error::BadArgument)?;
+        if prio >= PRIOS {
+            return Err(Error::BadArgument);
+        }
+        let ti = self.free_task_slot()?;
+        let th = self.free_thread_slot()?;
+        let root = vspace::new_root(p, &mut self.frames, self.kernel_root).ok_or(Error::OutOfMemory)?;
+        self.tasks[ti] = Task { alive: true, root, caps: CapTable::EMPTY, name: [0; 32] };
+        let nlen = bf.name.iter().position(|&b| b == 0).unwrap_or(32).min(31);
+        self.tasks[ti].name[..nlen].copy_from_slice(&bf.name[..nlen]);
+        let r = self.load_image(p, root, &bf);
+        let entry = match r {
+            Ok(e) => e,
+            Err(e) => {
+                vspace::destroy(p, &mut self.frames, root);
+                self.tasks[ti] = Task::DEAD;
+                return Err(e);
+            }
+        };
+        let t = &mut self.threads[th];
+        *t = Thread::FREE;
+        t.task = ti as u16;
+        t.prio = prio as u8;
+        t.id = self.next_thread_id;
+        self.next_thread_id += 1;
+        t.regs.rip = entry;
+        // As if `_start` had been called: rsp = 8 mod 16 at its first instruction.
+        t.regs.rsp = STACK_TOP - 8;
+        t.regs.cs = USER_CS;
+        t.regs.ss = USER_SS;
+        t.regs.rflags = USER_RFLAGS;
+        self.make_ready(th);
+        Ok((ti, th))
+    }
+
+    /// Maps the ELF segments, the stack and the entry page into `root`.
+    fn load_image<P: Platform>(&mut self, p: &mut P, root: u64, bf: &BootFile) -> Result<u64, Error> {
+        let bytes = p.phys_slice(bf.pa, bf.size).ok_or(Error::BadElf)?;
+        let img = elf::Image::parse(bytes).map_err(|_| Error::BadElf)?;
+        let entry = img.entry;
+        // Collect the segments first: the image borrows the platform.
+        let mut segs = [(0u64, 0u64, 0u64, 0u64, false); 8];
+        let mut n = 0;
+        for s in img.segments() {
+            let s = s.map_err(|_| Error::BadElf)?;
+            if n == segs.len() {
+                return Err(Error::BadElf);
+            }
+            let file_pa = bf.pa + (s.data.as_ptr() as u64 - bytes.as_ptr() as u64);
+            segs[n] = (s.vaddr, s.memsz, file_pa, s.data.len() as u64, s.writable);
+            n += 1;
+        }
+        for &(vaddr, memsz, file_pa, filesz, writable) in &segs[..n] {
+            let start = vaddr & !(PAGE_SIZE - 1);
+            let end = (vaddr + memsz).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            let mut page = start;
+            while page < end {
+                // Segments may share a page (not on our linker scripts, but allowed).
+                let existing = vspace::translate(p, root, page);
+                let frame = match existing {
+                    Some((pa, _)) => pa & !(PAGE_SIZE - 1),
+                    None => {
+                        let f = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
+                        let flags = OWNED | if writable { WRITABLE } else { 0 };
+                        if let Err(e) = vspace::map(p, &mut self.frames, root, page, f, flags) {
+                            self.frames.free_frame(p, f);
+                            return Err(map_error(e));
+                        }
+                        f
+                    }
+                };
+                // Copy the file bytes that fall in this page.
+                let lo = page.max(vaddr);
+                let hi = (page + PAGE_SIZE).min(vaddr + filesz);
+                if lo < hi {
+                    let mut buf = [0u8; 512];
+                    let mut at = lo;
+                    while at < hi {
+                        let k = ((hi - at) as usize).min(buf.len());
+                        p.read_bytes(file_pa + (at - vaddr), &mut buf[..k]);
+                        p.write_bytes(frame + (at - page), &buf[..k]);
+                        at += k as u64;
+                    }
+                }
+                page += PAGE_SIZE;
+            }
+        }
+        self.map_zeroed(p, root, STACK_TOP - STACK_SIZE, STACK_SIZE / PAGE_SIZE, WRITABLE)?;
+        vspace::map(p, &mut self.frames, root, ENTRY_VA, self.entry_frame, 0).map_err(map_error)?;
+        Ok(entry)
+    }
+
+    /// Starts the root task from boot file 0: machine capability, every boot file, and
+    /// the boot-info page.
+    pub fn spawn_root<P: Platform>(&mut self, p: &mut P, prio: usize) -> Result<usize, Error> {
+        let (ti, th) = self.spawn(p, 0, prio)?;
+        let caps = &mut self.tasks[ti].caps;
+        caps.set(bootinfo::MACHINE_SLOT, Cap::new(Object::Machine, rights::ALL))?;
+        let task_slot = caps.insert(Cap::new(Object::Task(ti as u16), rights::ALL))?;
+        let info = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
+        let mut words = [0u64; 4];
+        words[0] = bootinfo::MAGIC;
+        words[1] = self.nboot_files.min(bootinfo::MAX_FILES) as u64;
+        words[2] = bootinfo::MACHINE_SLOT as u64;
+        words[3] = task_slot as u64;
+        for (i, w) in words.iter().enumerate() {
+            p.write_u64(info + i as u64 * 8, *w);
+        }
+        for i in 0..self.nboot_files.min(bootinfo::MAX_FILES) {
+            let slot = bootinfo::FIRST_FILE_SLOT + i as u8;
+            self.tasks[ti].caps.set(slot, Cap::new(Object::BootFile(i as u16), rights::SEND))?;
+            let at = info + (4 + i * bootinfo::FILE_WORDS) as u64 * 8;
+            p.write_u64(at, slot as u64);
+            p.write_u64(at + 8, self.boot_files[i].size);
+            let name = self.boot_files[i].name;
+            p.write_bytes(at + 16, &name);
+        }
+        let root = self.tasks[ti].root;
+        vspace::map(p, &mut self.frames, root, BOOTINFO_VA, info, OWNED).map_err(map_error)?;
+        let _ = th;
+        Ok(ti)
+    }
+
+    /// Ends task `ti`: its threads leave every queue, its partners are told, its
+    /// capabilities are dropped (endpoints with no capability left die), its memory is
+    /// freed.
+    pub fn kill_task<P: Platform>(&mut self, p: &mut P, ti: usize) {
+        if !self.tasks.get(ti).is_some_and(|t| t.alive) {
+            return;
+        }
+        for th in 0..MAX_THREADS {
+            if self.threads[th].state == ThreadState::Free || self.threads[th].task as usize != ti {
+                continue;
+            }
+            self.detach_thread(th);
+            if let Some((ep, _)) = self.threads[th].fault_ep {
+                self.drop_cap(Cap::new(Object::Endpoint(ep), 0));
+            }
+            self.threads[th] = Thread::FREE;
+            if self.current == th as u16 {
+                self.current = NONE;
+            }
+        }
+        let caps = self.tasks[ti].caps;
+        for (_, c) in caps.iter() {
+            self.drop_cap(c);
+        }
+        for t in self.tasks.iter_mut().filter(|t| t.alive) {
+            t.caps.revoke(Object::Task(ti as u16));
+        }
+        let root = self.tasks[ti].root;
+        vspace::destroy(p, &mut self.frames, root);
+        self.tasks[ti] = Task::DEAD;
+    }
+
+    /// Takes thread `th` out of every queue and relation before it goes away.
+    fn detach_thread(&mut self, th: usize) {
+        let prio = self.threads[th].prio as usize;
+        match self.threads[th].state {
+            ThreadState::Ready => self.runq.remove(th, prio),
+            ThreadState::BlockedSend { ep, .. } | ThreadState::BlockedRecv { ep } => self.ep_remove(ep as usize, th),
+            _ => {}
+        }
+        for other in 0..MAX_THREADS {
+            if other == th {
+                continue;
+            }
+            // Clients waiting for this thread's reply: the call fails.
+            if self.threads[other].state == (ThreadState::BlockedReply { server: th as u16 }) {
+                self.threads[other].regs.set_result(Err(Error::PartnerGone));
+                self.make_ready(other);
+            }
+            // Servers that owe this thread a reply: the reply will fail.
+            if self.threads[other].reply_to == th as u16 {
+                self.threads[other].reply_to = NONE;
+            }
+        }
+    }
+
+    /// Forgets one capability: an endpoint with no capability left dies, and whoever
+    /// waits on it is woken with `PartnerGone`.
+    pub(crate) fn drop_cap(&mut self, c: Cap) {
+        if let Object::Endpoint(e) = c.object {
+            let e = e as usize;
+            self.endpoints[e].refs = self.endpoints[e].refs.saturating_sub(1);
+            if self.endpoints[e].refs == 0 {
+                while let Some(t) = self.ep_pop(e) {
+                    self.threads[t].regs.set_result(Err(Error::PartnerGone));
+                    if self.threads[t].fault.is_some() {
+                        self.threads[t].state = ThreadState::Faulted;
+                    } else {
+                        self.make_ready(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a new capability to an object.
+    pub(crate) fn add_ref(&mut self, c: Cap) {
+        if let Object::Endpoint(e) = c.object {
+            self.endpoints[e as usize].refs += 1;
+        }
+    }
+
+    // ---- faults -----------------------------------------------------------------------
+
+    /// The current thread faulted (`vector`, error code, faulting address). It stops for
+    /// good; its fault handler gets a message (label `FAULT_LABEL`).
+    pub fn fault<P: Platform>(&mut self, p: &mut P, vector: u64, error: u64, addr: u64) {
+        let Some(c) = self.current() else { return };
+        let ti = self.threads[c].task as usize;
+        let rip = self.threads[c].regs.rip;
+        let (mut b0, mut b1, mut b2, mut h) = ([0u8; 20], [0u8; 20], [0u8; 20], [0u8; 16]);
+        say(
+            p,
+            &[
+                b"l4: task ",
+                num(ti as u64, &mut b0),
+                b" '",
+                self.tasks[ti].name(),
+                b"' thread ",
+                num(c as u64, &mut b1),
+                b" faulted: vector ",
+                num(vector, &mut b2),
+                b" at rip 0x",
+                crate::fmt::hex(rip, 0, &mut h).as_bytes(),
+                b"\n",
+            ],
+        );
+        self.threads[c].fault = Some([vector, error, rip, addr, ti as u64]);
+        self.threads[c].state = ThreadState::Faulted;
+        self.current = NONE;
+        if let Some((ep, badge)) = self.threads[c].fault_ep {
+            self.threads[c].send_badge = badge;
+            self.send_fault(c, ep as usize);
+        }
+        self.reschedule();
+    }
+
+    // ---- system calls -----------------------------------------------------------------
+
+    /// Handles the system call in the current thread's registers, then reschedules.
+    pub fn syscall<P: Platform>(&mut self, p: &mut P) {
+        let Some(c) = self.current() else { return };
+        let regs = self.threads[c].regs;
+        let r = match Sysno::from_u64(regs.rax) {
+            None => Some(Err(Error::InvalidSyscall)),
+            Some(s) => self.dispatch(p, c, s, &regs),
+        };
+        // IPC calls that block or switch set their own results.
+        if let Some(r) = r {
+            if self.threads[c].state != ThreadState::Free {
+                self.threads[c].regs.set_result(r);
+            }
+        }
+        self.reschedule();
+    }
+
+    /// One system call. `None`: the call already set the caller's result (or the caller
+    /// is gone).
+    fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno, r: &UserRegs) -> Option<Result<(), Error>> {
+        let ti = self.cur_task();
+        Some(match s {
+            Sysno::DebugWrite => self.debug_write(p, ti, r.rdi, r.rsi),
+            Sysno::TaskExit => {
+                let (mut b0, mut b1) = ([0u8; 20], [0u8; 20]);
+                say(
+                    p,
+                    &[
+                        b"l4: task ",
+                        num(ti as u64, &mut b0),
+                        b" '",
+                        self.tasks[ti].name(),
+                        b"' exited with code ",
+                        num(r.rdi, &mut b1),
+                        b"\n",
+                    ],
+                );
+                self.kill_task(p, ti);
+                return None;
+            }
+            Sysno::Yield => {
+                self.make_ready(c);
+                self.current = NONE;
+                self.threads[c].regs.set_result(Ok(()));
+                return None;
+            }
+            Sysno::EndpointCreate => (|| {
+                let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
+                let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
+                self.endpoints[e] = Endpoint { refs: 1, ..Endpoint::FREE };
+                self.threads[c].regs.rdi = slot as u64;
+                Ok(())
+            })(),
+            Sysno::CapDerive => (|| {
+                let slot = self.tasks[ti].caps.derive(r.rdi, r.rsi, r.rdx)?;
+                let cap = self.tasks[ti].caps.get(slot as u64)?;
+                self.add_ref(cap);
+                self.threads[c].regs.rdi = slot as u64;
+                Ok(())
+            })(),
+            Sysno::CapDelete => self.tasks[ti].caps.take(r.rdi).map(|cap| self.drop_cap(cap)),
+            Sysno::Send => return self.ipc_send(c, r.rdi, r.rsi, false),
+            Sysno::Call => return self.ipc_send(c, r.rdi, r.rsi, true),
+            Sysno::Recv => return self.ipc_recv(c, r.rdi),
+            Sysno::ReplyRecv => return self.ipc_reply_recv(c, r.rdi, r.rsi),
+            Sysno::Reply => self.ipc_reply(c),
+            Sysno::MemMap => self.mem_map(p, ti, r.rdi, r.rsi),
+            Sysno::MemUnmap => self.mem_unmap(p, ti, r.rdi, r.rsi),
+            Sysno::TaskSpawn => self.task_spawn(p, c, ti, r),
+            Sysno::CapGrant => (|| {
+                let cap = self.tasks[ti].caps.get(r.rdi)?;
+                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
+                let give = self.tasks[ti].caps.get(r.rsi)?;
+                let slot = self.tasks[target as usize].caps.insert(give)?;
+                self.add_ref(give);
+                self.threads[c].regs.rdi = slot as u64;
+                Ok(())
+            })(),
+            Sysno::FrameStats => {
+                self.threads[c].regs.rdi = self.frames.free();
+                self.threads[c].regs.rsi = self.frames.used();
+                Ok(())
+            }
+            Sysno::TaskKill => (|| {
+                let cap = self.tasks[ti].caps.get(r.rdi)?;
+                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
+                if target as usize == ti {
+                    return Err(Error::BadArgument);
+                }
+                self.kill_task(p, target as usize);
+                Ok(())
+            })(),
+            Sysno::MachineExit => (|| {
+                let cap = self.tasks[ti].caps.get(r.rdi)?;
+                if cap.object != Object::Machine {
+                    return Err(Error::WrongType);
+                }
+                let code = u8::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
+                self.exit_code = Some(code);
+                p.machine_exit(code);
+                Ok(())
+            })(),
+        })
+    }
+
+    fn debug_write<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, len: u64) -> Result<(), Error> {
+        if len > 4096 {
+            return Err(Error::BadArgument);
+        }
+        let root = self.tasks[ti].root;
+        let mut buf = [0u8; 256];
+        let mut done = 0;
+        // Check the whole range first so output is all or nothing.
+        USlice::new(root, va, len).map_err(|_| Error::BadAddress)?;
+        while done < len {
+            let k = (len - done).min(buf.len() as u64);
+            let s = USlice::new(root, va + done, k).map_err(|_| Error::BadAddress)?;
+            s.read(p, &mut buf[..k as usize]).map_err(|_| Error::BadAddress)?;
+            p.console(&buf[..k as usize]);
+            done += k;
+        }
+        Ok(())
+    }
+
+    fn check_user_pages(va: u64, pages: u64) -> Result<(), Error> {
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::BadArgument)?;
+        let end = va.checked_add(len).ok_or(Error::BadAddress)?;
+        if va % PAGE_SIZE != 0 || va < USER_MIN || end > USER_MAP_MAX || pages == 0 || pages > 65536 {
+            return Err(Error::BadAddress);
+        }
+        Ok(())
+    }
+
+    fn mem_map<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
+        Self::check_user_pages(va, pages)?;
+        if self.frames.free() < pages {
+            return Err(Error::OutOfMemory);
+        }
+        let root = self.tasks[ti].root;
+        self.map_zeroed(p, root, va, pages, WRITABLE)
+    }
+
+    fn mem_unmap<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
+        Self::check_user_pages(va, pages)?;
+        let root = self.tasks[ti].root;
+        for i in 0..pages {
+            if vspace::unmap(p, &mut self.frames, root, va + i * PAGE_SIZE) != 0 {
+                p.flush_tlb(root, va + i * PAGE_SIZE);
+            }
+        }
+        Ok(())
+    }
+
+    fn task_spawn<P: Platform>(&mut self, p: &mut P, c: usize, ti: usize, r: &UserRegs) -> Result<(), Error> {
+        // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot
+        let file = self.tasks[ti].caps.get(r.rdi)?;
+        let Object::BootFile(f) = file.object else { return Err(Error::WrongType) };
+        let (fault_ep, fault_cap) = self.tasks[ti].caps.endpoint(r.rdx, rights::SEND)?;
+        let parent = self.tasks[ti].caps.get(r.r10)?;
+        let prio = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
+        if prio > self.threads[c].prio as usize {
+            return Err(Error::BadArgument); // no priority above the spawner's
+        }
+        let (nt, nth) = self.spawn(p, f as usize, prio)?;
+        self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
+        // The thread's fault endpoint stays alive as long as the thread: count it.
+        self.endpoints[fault_ep as usize].refs += 1;
+        self.tasks[nt].caps.set(bootinfo::PARENT_SLOT, parent)?;
+        self.add_ref(parent);
+        let slot = match self.tasks[ti].caps.insert(Cap::new(Object::Task(nt as u16), rights::ALL)) {
+            Ok(s) => s,
+            Err(e) => {
+                self.kill_task(p, nt);
+                return Err(e);
+            }
+        };
+        self.threads[c].regs.rdi = slot as u64;
+        Ok(())
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}

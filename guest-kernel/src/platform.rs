@@ -1,0 +1,15 @@
+//! What the portable kernel needs from the machine.
+
+use crate::mm::PhysMem;
+
+/// The machine under the portable kernel: physical memory plus a few services.
+pub trait Platform: PhysMem {
+    /// Prints bytes on the kernel console.
+    fn console(&mut self, bytes: &[u8]);
+    /// A read-only view of physical memory (boot files).
+    fn phys_slice(&self, pa: u64, len: u64) -> Option<&[u8]>;
+    /// Ends the virtual machine with `code` (does not return on the machine).
+    fn machine_exit(&mut self, code: u8);
+    /// Drops stale translations for `va` in the address space `root` (if it is active).
+    fn flush_tlb(&mut self, root: u64, va: u64);
+}

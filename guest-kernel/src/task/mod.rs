@@ -1,0 +1,3 @@
+//! Threads and scheduling.
+
+pub mod sched;

@@ -1,0 +1,194 @@
+//! The root task: the first boot file. It starts every other boot file as a task, gives
+//! each a badged capability to its own endpoint (the name service), serves names, reports
+//! faults, and when every non-server task has finished, stops the servers, checks that
+//! frame accounting is back where it started, and ends the machine with the result.
+#![no_std]
+#![no_main]
+
+use l4_abi::bootinfo::{self, FILE_WORDS, NAME_BYTES};
+use l4_abi::layout::BOOTINFO_VA;
+use l4_abi::syscall::{rights, FAULT_LABEL};
+use l4_rt::ipc::{self, Msg};
+use l4_rt::names::{self, DONE, LOOKUP, NOT_FOUND, OK, REGISTER};
+use l4_rt::{println, sys};
+
+l4_rt::entry!(main);
+
+const MAX: usize = 16;
+/// Priority of the tasks root starts (root runs above them, so it finishes its set-up
+/// before they run).
+const CHILD_PRIORITY: u64 = 10;
+/// Badges: children's requests carry `1 + index`, their faults `FAULT_BADGE + index`.
+const FAULT_BADGE: u64 = 0x1000;
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Running,
+    /// Registered a name: a server, stopped at the end.
+    Server,
+    Done(u64),
+    Faulted,
+}
+
+#[derive(Clone, Copy)]
+struct Child {
+    name: [u8; NAME_BYTES],
+    task: u8,
+    state: State,
+}
+
+impl Default for Child {
+    fn default() -> Self {
+        Child { name: [0; NAME_BYTES], task: 0, state: State::Running }
+    }
+}
+
+impl Child {
+    fn name(&self) -> &str {
+        let n = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Name {
+    key: [u64; 2],
+    slot: u8,
+}
+
+fn word(i: usize) -> u64 {
+    // SAFETY: the kernel maps the boot-info page read-only at BOOTINFO_VA in the root task
+    // before it starts; i stays within the page (checked by the callers' bounds).
+    unsafe { ((BOOTINFO_VA + 8 * i as u64) as *const u64).read_volatile() }
+}
+
+fn main() -> u64 {
+    if word(0) != bootinfo::MAGIC {
+        println!("root: no boot-info page");
+        return 1;
+    }
+    let nfiles = (word(1) as usize).min(bootinfo::MAX_FILES);
+    let machine = word(2) as u8;
+    println!("root: started, {} boot files", nfiles);
+    let (_, baseline) = sys::frame_stats();
+
+    let Ok(ns) = sys::endpoint_create() else {
+        println!("root: cannot create the name-service endpoint");
+        return 1;
+    };
+    let mut children = [Child::default(); MAX];
+    let mut n = 0;
+    for i in 1..nfiles.min(MAX + 1) {
+        let base = 4 + i * FILE_WORDS;
+        let slot = word(base) as u8;
+        let mut c = Child::default();
+        for k in 0..NAME_BYTES / 8 {
+            c.name[k * 8..k * 8 + 8].copy_from_slice(&word(base + 2 + k).to_le_bytes());
+        }
+        let parent = sys::cap_derive(ns, rights::SEND | rights::GRANT, 1 + n as u64);
+        let fault = sys::cap_derive(ns, rights::SEND, FAULT_BADGE + n as u64);
+        let (Ok(parent), Ok(fault)) = (parent, fault) else {
+            println!("root: out of capability slots");
+            break;
+        };
+        match sys::task_spawn(slot, CHILD_PRIORITY, fault, parent) {
+            Ok(task) => {
+                c.task = task;
+                println!("root: started '{}'", c.name());
+                children[n] = c;
+                n += 1;
+            }
+            Err(e) => println!("root: cannot start '{}': {}", c.name(), e.name()),
+        }
+        // The children hold their own copies now.
+        let _ = sys::cap_delete(parent);
+        let _ = sys::cap_delete(fault);
+    }
+
+    let mut names = [Name::default(); MAX];
+    let mut nnames = 0;
+    let finished = |c: &[Child]| c.iter().all(|c| c.state != State::Running);
+    let mut reply = None::<Msg>;
+    while !finished(&children[..n]) {
+        let r = match reply.take() {
+            Some(m) => ipc::reply_recv(ns, &m).or_else(|_| ipc::recv(ns)),
+            None => ipc::recv(ns),
+        };
+        let Ok(r) = r else { continue };
+        let m = r.msg;
+        if m.label == FAULT_LABEL && r.badge >= FAULT_BADGE {
+            let i = (r.badge - FAULT_BADGE) as usize;
+            if let Some(c) = children.get_mut(i) {
+                println!(
+                    "root: task '{}' faulted: vector {} at rip {:#x}, address {:#x}; the others keep running",
+                    c.name(),
+                    m.words[0],
+                    m.words[2],
+                    m.words[3]
+                );
+                c.state = State::Faulted;
+                let _ = sys::task_kill(c.task);
+            }
+            continue; // a fault message wants no reply
+        }
+        let i = r.badge.wrapping_sub(1) as usize;
+        if i >= n {
+            reply = Some(Msg::new(NOT_FOUND, &[]));
+            continue;
+        }
+        reply = Some(match m.label {
+            REGISTER => match m.cap {
+                Some(slot) if nnames < MAX => {
+                    names[nnames] = Name { key: [m.words[0], m.words[1]], slot };
+                    nnames += 1;
+                    children[i].state = State::Server;
+                    let mut b = [0u8; 16];
+                    println!(
+                        "root: '{}' registered as '{}'",
+                        children[i].name(),
+                        names::unpack([m.words[0], m.words[1]], &mut b)
+                    );
+                    Msg::new(OK, &[])
+                }
+                _ => Msg::new(NOT_FOUND, &[]),
+            },
+            LOOKUP => match names[..nnames].iter().find(|x| x.key == [m.words[0], m.words[1]]) {
+                Some(x) => Msg::new(OK, &[]).with_cap(x.slot),
+                None => Msg::new(NOT_FOUND, &[]),
+            },
+            DONE => {
+                children[i].state = State::Done(m.words[0]);
+                println!("root: '{}' finished with status {}", children[i].name(), m.words[0]);
+                Msg::new(OK, &[])
+            }
+            _ => Msg::new(NOT_FOUND, &[]),
+        });
+    }
+    // Answer the last message, if it wanted an answer, before stopping everyone.
+    if let Some(m) = reply {
+        let _ = ipc::reply(&m);
+    }
+
+    for c in &children[..n] {
+        let _ = sys::task_kill(c.task); // servers; the finished ones may have exited already
+    }
+    for x in &names[..nnames] {
+        let _ = sys::cap_delete(x.slot);
+    }
+    let _ = sys::cap_delete(ns);
+    let (_, used) = sys::frame_stats();
+    let ok = children[..n].iter().filter(|c| matches!(c.state, State::Done(0))).count();
+    let failed = children[..n].iter().filter(|c| matches!(c.state, State::Done(s) if s != 0)).count();
+    let faulted = children[..n].iter().filter(|c| c.state == State::Faulted).count();
+    println!("root: all done: {} succeeded, {} failed, {} faulted", ok, failed, faulted);
+    println!(
+        "root: frames in use: {} before starting tasks, {} after stopping them: {}",
+        baseline,
+        used,
+        if used == baseline { "back to baseline" } else { "LEAKED" }
+    );
+    let code = if failed == 0 && used == baseline { 0 } else { 1 };
+    let _ = sys::machine_exit(machine, code);
+    code as u64
+}

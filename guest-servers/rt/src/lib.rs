@@ -1,0 +1,40 @@
+//! The l4 user runtime: what every server links.
+//!
+//! - [`entry!`]: the `_start` entry point, which calls your `main` and exits with its code;
+//! - [`sys`]: safe wrappers for every system call (the raw ABI is in `l4_abi::syscall`);
+//! - [`ipc`]: typed messages and endpoint operations;
+//! - [`println!`]: formatted output through the kernel console;
+//! - [`names`]: the root task's name service protocol.
+#![no_std]
+
+pub mod io;
+pub mod ipc;
+mod mem;
+pub mod names;
+pub mod sys;
+
+pub use l4_abi as abi;
+
+/// Defines the program's entry point: `_start` sets up nothing but a call to `main`, then
+/// ends the task with `main`'s return value.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        #[link_section = ".text._start"]
+        pub extern "C" fn _start() -> ! {
+            let code: u64 = $main();
+            $crate::sys::task_exit(code)
+        }
+    };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("panic: {}", info);
+    sys::task_exit(101)
+}
+
+/// libcore's unwind tables name this symbol even with `panic = "abort"`; never called.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}

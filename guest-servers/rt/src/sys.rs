@@ -1,0 +1,128 @@
+//! System calls: one `call` into the kernel entry page per call (see `l4_abi::syscall`).
+
+use l4_abi::syscall::{Error, MsgInfo, Sysno, ENTRY_VA};
+
+/// Registers after a system call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ret {
+    pub rax: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub words: [u64; 8],
+}
+
+impl Ret {
+    /// `Ok(self)` if `rax` is 0.
+    pub fn ok(self) -> Result<Ret, Error> {
+        match Error::from_u64(self.rax) {
+            None if self.rax == 0 => Ok(self),
+            Some(e) => Err(e),
+            None => Err(Error::InvalidSyscall),
+        }
+    }
+}
+
+/// The raw call: `rax` = number, `rdi`, `rsi`, and eight words in rdx, r10, r8, r9, r12-r15.
+#[inline(always)]
+pub fn raw(n: Sysno, rdi: u64, rsi: u64, w: [u64; 8]) -> Ret {
+    let mut r = Ret::default();
+    // SAFETY: the kernel entry page at ENTRY_VA is mapped in every address space and
+    // follows this register contract; rcx and r11 are declared clobbered; the call pushes
+    // a return address, so the asm is not `nostack`.
+    unsafe {
+        core::arch::asm!(
+            "call rcx",
+            inout("rax") n as u64 => r.rax,
+            inout("rdi") rdi => r.rdi,
+            inout("rsi") rsi => r.rsi,
+            inout("rdx") w[0] => r.words[0],
+            inout("r10") w[1] => r.words[1],
+            inout("r8") w[2] => r.words[2],
+            inout("r9") w[3] => r.words[3],
+            inout("r12") w[4] => r.words[4],
+            inout("r13") w[5] => r.words[5],
+            inout("r14") w[6] => r.words[6],
+            inout("r15") w[7] => r.words[7],
+            inout("rcx") ENTRY_VA => _,
+            out("r11") _,
+        );
+    }
+    r
+}
+
+fn call0(n: Sysno, a: u64, b: u64, c: u64, d: u64) -> Result<Ret, Error> {
+    raw(n, a, b, [c, d, 0, 0, 0, 0, 0, 0]).ok()
+}
+
+/// Prints bytes on the console.
+pub fn debug_write(bytes: &[u8]) -> Result<(), Error> {
+    call0(Sysno::DebugWrite, bytes.as_ptr() as u64, bytes.len() as u64, 0, 0).map(|_| ())
+}
+
+/// Ends this task.
+pub fn task_exit(code: u64) -> ! {
+    let _ = raw(Sysno::TaskExit, code, 0, [0; 8]);
+    // The kernel never returns from TaskExit; if it somehow did, stop here for good.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Gives up the rest of the time slice.
+pub fn yield_now() {
+    let _ = raw(Sysno::Yield, 0, 0, [0; 8]);
+}
+
+/// A new endpoint; returns its slot.
+pub fn endpoint_create() -> Result<u8, Error> {
+    call0(Sysno::EndpointCreate, 0, 0, 0, 0).map(|r| r.rdi as u8)
+}
+
+/// A copy of `slot` with at most `rights` and (if it has none) `badge`.
+pub fn cap_derive(slot: u8, rights: u64, badge: u64) -> Result<u8, Error> {
+    call0(Sysno::CapDerive, slot as u64, rights, badge, 0).map(|r| r.rdi as u8)
+}
+
+pub fn cap_delete(slot: u8) -> Result<(), Error> {
+    call0(Sysno::CapDelete, slot as u64, 0, 0, 0).map(|_| ())
+}
+
+/// Maps `pages` zeroed pages at `va`.
+pub fn mem_map(va: u64, pages: u64) -> Result<(), Error> {
+    call0(Sysno::MemMap, va, pages, 0, 0).map(|_| ())
+}
+
+pub fn mem_unmap(va: u64, pages: u64) -> Result<(), Error> {
+    call0(Sysno::MemUnmap, va, pages, 0, 0).map(|_| ())
+}
+
+/// Starts boot file `file` as a task at `prio`; faults go to `fault_ep`; `parent` lands in
+/// the new task's slot 0. Returns the task capability's slot.
+pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8) -> Result<u8, Error> {
+    call0(Sysno::TaskSpawn, file as u64, prio, fault_ep as u64, parent as u64).map(|r| r.rdi as u8)
+}
+
+/// Copies my capability `slot` into `task`; returns its slot there.
+pub fn cap_grant(task: u8, slot: u8) -> Result<u8, Error> {
+    call0(Sysno::CapGrant, task as u64, slot as u64, 0, 0).map(|r| r.rdi as u8)
+}
+
+/// (free frames, used frames).
+pub fn frame_stats() -> (u64, u64) {
+    let r = raw(Sysno::FrameStats, 0, 0, [0; 8]);
+    (r.rdi, r.rsi)
+}
+
+pub fn task_kill(task: u8) -> Result<(), Error> {
+    call0(Sysno::TaskKill, task as u64, 0, 0, 0).map(|_| ())
+}
+
+/// Ends the virtual machine (needs the machine capability).
+pub fn machine_exit(machine: u8, code: u8) -> Result<(), Error> {
+    call0(Sysno::MachineExit, machine as u64, code as u64, 0, 0).map(|_| ())
+}
+
+/// The `MsgInfo` of an IPC result.
+pub fn info(r: &Ret) -> MsgInfo {
+    MsgInfo(r.rsi)
+}
