@@ -71,6 +71,15 @@ fn kernel_panic_is_reported() {
 }
 
 #[test]
+fn kernel_fault_prints_registers_and_the_address() {
+    l4vmm(&["--cmdline", "ktest=kernel-fault"])
+        .assert_code(4)
+        .assert_stdout_has("l4: KERNEL FAULT: vector 14")
+        .assert_stdout_has("  cr2 0xffff800100001000")
+        .assert_stdout_has("  rip 0xffffffff8");
+}
+
+#[test]
 fn triple_fault_gives_its_own_status_and_registers() {
     l4vmm(&["--cmdline", "ktest=triple-fault"])
         .assert_code(65)

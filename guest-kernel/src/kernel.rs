@@ -879,3 +879,7 @@ impl Default for Kernel {
         Self::new()
     }
 }
+
+#[cfg(test)]
+#[path = "kernel_tests.rs"]
+mod tests;

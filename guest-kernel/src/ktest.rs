@@ -18,6 +18,11 @@ pub fn run(name: &str) {
         // Halt forever with interrupts off: the vCPU sleeps inside KVM.
         "hang" => arch::ktest::hang(),
         "panic" => panic!("ktest=panic"),
+        // A page fault in ring 0 with the IDT set up: the kernel's fault report.
+        "kernel-fault" => {
+            arch::init_cpu();
+            arch::ktest::kernel_page_fault()
+        }
         _ => {
             if let Some(code) = name.strip_prefix("exit=").and_then(|c| c.parse::<u8>().ok()) {
                 arch::exit(code);

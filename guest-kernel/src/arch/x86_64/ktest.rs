@@ -25,3 +25,12 @@ pub fn hang() -> ! {
     // SAFETY: as for `spin`.
     unsafe { core::arch::asm!("cli", "2:", "hlt", "jmp 2b", options(noreturn)) }
 }
+
+/// Reads unmapped kernel-half memory (the direct map ends at 4 GiB).
+pub fn kernel_page_fault() -> ! {
+    let p = (super::PHYS_OFFSET + super::DIRECT_MAP_SIZE + 0x1000) as *const u64;
+    // SAFETY: deliberately not: this read page-faults in ring 0, which is the point.
+    let v = unsafe { p.read_volatile() };
+    crate::kprintln!("l4: read ", v, " from unmapped memory (must not happen)");
+    super::exit(l4_abi::exit::FAILURE)
+}

@@ -1,0 +1,309 @@
+//! Host tests of the kernel's objects and system calls, against a fake platform: IPC with
+//! direct switch, badges, FIFO order, capability transfer, errors, faults, killing tasks
+//! in the middle of a call, and frame accounting.
+
+use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, FAULT_LABEL};
+
+use super::*;
+use crate::mm::phys::fake::FakeMem;
+use crate::mm::PhysMem;
+
+const BOOT_BASE: u64 = 0x4000_0000;
+
+struct FakePlatform {
+    mem: FakeMem,
+    boot: Vec<u8>,
+    console: Vec<u8>,
+    exited: Option<u8>,
+}
+
+impl FakePlatform {
+    fn in_boot(&self, pa: u64, len: usize) -> bool {
+        pa >= BOOT_BASE && pa + len as u64 <= BOOT_BASE + self.boot.len() as u64
+    }
+}
+
+impl PhysMem for FakePlatform {
+    fn read_u64(&self, pa: u64) -> u64 {
+        self.mem.read_u64(pa)
+    }
+    fn write_u64(&mut self, pa: u64, v: u64) {
+        self.mem.write_u64(pa, v)
+    }
+    fn read_bytes(&self, pa: u64, buf: &mut [u8]) {
+        if self.in_boot(pa, buf.len()) {
+            let o = (pa - BOOT_BASE) as usize;
+            buf.copy_from_slice(&self.boot[o..o + buf.len()]);
+        } else {
+            self.mem.read_bytes(pa, buf)
+        }
+    }
+    fn write_bytes(&mut self, pa: u64, b: &[u8]) {
+        self.mem.write_bytes(pa, b)
+    }
+    fn zero_frame(&mut self, pa: u64) {
+        self.mem.zero_frame(pa)
+    }
+}
+
+impl Platform for FakePlatform {
+    fn console(&mut self, b: &[u8]) {
+        self.console.extend_from_slice(b);
+    }
+    fn phys_slice(&self, pa: u64, len: u64) -> Option<&[u8]> {
+        self.in_boot(pa, len as usize).then(|| &self.boot[(pa - BOOT_BASE) as usize..(pa - BOOT_BASE + len) as usize])
+    }
+    fn machine_exit(&mut self, code: u8) {
+        self.exited = Some(code);
+    }
+    fn flush_tlb(&mut self, _: u64, _: u64) {}
+}
+
+/// A minimal server image: one code page at 0x400000.
+fn tiny_elf() -> Vec<u8> {
+    let mut b = vec![0u8; 64 + 56];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2;
+    b[5] = 1;
+    b[16..18].copy_from_slice(&2u16.to_le_bytes());
+    b[18..20].copy_from_slice(&62u16.to_le_bytes());
+    b[24..32].copy_from_slice(&0x400000u64.to_le_bytes());
+    b[32..40].copy_from_slice(&64u64.to_le_bytes());
+    b[54..56].copy_from_slice(&56u16.to_le_bytes());
+    b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let p = 64;
+    b[p..p + 4].copy_from_slice(&1u32.to_le_bytes());
+    b[p + 4..p + 8].copy_from_slice(&5u32.to_le_bytes());
+    b[p + 8..p + 16].copy_from_slice(&120u64.to_le_bytes());
+    b[p + 16..p + 24].copy_from_slice(&0x400000u64.to_le_bytes());
+    b[p + 32..p + 40].copy_from_slice(&4u64.to_le_bytes());
+    b[p + 40..p + 48].copy_from_slice(&0x1000u64.to_le_bytes());
+    b.extend_from_slice(&[0xeb, 0xfe, 0x90, 0x90]); // jmp .
+    b
+}
+
+/// A kernel with `n` tasks spawned from the tiny image, all at priority 5.
+fn setup(n: usize) -> (Box<Kernel>, FakePlatform, Vec<usize>) {
+    let elf = tiny_elf();
+    let mut p = FakePlatform { mem: FakeMem::default(), boot: elf.clone(), console: Vec::new(), exited: None };
+    let mut k = Box::new(Kernel::new());
+    let kroot = 0x1000;
+    k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], kroot, &[0xcc, 0xc3]).unwrap();
+    k.add_boot_file(BOOT_BASE, elf.len() as u64, b"tiny");
+    let mut threads = Vec::new();
+    for _ in 0..n {
+        let (_, th) = k.spawn(&mut p, 0, 5).unwrap();
+        threads.push(th);
+    }
+    (k, p, threads)
+}
+
+/// Runs thread `t` (as if the scheduler picked it) and makes system call `n`.
+fn sys(k: &mut Kernel, p: &mut FakePlatform, t: usize, n: Sysno, rdi: u64, rsi: u64, words: &[u64]) {
+    if k.current != t as u16 {
+        if let Some(c) = k.current() {
+            k.make_ready(c);
+        }
+        k.switch_to(t);
+    }
+    let r = &mut k.threads[t].regs;
+    r.rax = n as u64;
+    r.rdi = rdi;
+    r.rsi = rsi;
+    for (i, w) in words.iter().enumerate() {
+        r.set_word(i, *w);
+    }
+    k.syscall(p);
+}
+
+fn result(k: &Kernel, t: usize) -> Option<Error> {
+    Error::from_u64(k.threads[t].regs.rax)
+}
+
+/// Gives task of thread `t` an endpoint cap (object `ep`) with `rights` and `badge`.
+fn give_ep(k: &mut Kernel, t: usize, ep: u16, rights: u64, badge: u64) -> u64 {
+    let ti = k.threads[t].task as usize;
+    let cap = Cap { object: Object::Endpoint(ep), rights, badge };
+    k.endpoints[ep as usize].refs += 1;
+    k.tasks[ti].caps.insert(cap).unwrap() as u64
+}
+
+#[test]
+fn call_direct_switches_to_the_waiting_receiver_and_reply_recv_back() {
+    let (mut k, mut p, th) = setup(2);
+    let (client, server) = (th[0], th[1]);
+    sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
+    assert_eq!(result(&k, server), None);
+    let srv_slot = k.threads[server].regs.rdi;
+    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.get(srv_slot).unwrap().object else { panic!() };
+    let cli_slot = give_ep(&mut k, client, ep, rights::SEND, 77);
+
+    sys(&mut k, &mut p, server, Sysno::Recv, srv_slot, 0, &[]);
+    assert_eq!(k.threads[server].state, ThreadState::BlockedRecv { ep });
+    let words = [1, 2, 3, 4, 5, 6, 7, 8];
+    sys(&mut k, &mut p, client, Sysno::Call, cli_slot, MsgInfo::new(9, 8).0, &words);
+    // Direct switch: the server runs next, with the message and the caller's badge.
+    assert_eq!(k.current(), Some(server));
+    assert_eq!(k.threads[client].state, ThreadState::BlockedReply { server: server as u16 });
+    let sr = k.threads[server].regs;
+    assert_eq!((sr.rax, sr.rdi, MsgInfo(sr.rsi).label(), MsgInfo(sr.rsi).words()), (0, 77, 9, 8));
+    assert_eq!((0..8).map(|i| sr.word(i)).collect::<Vec<_>>(), words);
+
+    sys(&mut k, &mut p, server, Sysno::ReplyRecv, srv_slot, MsgInfo::new(10, 1).0, &[42]);
+    assert_eq!(k.current(), Some(client), "direct switch back to the client");
+    let cr = k.threads[client].regs;
+    assert_eq!((cr.rax, MsgInfo(cr.rsi).label(), cr.word(0)), (0, 10, 42));
+    assert_eq!(k.threads[server].state, ThreadState::BlockedRecv { ep });
+}
+
+#[test]
+fn senders_are_served_in_fifo_order_with_their_badges() {
+    let (mut k, mut p, th) = setup(4);
+    let server = th[3];
+    sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
+    let srv_slot = k.threads[server].regs.rdi;
+    let ep = 0;
+    for (i, &c) in th[..3].iter().enumerate() {
+        let s = give_ep(&mut k, c, ep, rights::SEND, 100 + i as u64);
+        sys(&mut k, &mut p, c, Sysno::Call, s, MsgInfo::new(1, 1).0, &[i as u64]);
+        assert!(matches!(k.threads[c].state, ThreadState::BlockedSend { call: true, .. }));
+    }
+    for i in 0..3u64 {
+        sys(&mut k, &mut p, server, if i == 0 { Sysno::Recv } else { Sysno::ReplyRecv }, srv_slot, 0, &[]);
+        let r = k.threads[server].regs;
+        assert_eq!((r.rdi, r.word(0)), (100 + i, i), "FIFO order");
+    }
+}
+
+#[test]
+fn capabilities_travel_with_messages_only_with_grant() {
+    let (mut k, mut p, th) = setup(2);
+    let (a, b) = (th[0], th[1]);
+    sys(&mut k, &mut p, b, Sysno::EndpointCreate, 0, 0, &[]);
+    let b_slot = k.threads[b].regs.rdi;
+    let a_send = give_ep(&mut k, a, 0, rights::SEND, 1);
+    let a_grant = give_ep(&mut k, a, 0, rights::SEND | rights::GRANT, 1);
+    sys(&mut k, &mut p, a, Sysno::EndpointCreate, 0, 0, &[]);
+    let a_own = k.threads[a].regs.rdi as u8;
+    // Without GRANT the send is refused up front.
+    sys(&mut k, &mut p, a, Sysno::Send, a_send, MsgInfo::new(1, 0).with_cap(a_own).0, &[]);
+    assert_eq!(result(&k, a), Some(Error::NoRights));
+    sys(&mut k, &mut p, b, Sysno::Recv, b_slot, 0, &[]);
+    sys(&mut k, &mut p, a, Sysno::Send, a_grant, MsgInfo::new(1, 0).with_cap(a_own).0, &[]);
+    let got = MsgInfo(k.threads[b].regs.rsi).cap().expect("a capability arrived");
+    let bt = k.threads[b].task as usize;
+    assert_eq!(k.tasks[bt].caps.get(got as u64).unwrap().object, Object::Endpoint(1));
+    assert_eq!(k.endpoints[1].refs, 2, "the copy counts");
+}
+
+#[test]
+fn every_bad_argument_is_a_typed_error() {
+    let (mut k, mut p, th) = setup(1);
+    let t = th[0];
+    sys(&mut k, &mut p, t, Sysno::Call, 5, 0, &[]);
+    assert_eq!(result(&k, t), Some(Error::InvalidCap));
+    sys(&mut k, &mut p, t, Sysno::Call, u64::MAX, 0, &[]);
+    assert_eq!(result(&k, t), Some(Error::InvalidCap));
+    k.tasks[0].caps.set(3, Cap::new(Object::Task(0), rights::ALL)).unwrap();
+    sys(&mut k, &mut p, t, Sysno::Recv, 3, 0, &[]);
+    assert_eq!(result(&k, t), Some(Error::WrongType));
+    let s = give_ep(&mut k, t, 0, rights::SEND, 0);
+    sys(&mut k, &mut p, t, Sysno::Recv, s, 0, &[]);
+    assert_eq!(result(&k, t), Some(Error::NoRights));
+    let mut regs = k.threads[t].regs;
+    regs.rax = 999;
+    k.threads[t].regs = regs;
+    k.syscall(&mut p);
+    assert_eq!(result(&k, t), Some(Error::InvalidSyscall));
+    sys(&mut k, &mut p, t, Sysno::DebugWrite, 0xffff_8000_0000_0000, 8, &[]);
+    assert_eq!(result(&k, t), Some(Error::BadAddress), "kernel memory");
+    sys(&mut k, &mut p, t, Sysno::DebugWrite, 0x1234_0000, 8, &[]);
+    assert_eq!(result(&k, t), Some(Error::BadAddress), "unmapped");
+    sys(&mut k, &mut p, t, Sysno::MemMap, 0x1001, 1, &[]);
+    assert_eq!(result(&k, t), Some(Error::BadAddress), "unaligned");
+    sys(&mut k, &mut p, t, Sysno::MemMap, 0x400000, 1, &[]);
+    assert_eq!(result(&k, t), Some(Error::Exists));
+    sys(&mut k, &mut p, t, Sysno::MachineExit, s, 0, &[]);
+    assert_eq!(result(&k, t), Some(Error::WrongType));
+    assert_eq!(p.exited, None);
+    sys(&mut k, &mut p, t, Sysno::DebugWrite, 0x400000, 4, &[]);
+    assert_eq!(result(&k, t), None);
+    assert_eq!(p.console, vec![0xeb, 0xfe, 0x90, 0x90]);
+}
+
+#[test]
+fn killing_a_caller_mid_call_makes_the_reply_fail_and_the_reverse() {
+    let (mut k, mut p, th) = setup(3);
+    let (client, server, other) = (th[0], th[1], th[2]);
+    sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
+    let ss = k.threads[server].regs.rdi;
+    let cs = give_ep(&mut k, client, 0, rights::SEND, 0);
+    sys(&mut k, &mut p, server, Sysno::Recv, ss, 0, &[]);
+    sys(&mut k, &mut p, client, Sysno::Call, cs, 0, &[]);
+    assert_eq!(k.current(), Some(server));
+    let ct = k.threads[client].task as usize;
+    k.kill_task(&mut p, ct);
+    sys(&mut k, &mut p, server, Sysno::ReplyRecv, ss, 0, &[]);
+    assert_eq!(result(&k, server), Some(Error::PartnerGone), "the caller is gone");
+
+    // The reverse: the server dies while a client waits for its reply.
+    let os = give_ep(&mut k, other, 0, rights::SEND, 0);
+    sys(&mut k, &mut p, server, Sysno::Recv, ss, 0, &[]);
+    sys(&mut k, &mut p, other, Sysno::Call, os, 0, &[]);
+    let st = k.threads[server].task as usize;
+    k.kill_task(&mut p, st);
+    assert_eq!(result(&k, other), Some(Error::PartnerGone));
+    assert_eq!(k.threads[other].state, ThreadState::Ready);
+}
+
+#[test]
+fn a_fault_becomes_a_message_to_the_fault_handler() {
+    let (mut k, mut p, th) = setup(2);
+    let (victim, handler) = (th[0], th[1]);
+    sys(&mut k, &mut p, handler, Sysno::EndpointCreate, 0, 0, &[]);
+    let hs = k.threads[handler].regs.rdi;
+    k.threads[victim].fault_ep = Some((0, 0xbad));
+    k.endpoints[0].refs += 1;
+    sys(&mut k, &mut p, handler, Sysno::Recv, hs, 0, &[]);
+    k.make_ready(handler);
+    k.current = NONE;
+    k.switch_to(victim);
+    k.fault(&mut p, 14, 4, 0xdead_0000);
+    assert_eq!(k.threads[victim].state, ThreadState::Faulted);
+    let r = k.threads[handler].regs;
+    assert_eq!((r.rdi, MsgInfo(r.rsi).label()), (0xbad, FAULT_LABEL));
+    assert_eq!((r.word(0), r.word(3)), (14, 0xdead_0000));
+    assert!(String::from_utf8_lossy(&p.console).contains("faulted: vector 14"));
+}
+
+#[test]
+fn frames_return_to_baseline_when_tasks_end() {
+    let (mut k, mut p, _) = setup(0);
+    let base = k.frames.used();
+    let (t1, th1) = k.spawn(&mut p, 0, 5).unwrap();
+    let (t2, _) = k.spawn(&mut p, 0, 5).unwrap();
+    k.switch_to(th1);
+    sys(&mut k, &mut p, th1, Sysno::MemMap, 0x1000_0000, 64, &[]);
+    assert_eq!(result(&k, th1), None);
+    sys(&mut k, &mut p, th1, Sysno::EndpointCreate, 0, 0, &[]);
+    assert!(k.frames.used() > base + 64);
+    k.kill_task(&mut p, t1);
+    k.kill_task(&mut p, t2);
+    assert_eq!(k.frames.used(), base, "every frame came back");
+    assert!(k.endpoints.iter().all(|e| e.refs == 0), "the endpoint died with its last cap");
+}
+
+#[test]
+fn round_robin_on_ticks_and_priority_first() {
+    let (mut k, mut p, th) = setup(2);
+    k.reschedule();
+    let first = k.current().unwrap();
+    for _ in 0..SLICE_TICKS {
+        k.tick();
+    }
+    assert_ne!(k.current(), Some(first), "the slice ran out: the other thread runs");
+    let (_, high) = k.spawn(&mut p, 0, 9).unwrap();
+    k.reschedule();
+    assert_eq!(k.current(), Some(high), "a higher priority runs first");
+    let _ = th;
+}
