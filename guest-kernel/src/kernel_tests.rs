@@ -135,7 +135,9 @@ fn call_direct_switches_to_the_waiting_receiver_and_reply_recv_back() {
     sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
     assert_eq!(result(&k, server), None);
     let srv_slot = k.threads[server].regs.rdi;
-    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.get(srv_slot).unwrap().object else { panic!() };
+    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.get(srv_slot).unwrap().object else {
+        panic!()
+    };
     let cli_slot = give_ep(&mut k, client, ep, rights::SEND, 77);
 
     sys(&mut k, &mut p, server, Sysno::Recv, srv_slot, 0, &[]);
