@@ -25,11 +25,12 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 4 boot files",
+            "l4: 5 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
             "boot file 3: 'faulty'",
+            "boot file 4: 'spinner'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -40,10 +41,21 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 4 boot files",
+            "root: started, 5 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",
+            "root: started 'spinner'",
+        ],
+    );
+    // The client starts its work only once a task at its priority spins without system
+    // calls: it can only finish because the timer preempts the spinner.
+    in_order(
+        out,
+        &[
+            "spinner: spinning without system calls",
+            "client: the spinner is running; working beside it",
+            "client: 100/100 echo round trips correct",
         ],
     );
     r.assert_stdout_has("root: 'echo' registered as 'echo'")

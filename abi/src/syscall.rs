@@ -63,6 +63,13 @@ pub enum Sysno {
     MemUnmap = 16,
     /// `(_, info, words...)`: reply to the last caller without waiting for a next message.
     Reply = 17,
+    /// `() -> slot`: a new notification (a word of signal bits), full rights.
+    NotifyCreate = 18,
+    /// `(notification, bits)`: set bits; wakes the waiter, if any. Needs SEND.
+    Signal = 19,
+    /// `(notification) -> bits`: wait until some bit is set, take and clear them all.
+    /// Needs RECV.
+    Wait = 20,
 }
 
 impl Sysno {
@@ -88,6 +95,9 @@ impl Sysno {
             15 => MachineExit,
             16 => MemUnmap,
             17 => Reply,
+            18 => NotifyCreate,
+            19 => Signal,
+            20 => Wait,
             _ => return None,
         })
     }
@@ -238,10 +248,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=17 {
+        for n in 0..=20 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(18), None);
+        assert_eq!(Sysno::from_u64(21), None);
         for n in 1..=11 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

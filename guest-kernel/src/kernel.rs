@@ -31,6 +31,7 @@ pub const MAX_TASKS: usize = 16;
 pub const MAX_THREADS: usize = 32;
 pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_BOOT_FILES: usize = 32;
+pub const MAX_NOTIFICATIONS: usize = 32;
 /// Timer ticks per time slice.
 pub const SLICE_TICKS: u32 = 2;
 /// User code and stack segment selectors (the arch layer's GDT).
@@ -169,6 +170,10 @@ pub enum ThreadState {
     BlockedReply {
         server: u16,
     },
+    /// Waiting for a bit in a notification.
+    BlockedWait {
+        n: u16,
+    },
     /// Stopped by a fault, never runs again.
     Faulted,
 }
@@ -253,6 +258,19 @@ impl Endpoint {
     const FREE: Endpoint = Endpoint { refs: 0, waiting: Waiting::Nobody, head: NONE, tail: NONE };
 }
 
+/// A notification: signal bits and at most one waiting thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Notification {
+    /// Capabilities naming it (0: free).
+    pub refs: u32,
+    pub bits: u64,
+    pub waiter: u16,
+}
+
+impl Notification {
+    const FREE: Notification = Notification { refs: 0, bits: 0, waiter: NONE };
+}
+
 /// A boot file: part of a boot module, read-only.
 #[derive(Clone, Copy, Debug)]
 pub struct BootFile {
@@ -267,6 +285,7 @@ pub struct Kernel {
     pub tasks: [Task; MAX_TASKS],
     pub threads: [Thread; MAX_THREADS],
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
+    pub notifications: [Notification; MAX_NOTIFICATIONS],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
     pub runq: RunQueue<MAX_THREADS>,
@@ -307,6 +326,7 @@ impl Kernel {
             tasks: [Task::DEAD; MAX_TASKS],
             threads: [Thread::FREE; MAX_THREADS],
             endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
+            notifications: [Notification::FREE; MAX_NOTIFICATIONS],
             boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
             nboot_files: 0,
             runq: RunQueue::new(),
@@ -612,6 +632,7 @@ impl Kernel {
         match self.threads[th].state {
             ThreadState::Ready => self.runq.remove(th, prio),
             ThreadState::BlockedSend { ep, .. } | ThreadState::BlockedRecv { ep } => self.ep_remove(ep as usize, th),
+            ThreadState::BlockedWait { n } => self.notifications[n as usize].waiter = NONE,
             _ => {}
         }
         for other in 0..MAX_THREADS {
@@ -633,6 +654,18 @@ impl Kernel {
     /// Forgets one capability: an endpoint with no capability left dies, and whoever
     /// waits on it is woken with `PartnerGone`.
     pub(crate) fn drop_cap(&mut self, c: Cap) {
+        if let Object::Notification(n) = c.object {
+            let n = n as usize;
+            self.notifications[n].refs = self.notifications[n].refs.saturating_sub(1);
+            if self.notifications[n].refs == 0 {
+                let w = self.notifications[n].waiter;
+                if w != NONE {
+                    self.threads[w as usize].regs.set_result(Err(Error::PartnerGone));
+                    self.make_ready(w as usize);
+                }
+                self.notifications[n] = Notification::FREE;
+            }
+        }
         if let Object::Endpoint(e) = c.object {
             let e = e as usize;
             self.endpoints[e].refs = self.endpoints[e].refs.saturating_sub(1);
@@ -651,8 +684,10 @@ impl Kernel {
 
     /// Counts a new capability to an object.
     pub(crate) fn add_ref(&mut self, c: Cap) {
-        if let Object::Endpoint(e) = c.object {
-            self.endpoints[e as usize].refs += 1;
+        match c.object {
+            Object::Endpoint(e) => self.endpoints[e as usize].refs += 1,
+            Object::Notification(n) => self.notifications[n as usize].refs += 1,
+            _ => {}
         }
     }
 
@@ -759,6 +794,15 @@ impl Kernel {
             Sysno::Recv => return self.ipc_recv(c, r.rdi),
             Sysno::ReplyRecv => return self.ipc_reply_recv(c, r.rdi, r.rsi),
             Sysno::Reply => self.ipc_reply(c),
+            Sysno::NotifyCreate => (|| {
+                let n = self.notifications.iter().position(|n| n.refs == 0).ok_or(Error::NoSlots)?;
+                let slot = self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL))?;
+                self.notifications[n] = Notification { refs: 1, ..Notification::FREE };
+                self.threads[c].regs.rdi = slot as u64;
+                Ok(())
+            })(),
+            Sysno::Signal => self.signal(ti, r.rdi, r.rsi),
+            Sysno::Wait => return self.wait(c, ti, r.rdi),
             Sysno::MemMap => self.mem_map(p, ti, r.rdi, r.rsi),
             Sysno::MemUnmap => self.mem_unmap(p, ti, r.rdi, r.rsi),
             Sysno::TaskSpawn => self.task_spawn(p, c, ti, r),
@@ -796,6 +840,52 @@ impl Kernel {
                 Ok(())
             })(),
         })
+    }
+
+    fn notification(&self, ti: usize, slot: u64, need: u64) -> Result<usize, Error> {
+        let cap = self.tasks[ti].caps.get(slot)?;
+        let Object::Notification(n) = cap.object else { return Err(Error::WrongType) };
+        if cap.rights & need != need {
+            return Err(Error::NoRights);
+        }
+        Ok(n as usize)
+    }
+
+    /// Sets `bits` (the capability's badge too, if it has one); wakes the waiter.
+    fn signal(&mut self, ti: usize, slot: u64, bits: u64) -> Result<(), Error> {
+        let n = self.notification(ti, slot, rights::SEND)?;
+        let badge = self.tasks[ti].caps.get(slot)?.badge;
+        let nt = &mut self.notifications[n];
+        nt.bits |= bits | badge;
+        if nt.waiter != NONE && nt.bits != 0 {
+            let w = nt.waiter as usize;
+            nt.waiter = NONE;
+            let b = core::mem::take(&mut nt.bits);
+            self.threads[w].regs.rdi = b;
+            self.threads[w].regs.rax = 0;
+            self.make_ready(w);
+        }
+        Ok(())
+    }
+
+    /// Takes the bits, or blocks until there are some. One waiter per notification.
+    fn wait(&mut self, c: usize, ti: usize, slot: u64) -> Option<Result<(), Error>> {
+        let n = match self.notification(ti, slot, rights::RECV) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let nt = &mut self.notifications[n];
+        if nt.bits != 0 {
+            self.threads[c].regs.rdi = core::mem::take(&mut nt.bits);
+            return Some(Ok(()));
+        }
+        if nt.waiter != NONE {
+            return Some(Err(Error::Exists));
+        }
+        nt.waiter = c as u16;
+        self.threads[c].state = ThreadState::BlockedWait { n: n as u16 };
+        self.current = NONE;
+        None
     }
 
     fn debug_write<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, len: u64) -> Result<(), Error> {

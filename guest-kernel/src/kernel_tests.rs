@@ -309,3 +309,27 @@ fn round_robin_on_ticks_and_priority_first() {
     assert_eq!(k.current(), Some(high), "a higher priority runs first");
     let _ = th;
 }
+
+#[test]
+fn notifications_accumulate_bits_and_wake_their_waiter() {
+    let (mut k, mut p, th) = setup(2);
+    let (waiter, signaller) = (th[0], th[1]);
+    sys(&mut k, &mut p, waiter, Sysno::NotifyCreate, 0, 0, &[]);
+    let ws = k.threads[waiter].regs.rdi;
+    let ss = {
+        let ti = k.threads[signaller].task as usize;
+        k.notifications[0].refs += 1;
+        k.tasks[ti].caps.insert(Cap { object: Object::Notification(0), rights: rights::SEND, badge: 0x100 }).unwrap()
+            as u64
+    };
+    sys(&mut k, &mut p, signaller, Sysno::Signal, ss, 0b101, &[]);
+    sys(&mut k, &mut p, waiter, Sysno::Wait, ws, 0, &[]);
+    assert_eq!((result(&k, waiter), k.threads[waiter].regs.rdi), (None, 0x105), "bits and badge, at once");
+    sys(&mut k, &mut p, waiter, Sysno::Wait, ws, 0, &[]);
+    assert_eq!(k.threads[waiter].state, ThreadState::BlockedWait { n: 0 });
+    sys(&mut k, &mut p, signaller, Sysno::Signal, ss, 0b10, &[]);
+    assert_eq!(k.threads[waiter].state, ThreadState::Ready);
+    assert_eq!(k.threads[waiter].regs.rdi, 0x102);
+    sys(&mut k, &mut p, signaller, Sysno::Wait, ss, 0, &[]);
+    assert_eq!(result(&k, signaller), Some(Error::NoRights));
+}

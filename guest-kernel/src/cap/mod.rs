@@ -16,6 +16,8 @@ pub enum Object {
     Null,
     /// An IPC endpoint (index into the kernel's endpoints).
     Endpoint(u16),
+    /// A notification: a word of signal bits (index into the kernel's notifications).
+    Notification(u16),
     /// A task (index into the kernel's tasks).
     Task(u16),
     /// A read-only boot file (index into the kernel's boot files).

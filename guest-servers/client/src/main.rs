@@ -11,6 +11,11 @@ l4_rt::entry!(main);
 const ROUNDS: u64 = 100;
 
 fn main() -> u64 {
+    // Start only once the spinner spins: from then on this task gets the CPU back only
+    // through timer preemption.
+    if let Ok(Some(_)) = names::wait_for("spinner", 1000) {
+        println!("client: the spinner is running; working beside it");
+    }
     let echo = match names::wait_for("echo", 1000) {
         Ok(Some(c)) => c,
         _ => {

@@ -126,3 +126,18 @@ pub fn machine_exit(machine: u8, code: u8) -> Result<(), Error> {
 pub fn info(r: &Ret) -> MsgInfo {
     MsgInfo(r.rsi)
 }
+
+/// A new notification; returns its slot.
+pub fn notify_create() -> Result<u8, Error> {
+    call0(Sysno::NotifyCreate, 0, 0, 0, 0).map(|r| r.rdi as u8)
+}
+
+/// Sets `bits` in a notification.
+pub fn signal(n: u8, bits: u64) -> Result<(), Error> {
+    call0(Sysno::Signal, n as u64, bits, 0, 0).map(|_| ())
+}
+
+/// Waits for bits in a notification; returns (and clears) them.
+pub fn wait(n: u8) -> Result<u64, Error> {
+    call0(Sysno::Wait, n as u64, 0, 0, 0).map(|r| r.rdi)
+}
