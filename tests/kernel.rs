@@ -88,3 +88,26 @@ fn forcing_syscall_where_it_does_not_enter_ring_0_fails_cleanly() {
         r.assert_code(0);
     }
 }
+
+#[test]
+fn ipcbench_reports_cycles_and_deterministic_ring0_instruction_counts() {
+    let counts = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("ipcbench: call/reply") || l.starts_with("ipcbench: null syscall"))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+            .collect()
+    };
+    let a = l4vmm(&[]);
+    a.assert_code(0)
+        .assert_stdout_has("ipcbench: call/reply (0 words)")
+        .assert_stdout_has("root: 'ipcbench' finished with status 0");
+    let ca = counts(&a.stdout);
+    assert_eq!(ca.len(), 3, "{}", a.stdout);
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        // Single-stepping gives one exit per ring-0 instruction here: the counts exist and
+        // are the same on every run.
+        assert!(ca.iter().all(|c| c.parse::<u64>().is_ok_and(|n| n > 0)), "{ca:?}");
+        let b = l4vmm(&[]);
+        assert_eq!(counts(&b.stdout), ca, "ring-0 instruction counts differ between runs");
+    }
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 5] = ["root", "echo", "client", "faulty", "spinner"];
+const SERVERS: [&str; 6] = ["root", "echo", "client", "faulty", "spinner", "ipcbench"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

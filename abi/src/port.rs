@@ -15,9 +15,16 @@ pub const ZERO: u16 = 0xe0;
 /// What [`ZERO`] reads as on l4vmm.
 pub const ZERO_MAGIC: u32 = 0x4c34_5a30; // "L4Z0"
 
-/// The trace-marker port: the guest writes a [`Marker`] byte, the VMM timestamps it.
-/// Ignored by machines without the device (writes to an unassigned port are dropped).
+/// The trace-marker port: the guest writes a [`Marker`] byte, the VMM timestamps it, and
+/// between [`Marker::CountStart`] and [`Marker::CountStop`] the VMM counts the guest's
+/// ring-0 instructions by single-stepping. A 32-bit read returns the last count
+/// ([`COUNT_UNSUPPORTED`] where the VMM cannot count). Ignored by machines without the
+/// device (writes dropped, reads all-ones).
 pub const MARKER: u16 = 0xea;
+
+/// What a count read returns where counting is not possible (no device, gdb attached, or
+/// single-stepping gave no exits).
+pub const COUNT_UNSUPPORTED: u32 = u32::MAX;
 
 /// Values written to [`MARKER`].
 #[repr(u8)]
@@ -25,6 +32,10 @@ pub const MARKER: u16 = 0xea;
 pub enum Marker {
     /// The kernel's first instruction (the PVH entry point) has run.
     KernelEntry = 1,
+    /// Start counting ring-0 instructions (from the next one).
+    CountStart = 2,
+    /// Stop counting.
+    CountStop = 3,
 }
 
 impl Marker {
@@ -32,6 +43,8 @@ impl Marker {
     pub fn from_u8(value: u8) -> Option<Self> {
         match value {
             1 => Some(Marker::KernelEntry),
+            2 => Some(Marker::CountStart),
+            3 => Some(Marker::CountStop),
             _ => None,
         }
     }

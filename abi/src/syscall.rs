@@ -70,6 +70,9 @@ pub enum Sysno {
     /// `(notification) -> bits`: wait until some bit is set, take and clear them all.
     /// Needs RECV.
     Wait = 20,
+    /// `(op) -> count`: the VMM's ring-0 instruction counter: op 0 starts counting, 1
+    /// stops, 2 reads the last count (`u32::MAX`: not supported here).
+    Trace = 21,
 }
 
 impl Sysno {
@@ -98,6 +101,7 @@ impl Sysno {
             18 => NotifyCreate,
             19 => Signal,
             20 => Wait,
+            21 => Trace,
             _ => return None,
         })
     }
@@ -248,10 +252,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=20 {
+        for n in 0..=21 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(21), None);
+        assert_eq!(Sysno::from_u64(22), None);
         for n in 1..=11 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

@@ -183,6 +183,8 @@ pub enum ThreadState {
 pub struct Thread {
     pub state: ThreadState,
     pub task: u16,
+    /// The task's page-table root (a copy, for the context switch).
+    pub root: u64,
     pub prio: u8,
     pub regs: UserRegs,
     pub fpu: FpuState,
@@ -204,6 +206,7 @@ impl Thread {
     const FREE: Thread = Thread {
         state: ThreadState::Free,
         task: 0,
+        root: 0,
         prio: 0,
         regs: UserRegs::ZERO,
         fpu: FpuState::INIT,
@@ -493,6 +496,7 @@ impl Kernel {
         let t = &mut self.threads[th];
         *t = Thread::FREE;
         t.task = ti as u16;
+        t.root = root;
         t.prio = prio as u8;
         t.id = self.next_thread_id;
         self.next_thread_id += 1;
@@ -802,6 +806,14 @@ impl Kernel {
                 Ok(())
             })(),
             Sysno::Signal => self.signal(ti, r.rdi, r.rsi),
+            Sysno::Trace => {
+                if r.rdi > 2 {
+                    Err(Error::BadArgument)
+                } else {
+                    self.threads[c].regs.rdi = p.trace(r.rdi);
+                    Ok(())
+                }
+            }
             Sysno::Wait => return self.wait(c, ti, r.rdi),
             Sysno::MemMap => self.mem_map(p, ti, r.rdi, r.rsi),
             Sysno::MemUnmap => self.mem_unmap(p, ti, r.rdi, r.rsi),

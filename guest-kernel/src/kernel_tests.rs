@@ -57,6 +57,9 @@ impl Platform for FakePlatform {
         self.exited = Some(code);
     }
     fn flush_tlb(&mut self, _: u64, _: u64) {}
+    fn trace(&mut self, _: u64) -> u64 {
+        u64::from(u32::MAX)
+    }
 }
 
 /// A minimal server image: one code page at 0x400000.
@@ -332,4 +335,66 @@ fn notifications_accumulate_bits_and_wake_their_waiter() {
     assert_eq!(k.threads[waiter].regs.rdi, 0x102);
     sys(&mut k, &mut p, signaller, Sysno::Wait, ss, 0, &[]);
     assert_eq!(result(&k, signaller), Some(Error::NoRights));
+}
+
+/// Puts thread `t` in the running seat with system call `n` in its registers (no call).
+fn prepare(k: &mut Kernel, t: usize, n: Sysno, rdi: u64, rsi: u64, words: &[u64]) {
+    if k.current != t as u16 {
+        if let Some(c) = k.current() {
+            k.make_ready(c);
+        }
+        k.switch_to(t);
+    }
+    let r = &mut k.threads[t].regs;
+    r.rax = n as u64;
+    r.rdi = rdi;
+    r.rsi = rsi;
+    for (i, w) in words.iter().enumerate() {
+        r.set_word(i, *w);
+    }
+}
+
+#[test]
+fn fast_path_taken_only_under_its_conditions_and_never_leaks_registers() {
+    let (mut k, mut p, th) = setup(3);
+    let (client, server, other) = (th[0], th[1], th[2]);
+    sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
+    let ss = k.threads[server].regs.rdi;
+    let cs = give_ep(&mut k, client, 0, rights::SEND | rights::GRANT, 5);
+    // No receiver waiting: slow path.
+    prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).0, &[9]);
+    assert!(!k.fastpath());
+    sys(&mut k, &mut p, server, Sysno::Recv, ss, 0, &[]);
+    k.threads[server].regs.r15 = 0x5ec2e7;
+    // A capability in the message: slow path.
+    prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).with_cap(cs as u8).0, &[9]);
+    assert!(!k.fastpath());
+    // A ready thread above the receiver's priority: slow path.
+    k.threads[other].prio = 9;
+    k.runq.remove(other, 5);
+    k.make_ready(other);
+    prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).0, &[9]);
+    assert!(!k.fastpath());
+    k.runq.remove(other, 9);
+    k.threads[other].state = ThreadState::Faulted;
+    // Now it qualifies.
+    prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).0, &[0x77, 1, 2, 3, 4, 5, 6, 0xfeed]);
+    assert!(k.fastpath());
+    assert_eq!(k.current(), Some(server));
+    let r = k.threads[server].regs;
+    assert_eq!((r.rdi, r.word(0), MsgInfo(r.rsi).words()), (5, 0x77, 1));
+    assert_eq!(r.r15, 0x5ec2e7, "words beyond the message are not copied (no leak)");
+    assert_eq!(k.threads[client].state, ThreadState::BlockedReply { server: server as u16 });
+    // ReplyRecv back: fast path, direct switch to the client.
+    prepare(&mut k, server, Sysno::ReplyRecv, ss, MsgInfo::new(2, 2).0, &[10, 20]);
+    assert!(k.fastpath());
+    assert_eq!(k.current(), Some(client));
+    let r = k.threads[client].regs;
+    assert_eq!((r.rax, r.word(0), r.word(1), MsgInfo(r.rsi).label()), (0, 10, 20, 2));
+    assert_eq!(k.threads[server].state, ThreadState::BlockedRecv { ep: 0 });
+    // ReplyRecv with nobody to reply to: slow path (which reports PartnerGone).
+    k.threads[server].state = ThreadState::Running;
+    k.ep_remove(0, server);
+    prepare(&mut k, server, Sysno::ReplyRecv, ss, 0, &[]);
+    assert!(!k.fastpath());
 }

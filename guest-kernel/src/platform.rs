@@ -10,6 +10,8 @@ pub trait Platform: PhysMem {
     fn phys_slice(&self, pa: u64, len: u64) -> Option<&[u8]>;
     /// Ends the virtual machine with `code` (does not return on the machine).
     fn machine_exit(&mut self, code: u8);
+    /// The VMM's ring-0 instruction counter: 0 start, 1 stop, 2 read.
+    fn trace(&mut self, op: u64) -> u64;
     /// Drops stale translations for `va` in the address space `root` (if it is active).
     fn flush_tlb(&mut self, root: u64, va: u64);
 }

@@ -136,6 +136,12 @@ pub fn run_loop(
 ) {
     // After gdb resumes a vCPU it runs at least once (a single step) before parking again.
     let mut resumed = false;
+    // Ring-0 instructions counted since a CountStart marker (see `count_start`).
+    let mut counting: Option<u64> = None;
+    // With L4VMM_COUNT_TRACE=FILE, the RIP of every counted instruction goes to FILE: an
+    // exact profile of the kernel paths being counted.
+    let mut trace =
+        std::env::var_os("L4VMM_COUNT_TRACE").and_then(|p| std::fs::File::create(p).ok()).map(std::io::BufWriter::new);
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(port) = &gdb {
             if !resumed && port.pause_requested() {
@@ -150,6 +156,14 @@ pub fn run_loop(
             Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
                 PioAction::Continue => None,
                 PioAction::Exit(code) => Some(Outcome::GuestExit(code)),
+                PioAction::CountStart => {
+                    counting = count_start(&vcpu, gdb.is_some());
+                    None
+                }
+                PioAction::CountStop => {
+                    devices.set_count(count_stop(&vcpu, counting.take()));
+                    None
+                }
             },
             Ok(VcpuExit::IoIn(port, data)) => {
                 devices.pio_read(port, data);
@@ -172,6 +186,17 @@ pub fn run_loop(
                         }
                     }
                     _ => devices.mmio_unknown(addr, None),
+                }
+                None
+            }
+            Ok(VcpuExit::Debug(_)) if counting.is_some() => {
+                // One single-step exit per instruction; count those in ring 0.
+                if vcpu.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 0) {
+                    counting = counting.map(|n| n + 1);
+                    if let (Some(t), Ok(r)) = (trace.as_mut(), vcpu.get_regs()) {
+                        use std::io::Write;
+                        let _ = writeln!(t, "{:#x}", r.rip);
+                    }
                 }
                 None
             }
@@ -239,6 +264,25 @@ pub fn run_loop(
             break;
         }
     }
+}
+
+/// Starts counting ring-0 instructions by single-stepping (KVM_GUESTDBG_SINGLESTEP gives
+/// one debug exit per executed instruction). Not while gdb owns guest debugging.
+fn count_start(vcpu: &VcpuFd, gdb: bool) -> Option<u64> {
+    if gdb {
+        return None;
+    }
+    let dbg = kvm_bindings::kvm_guest_debug {
+        control: kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_SINGLESTEP,
+        ..Default::default()
+    };
+    vcpu.set_guest_debug(&dbg).ok().map(|_| 0)
+}
+
+/// Stops counting; the count, or `None` if counting was not on or saw no instruction.
+fn count_stop(vcpu: &VcpuFd, count: Option<u64>) -> Option<u64> {
+    let _ = vcpu.set_guest_debug(&kvm_bindings::kvm_guest_debug::default());
+    count.filter(|&n| n > 0)
 }
 
 /// Lets KVM finish the instruction whose MMIO l4vmm just served, without running further:

@@ -58,6 +58,7 @@ impl CapTable {
     pub const EMPTY: CapTable = CapTable { slots: [Cap::NULL; SLOTS] };
 
     /// The cap in `slot`, if any.
+    #[inline(always)]
     pub fn get(&self, slot: u64) -> Result<Cap, Error> {
         let c = *self.slots.get(usize::try_from(slot).map_err(|_| Error::InvalidCap)?).ok_or(Error::InvalidCap)?;
         if c.object == Object::Null {

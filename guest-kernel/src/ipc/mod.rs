@@ -15,6 +15,8 @@
 //! once; a reply goes only to the thread that is waiting for this server's reply; any
 //! failure is an error in the caller's `rax`, never a half-delivered message.
 
+mod fastpath;
+
 use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL};
 
 use crate::kernel::{Kernel, ThreadState, Waiting, NONE};

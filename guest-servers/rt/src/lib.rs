@@ -12,6 +12,7 @@ pub mod ipc;
 mod mem;
 pub mod names;
 pub mod sys;
+pub mod time;
 
 pub use l4_abi as abi;
 

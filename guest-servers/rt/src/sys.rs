@@ -141,3 +141,15 @@ pub fn signal(n: u8, bits: u64) -> Result<(), Error> {
 pub fn wait(n: u8) -> Result<u64, Error> {
     call0(Sysno::Wait, n as u64, 0, 0, 0).map(|r| r.rdi)
 }
+
+/// Starts the VMM's count of ring-0 instructions.
+pub fn count_start() {
+    let _ = raw(Sysno::Trace, 0, 0, [0; 8]);
+}
+
+/// Stops it and returns the count (`None`: this VMM cannot count).
+pub fn count_stop() -> Option<u64> {
+    let _ = raw(Sysno::Trace, 1, 0, [0; 8]);
+    let n = raw(Sysno::Trace, 2, 0, [0; 8]).rdi;
+    (n != u64::from(u32::MAX)).then_some(n)
+}

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use l4_abi::port::{Marker, COM1, EXIT, MARKER, ZERO, ZERO_MAGIC};
+use l4_abi::port::{Marker, COM1, COUNT_UNSUPPORTED, EXIT, MARKER, ZERO, ZERO_MAGIC};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use self::serial::Console;
@@ -21,6 +21,10 @@ use self::serial::Console;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PioAction {
     Continue,
+    /// Start counting ring-0 instructions on this vCPU.
+    CountStart,
+    /// Stop counting.
+    CountStop,
     /// The guest wrote this value to the exit device.
     Exit(u8),
 }
@@ -33,11 +37,19 @@ pub struct Devices {
     /// When each marker was first written.
     markers: Mutex<HashMap<u8, Instant>>,
     unknown_accesses: AtomicU64,
+    /// The last ring-0 instruction count (what a read of the marker port returns).
+    last_count: AtomicU64,
 }
 
 impl Devices {
     pub fn new(console: Console, memory: GuestMemoryMmap) -> Self {
-        Devices { console, memory, markers: Mutex::new(HashMap::new()), unknown_accesses: AtomicU64::new(0) }
+        Devices {
+            console,
+            memory,
+            markers: Mutex::new(HashMap::new()),
+            unknown_accesses: AtomicU64::new(0),
+            last_count: AtomicU64::new(u64::from(COUNT_UNSUPPORTED)),
+        }
     }
 
     /// A guest `out`.
@@ -56,13 +68,16 @@ impl Devices {
                     self.unknown(port, "zero (outside RAM)");
                 }
             }
-            MARKER => {
-                if Marker::from_u8(value).is_some() {
+            MARKER => match Marker::from_u8(value) {
+                Some(Marker::CountStart) => return PioAction::CountStart,
+                Some(Marker::CountStop) => return PioAction::CountStop,
+                Some(_) => {
                     if let Ok(mut m) = self.markers.lock() {
                         m.entry(value).or_insert_with(Instant::now);
                     }
                 }
-            }
+                None => self.unknown(port, "write (unknown marker)"),
+            },
             p if (COM1..COM1 + 8).contains(&p) => self.console.write((p - COM1) as u8, value),
             _ => self.unknown(port, "write"),
         }
@@ -73,6 +88,14 @@ impl Devices {
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {
             ZERO if data.len() == 4 => data.copy_from_slice(&ZERO_MAGIC.to_le_bytes()),
+            MARKER if data.len() == 4 => {
+                // Real counts saturate one below the "unsupported" value.
+                let n = match self.last_count.load(Ordering::Relaxed) {
+                    u if u == u64::from(COUNT_UNSUPPORTED) => COUNT_UNSUPPORTED,
+                    n => n.min(u64::from(COUNT_UNSUPPORTED - 1)) as u32,
+                };
+                data.copy_from_slice(&n.to_le_bytes());
+            }
             p if (COM1..COM1 + 8).contains(&p) => {
                 let v = self.console.read((p - COM1) as u8);
                 data.fill(0);
@@ -96,6 +119,11 @@ impl Devices {
         if let Some(d) = data {
             d.fill(0xff);
         }
+    }
+
+    /// Records a finished ring-0 instruction count (`None`: counting was not possible).
+    pub fn set_count(&self, n: Option<u64>) {
+        self.last_count.store(n.unwrap_or(u64::from(COUNT_UNSUPPORTED)), Ordering::Relaxed);
     }
 
     /// When the guest first wrote `marker`.

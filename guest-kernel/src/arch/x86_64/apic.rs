@@ -30,3 +30,8 @@ pub fn start_timer(ticks: u32) {
 pub fn eoi() {
     write(EOI, 0);
 }
+
+/// Masks (`true`) or unmasks the timer interrupt, keeping its vector and mode.
+pub fn mask_timer(masked: bool) {
+    write(LVT_TIMER, TIMER_VECTOR as u32 | (1 << 17) | if masked { 1 << 16 } else { 0 });
+}

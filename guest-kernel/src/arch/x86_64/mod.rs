@@ -1,7 +1,7 @@
 //! x86_64 under a PVH loader: the boot path, port I/O, the serial console, the exit device,
 //! the direct map of physical memory, and the kernel's libc-level memory routines.
 
-mod apic;
+pub(crate) mod apic;
 mod boot;
 mod cpu;
 mod entry;

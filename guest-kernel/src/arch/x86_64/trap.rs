@@ -154,12 +154,30 @@ fn finish_probe(mode: EntryMode, then: fn()) -> ! {
     run()
 }
 
-/// Every entry from user mode (the frame is the current thread's `regs`).
+/// Every entry from user mode (the frame is the current thread's `regs`). The IPC fast
+/// path is tried first and leaves straight to the partner thread; everything else goes
+/// through [`trap_slow`].
 #[no_mangle]
 extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
+    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
+    let (vector, rip) = unsafe { ((*frame).vector, (*frame).rip) };
+    let is_syscall =
+        vector == SYSCALL_VECTOR || (vector == 3 && rip == ENTRY_VA + 1 && entry_mode() == EntryMode::Int3);
+    if is_syscall {
+        // SAFETY: trap context, interrupts off.
+        let (k, _) = unsafe { state() };
+        if k.fastpath() {
+            enter_user(k, k.current as usize);
+        }
+    }
+    trap_slow(frame, is_syscall)
+}
+
+#[inline(never)]
+fn trap_slow(frame: *mut UserRegs, is_syscall: bool) -> ! {
     // SAFETY: trap context, interrupts off.
     let (k, m) = unsafe { state() };
-    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
+    // SAFETY: as in trap_from_user.
     let f = unsafe { *frame };
     if entry_mode() == EntryMode::Probing {
         // SAFETY: set before the probe ran.
@@ -168,8 +186,7 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
         finish_probe(mode, then);
     }
     match f.vector {
-        SYSCALL_VECTOR => k.syscall(m),
-        3 if entry_mode() == EntryMode::Int3 && f.rip == ENTRY_VA + 1 => k.syscall(m),
+        _ if is_syscall => k.syscall(m),
         TIMER_VECTOR => {
             apic::eoi();
             k.tick();
@@ -228,8 +245,9 @@ pub fn run() -> ! {
 }
 
 /// Switches to thread `t`'s address space and x87/SSE state, and returns to user mode.
+#[inline(always)]
 fn enter_user(k: &mut Kernel, t: usize) -> ! {
-    let root = k.tasks[k.threads[t].task as usize].root;
+    let root = k.threads[t].root;
     if cpu::cr3() & !0xfff != root {
         // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
         unsafe { cpu::set_cr3(root) };
