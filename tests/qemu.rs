@@ -47,7 +47,7 @@ const USER_SPACE: [&str; 6] = [
     "root: 'echo' registered as 'echo'",
     "client: 100/100 echo round trips correct",
     "root: task 'faulty' faulted: vector 14",
-    "root: all done: 1 succeeded, 0 failed, 1 faulted",
+    "root: all done: 2 succeeded, 0 failed, 1 faulted",
     "after stopping them: back to baseline",
 ];
 
