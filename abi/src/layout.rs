@@ -12,5 +12,7 @@ pub const ELF_BASE: u64 = 0x0000_0000_0040_0000;
 pub const STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
 /// Size of the first thread's stack.
 pub const STACK_SIZE: u64 = 64 * 1024;
+/// The first thread's IPC buffer: message words 8-119 (word `i` at byte `8 * i`).
+pub const IPC_BUFFER_VA: u64 = 0x0000_7fff_ffff_a000;
 /// The boot-info page (root task only): [`crate::bootinfo`].
 pub const BOOTINFO_VA: u64 = 0x0000_7fff_ffff_8000;

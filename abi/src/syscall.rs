@@ -19,6 +19,9 @@ pub const ENTRY_VA: u64 = 0x0000_7fff_ffff_f000;
 
 /// Number of message words carried in registers.
 pub const MSG_REGS: usize = 8;
+/// The most words in one message: words 0-7 in registers, 8-119 in the sender's and the
+/// receiver's IPC buffers (at [`crate::layout::IPC_BUFFER_VA`], word `i` at byte `8 * i`).
+pub const MAX_WORDS: usize = 120;
 
 /// System-call numbers.
 #[repr(u64)]
@@ -73,6 +76,19 @@ pub enum Sysno {
     /// `(op) -> count`: the VMM's ring-0 instruction counter: op 0 starts counting, 1
     /// stops, 2 reads the last count (`u32::MAX`: not supported here).
     Trace = 21,
+    /// `(va, pages)`: where this thread receives pages sent copy-on-write or granted;
+    /// `(0, 0)` removes the window.
+    SetRecvWindow = 22,
+    /// `(pages) -> slot`: a new memory object of zeroed pages (SEND: map read-only,
+    /// RECV: map writable, GRANT: pass on).
+    MemCreate = 23,
+    /// `(memory slot, va)`: map the whole object at `va`, writable if the capability has
+    /// RECV.
+    MemMapObj = 24,
+    /// Like `Send`, but fails with `WouldBlock` instead of waiting for a receiver.
+    SendNB = 25,
+    /// Like `Recv`, but fails with `WouldBlock` instead of waiting for a sender.
+    RecvNB = 26,
 }
 
 impl Sysno {
@@ -102,6 +118,11 @@ impl Sysno {
             19 => Signal,
             20 => Wait,
             21 => Trace,
+            22 => SetRecvWindow,
+            23 => MemCreate,
+            24 => MemMapObj,
+            25 => SendNB,
+            26 => RecvNB,
             _ => return None,
         })
     }
@@ -133,6 +154,10 @@ pub enum Error {
     BadElf = 10,
     /// Already mapped.
     Exists = 11,
+    /// A non-blocking call found no partner.
+    WouldBlock = 12,
+    /// The receiver has no receive window, or one too small for the pages sent.
+    WindowTooSmall = 13,
 }
 
 impl Error {
@@ -151,6 +176,8 @@ impl Error {
             9 => PartnerGone,
             10 => BadElf,
             11 => Exists,
+            12 => WouldBlock,
+            13 => WindowTooSmall,
             _ => return None,
         })
     }
@@ -170,6 +197,8 @@ impl Error {
             PartnerGone => "partner gone",
             BadElf => "bad ELF",
             Exists => "already exists",
+            WouldBlock => "would block",
+            WindowTooSmall => "receive window too small",
         }
     }
 }
@@ -186,20 +215,25 @@ pub mod rights {
     pub const ALL: u64 = SEND | RECV | GRANT;
 }
 
-/// The message descriptor in `rsi`: label, word count, and an optional capability.
+/// The message descriptor in `rsi`: label, word count, an optional capability and
+/// optional pages.
 ///
-/// bits 0-31 label; bits 32-35 number of words (0-8); bit 40 a capability travels with
+/// bits 0-31 label; bits 32-38 number of words (0-120; beyond 8 they are in the IPC
+/// buffers); bit 40 a capability travels with
 /// the message; bits 48-55 its slot (the sender's slot on send, the receiver's new slot on
-/// receive).
+/// receive); bit 41 pages travel copy-on-write, bit 42 pages are granted (moved): then
+/// words 6 and 7 are the buffer's address and length in bytes (page-aligned, page
+/// multiple) in the sender, and where they landed (in the receive window) and the length
+/// in the receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct MsgInfo(pub u64);
 
 impl MsgInfo {
     const CAP_FLAG: u64 = 1 << 40;
 
-    /// A message with `label` and `words` words (capped at [`MSG_REGS`]).
+    /// A message with `label` and `words` words (capped at [`MAX_WORDS`]).
     pub const fn new(label: u32, words: usize) -> Self {
-        let w = if words > MSG_REGS { MSG_REGS } else { words };
+        let w = if words > MAX_WORDS { MAX_WORDS } else { words };
         MsgInfo(label as u64 | ((w as u64) << 32))
     }
 
@@ -208,14 +242,35 @@ impl MsgInfo {
         MsgInfo((self.0 & !(0xff << 48)) | Self::CAP_FLAG | ((slot as u64) << 48))
     }
 
+    /// Pages sent copy-on-write (words 6, 7: address, length).
+    pub const COW: u64 = 1 << 41;
+    /// Pages granted: moved to the receiver (words 6, 7: address, length).
+    pub const GRANT: u64 = 1 << 42;
+
+    /// The same message with pages: `kind` is [`MsgInfo::COW`] or [`MsgInfo::GRANT`].
+    pub const fn with_pages(self, kind: u64) -> Self {
+        MsgInfo(self.0 | (kind & (Self::COW | Self::GRANT)))
+    }
+
+    /// The page-transfer kind, if any.
+    pub const fn pages(self) -> Option<u64> {
+        let k = self.0 & (Self::COW | Self::GRANT);
+        if k == 0 {
+            None
+        } else {
+            Some(k)
+        }
+    }
+
     pub const fn label(self) -> u32 {
         self.0 as u32
     }
 
+    /// Number of words (at most [`MAX_WORDS`]).
     pub const fn words(self) -> usize {
-        let w = ((self.0 >> 32) & 0xf) as usize;
-        if w > MSG_REGS {
-            MSG_REGS
+        let w = ((self.0 >> 32) & 0x7f) as usize;
+        if w > MAX_WORDS {
+            MAX_WORDS
         } else {
             w
         }
@@ -245,18 +300,20 @@ mod tests {
         assert_eq!(m.label(), 0xdead_beef);
         assert_eq!(m.words(), 5);
         assert_eq!(m.cap(), Some(17));
-        assert_eq!(MsgInfo::new(1, 99).words(), MSG_REGS);
+        assert_eq!(MsgInfo::new(1, 99).words(), 99);
+        assert_eq!(MsgInfo::new(1, 500).words(), MAX_WORDS);
         assert_eq!(MsgInfo::new(1, 2).cap(), None);
-        assert_eq!(MsgInfo(u64::MAX).words(), MSG_REGS);
+        assert_eq!(MsgInfo(u64::MAX).words(), MAX_WORDS);
+        assert_eq!(MsgInfo::new(1, 8).with_pages(MsgInfo::COW).pages(), Some(MsgInfo::COW));
     }
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=21 {
+        for n in 0..=26 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(22), None);
-        for n in 1..=11 {
+        assert_eq!(Sysno::from_u64(27), None);
+        for n in 1..=13 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }
         assert_eq!(Error::from_u64(0), None);

@@ -15,7 +15,7 @@
 //!   failure is an [`Error`] in the caller's `rax`.
 
 use l4_abi::bootinfo;
-use l4_abi::layout::{BOOTINFO_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
+use l4_abi::layout::{BOOTINFO_VA, IPC_BUFFER_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
 use l4_abi::syscall::{rights, Error, Sysno, ENTRY_VA};
 
 use crate::cap::{Cap, CapTable, Object};
@@ -32,6 +32,9 @@ pub const MAX_THREADS: usize = 32;
 pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_BOOT_FILES: usize = 32;
 pub const MAX_NOTIFICATIONS: usize = 32;
+pub const MAX_MEMOBJS: usize = 32;
+/// The largest memory object and the largest page transfer: 1 GiB.
+pub const MAX_OBJ_PAGES: u64 = 512 * 512;
 /// Timer ticks per time slice.
 pub const SLICE_TICKS: u32 = 2;
 /// User code and stack segment selectors (the arch layer's GDT).
@@ -200,6 +203,11 @@ pub struct Thread {
     pub ep_next: u16,
     /// Unique over the kernel's lifetime (never reused, unlike the slot); 0 for free slots.
     pub id: u64,
+    /// Where pages sent to this thread land (`SetRecvWindow`): address and page count.
+    pub win_va: u64,
+    pub win_pages: u64,
+    /// The frame of this thread's IPC buffer (message words 8 and up).
+    pub ipc_buffer: u64,
 }
 
 impl Thread {
@@ -216,6 +224,9 @@ impl Thread {
         fault: None,
         ep_next: NONE,
         id: 0,
+        win_va: 0,
+        win_pages: 0,
+        ipc_buffer: 0,
     };
 }
 
@@ -274,6 +285,20 @@ impl Notification {
     const FREE: Notification = Notification { refs: 0, bits: 0, waiter: NONE };
 }
 
+/// A memory object: `pages` zeroed frames, listed in a two-level table (`list` is a frame
+/// of up to 512 frames of up to 512 frame addresses each). Lives while a capability names
+/// it; each of its frames lives while the object or a mapping owns it.
+#[derive(Clone, Copy, Debug)]
+pub struct MemObj {
+    pub refs: u32,
+    pub pages: u64,
+    pub list: u64,
+}
+
+impl MemObj {
+    const FREE: MemObj = MemObj { refs: 0, pages: 0, list: 0 };
+}
+
 /// A boot file: part of a boot module, read-only.
 #[derive(Clone, Copy, Debug)]
 pub struct BootFile {
@@ -289,6 +314,7 @@ pub struct Kernel {
     pub threads: [Thread; MAX_THREADS],
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
     pub notifications: [Notification; MAX_NOTIFICATIONS],
+    pub memobjs: [MemObj; MAX_MEMOBJS],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
     pub runq: RunQueue<MAX_THREADS>,
@@ -330,6 +356,7 @@ impl Kernel {
             threads: [Thread::FREE; MAX_THREADS],
             endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
             notifications: [Notification::FREE; MAX_NOTIFICATIONS],
+            memobjs: [MemObj::FREE; MAX_MEMOBJS],
             boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
             nboot_files: 0,
             runq: RunQueue::new(),
@@ -351,6 +378,9 @@ impl Kernel {
         entry_code: &[u8],
     ) -> Result<(), Error> {
         self.frames = Frames::new(usable);
+        if !self.frames.init_refcounts() {
+            return Err(Error::OutOfMemory);
+        }
         self.kernel_root = kernel_root;
         let f = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
         p.write_bytes(f, entry_code);
@@ -484,7 +514,10 @@ impl Kernel {
         self.tasks[ti] = Task { alive: true, root, caps: CapTable::EMPTY, name: [0; 32] };
         let nlen = bf.name.iter().position(|&b| b == 0).unwrap_or(32).min(31);
         self.tasks[ti].name[..nlen].copy_from_slice(&bf.name[..nlen]);
-        let r = self.load_image(p, root, &bf);
+        let r = self.load_image(p, root, &bf).and_then(|e| {
+            self.map_zeroed(p, root, IPC_BUFFER_VA, 1, WRITABLE)?;
+            Ok(e)
+        });
         let entry = match r {
             Ok(e) => e,
             Err(e) => {
@@ -506,6 +539,7 @@ impl Kernel {
         t.regs.cs = USER_CS;
         t.regs.ss = USER_SS;
         t.regs.rflags = USER_RFLAGS;
+        t.ipc_buffer = vspace::translate(p, root, IPC_BUFFER_VA).map_or(0, |(pa, _)| pa);
         self.make_ready(th);
         Ok((ti, th))
     }
@@ -611,7 +645,7 @@ impl Kernel {
             }
             self.detach_thread(th);
             if let Some((ep, _)) = self.threads[th].fault_ep {
-                self.drop_cap(Cap::new(Object::Endpoint(ep), 0));
+                self.drop_cap(p, Cap::new(Object::Endpoint(ep), 0));
             }
             self.threads[th] = Thread::FREE;
             if self.current == th as u16 {
@@ -620,7 +654,7 @@ impl Kernel {
         }
         let caps = self.tasks[ti].caps;
         for (_, c) in caps.iter() {
-            self.drop_cap(c);
+            self.drop_cap(p, c);
         }
         for t in self.tasks.iter_mut().filter(|t| t.alive) {
             t.caps.revoke(Object::Task(ti as u16));
@@ -657,7 +691,14 @@ impl Kernel {
 
     /// Forgets one capability: an endpoint with no capability left dies, and whoever
     /// waits on it is woken with `PartnerGone`.
-    pub(crate) fn drop_cap(&mut self, c: Cap) {
+    pub(crate) fn drop_cap<P: Platform>(&mut self, p: &mut P, c: Cap) {
+        if let Object::Memory(m) = c.object {
+            let m = m as usize;
+            self.memobjs[m].refs = self.memobjs[m].refs.saturating_sub(1);
+            if self.memobjs[m].refs == 0 {
+                self.destroy_memobj(p, m);
+            }
+        }
         if let Object::Notification(n) = c.object {
             let n = n as usize;
             self.notifications[n].refs = self.notifications[n].refs.saturating_sub(1);
@@ -691,6 +732,7 @@ impl Kernel {
         match c.object {
             Object::Endpoint(e) => self.endpoints[e as usize].refs += 1,
             Object::Notification(n) => self.notifications[n as usize].refs += 1,
+            Object::Memory(m) => self.memobjs[m as usize].refs += 1,
             _ => {}
         }
     }
@@ -701,6 +743,10 @@ impl Kernel {
     /// good; its fault handler gets a message (label `FAULT_LABEL`).
     pub fn fault<P: Platform>(&mut self, p: &mut P, vector: u64, error: u64, addr: u64) {
         let Some(c) = self.current() else { return };
+        // A write to a copy-on-write page is not a fault: give the writer its own copy.
+        if vector == 14 && error & 0b111 == 0b111 && self.resolve_cow(p, self.threads[c].root, addr) {
+            return;
+        }
         let ti = self.threads[c].task as usize;
         let rip = self.threads[c].regs.rip;
         let (mut b0, mut b1, mut b2, mut h) = ([0u8; 20], [0u8; 20], [0u8; 20], [0u8; 16]);
@@ -725,7 +771,7 @@ impl Kernel {
         self.current = NONE;
         if let Some((ep, badge)) = self.threads[c].fault_ep {
             self.threads[c].send_badge = badge;
-            self.send_fault(c, ep as usize);
+            self.send_fault(p, c, ep as usize);
         }
         self.reschedule();
     }
@@ -792,12 +838,12 @@ impl Kernel {
                 self.threads[c].regs.rdi = slot as u64;
                 Ok(())
             })(),
-            Sysno::CapDelete => self.tasks[ti].caps.take(r.rdi).map(|cap| self.drop_cap(cap)),
-            Sysno::Send => return self.ipc_send(c, r.rdi, r.rsi, false),
-            Sysno::Call => return self.ipc_send(c, r.rdi, r.rsi, true),
-            Sysno::Recv => return self.ipc_recv(c, r.rdi),
-            Sysno::ReplyRecv => return self.ipc_reply_recv(c, r.rdi, r.rsi),
-            Sysno::Reply => self.ipc_reply(c),
+            Sysno::CapDelete => self.tasks[ti].caps.take(r.rdi).map(|cap| self.drop_cap(p, cap)),
+            Sysno::Send => return self.ipc_send(p, c, r.rdi, r.rsi, false),
+            Sysno::Call => return self.ipc_send(p, c, r.rdi, r.rsi, true),
+            Sysno::Recv => return self.ipc_recv(p, c, r.rdi),
+            Sysno::ReplyRecv => return self.ipc_reply_recv(p, c, r.rdi, r.rsi),
+            Sysno::Reply => self.ipc_reply(p, c),
             Sysno::NotifyCreate => (|| {
                 let n = self.notifications.iter().position(|n| n.refs == 0).ok_or(Error::NoSlots)?;
                 let slot = self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL))?;
@@ -806,6 +852,18 @@ impl Kernel {
                 Ok(())
             })(),
             Sysno::Signal => self.signal(ti, r.rdi, r.rsi),
+            Sysno::SetRecvWindow => (|| {
+                if r.rdi != 0 || r.rsi != 0 {
+                    Self::check_user_pages(r.rdi, r.rsi)?;
+                }
+                self.threads[c].win_va = r.rdi;
+                self.threads[c].win_pages = r.rsi;
+                Ok(())
+            })(),
+            Sysno::MemCreate => self.memobj_create(p, c, ti, r.rdi),
+            Sysno::MemMapObj => self.memobj_map(p, ti, r.rdi, r.rsi),
+            Sysno::SendNB => return self.ipc_send_nb(p, c, r.rdi, r.rsi),
+            Sysno::RecvNB => return self.ipc_recv_nb(p, c, r.rdi),
             Sysno::Trace => {
                 if r.rdi > 2 {
                     Err(Error::BadArgument)
@@ -919,7 +977,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn check_user_pages(va: u64, pages: u64) -> Result<(), Error> {
+    pub(crate) fn check_user_pages(va: u64, pages: u64) -> Result<(), Error> {
         let len = pages.checked_mul(PAGE_SIZE).ok_or(Error::BadArgument)?;
         let end = va.checked_add(len).ok_or(Error::BadAddress)?;
         if va % PAGE_SIZE != 0 || va < USER_MIN || end > USER_MAP_MAX || pages == 0 || pages > 65536 {

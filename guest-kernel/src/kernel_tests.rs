@@ -6,6 +6,7 @@ use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, FAULT_LABEL};
 
 use super::*;
 use crate::mm::phys::fake::FakeMem;
+use crate::mm::vspace;
 use crate::mm::PhysMem;
 
 const BOOT_BASE: u64 = 0x4000_0000;
@@ -397,4 +398,178 @@ fn fast_path_taken_only_under_its_conditions_and_never_leaks_registers() {
     k.ep_remove(0, server);
     prepare(&mut k, server, Sysno::ReplyRecv, ss, 0, &[]);
     assert!(!k.fastpath());
+}
+
+/// Two tasks with an endpoint between them: (kernel, platform, sender, receiver, send
+/// slot, receive slot). The receiver is waiting in `Recv`.
+fn pair() -> (Box<Kernel>, FakePlatform, usize, usize, u64, u64) {
+    let (mut k, mut p, th) = setup(2);
+    let (a, b) = (th[0], th[1]);
+    sys(&mut k, &mut p, b, Sysno::EndpointCreate, 0, 0, &[]);
+    let bs = k.threads[b].regs.rdi;
+    let as_ = give_ep(&mut k, a, 0, rights::SEND, 1);
+    (k, p, a, b, as_, bs)
+}
+
+fn write_user(k: &Kernel, p: &mut FakePlatform, t: usize, va: u64, bytes: &[u8]) {
+    let (pa, _) = vspace::translate(p, k.threads[t].root, va).unwrap();
+    p.write_bytes(pa, bytes);
+}
+
+fn read_user(k: &Kernel, p: &FakePlatform, t: usize, va: u64) -> u8 {
+    let (pa, _) = vspace::translate(p, k.threads[t].root, va).unwrap();
+    let mut b = [0u8];
+    p.read_bytes(pa, &mut b);
+    b[0]
+}
+
+fn frame_of(k: &Kernel, p: &FakePlatform, t: usize, va: u64) -> u64 {
+    vspace::translate(p, k.threads[t].root, va).unwrap().0 & !0xfff
+}
+
+const BUF: u64 = 0x1000_0000;
+const WIN: u64 = 0x2000_0000;
+
+#[test]
+fn copy_on_write_shares_until_written_and_isolates_both_ways() {
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    sys(&mut k, &mut p, a, Sysno::MemMap, BUF, 4, &[]);
+    for i in 0..4 {
+        write_user(&k, &mut p, a, BUF + i * 4096, &[b'A' + i as u8]);
+    }
+    sys(&mut k, &mut p, b, Sysno::SetRecvWindow, WIN, 8, &[]);
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    let used = k.frames.used();
+    let info = MsgInfo::new(3, 8).with_pages(MsgInfo::COW).0;
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 4 * 4096]);
+    assert_eq!(result(&k, a), None);
+    let r = k.threads[b].regs;
+    assert_eq!((r.r14, r.r15), (WIN, 4 * 4096), "where the pages landed");
+    assert_eq!(MsgInfo(r.rsi).pages(), Some(MsgInfo::COW));
+    assert!(k.frames.used() - used <= 3, "no data frame copied on send (at most new page tables)");
+    let used = k.frames.used();
+    for i in 0..4 {
+        assert_eq!(frame_of(&k, &p, a, BUF + i * 4096), frame_of(&k, &p, b, WIN + i * 4096));
+        assert_eq!(read_user(&k, &p, b, WIN + i * 4096), b'A' + i as u8);
+    }
+    // The receiver writes page 0: it gets its own copy of that page only.
+    k.switch_to(b);
+    k.fault(&mut p, 14, 0b111, WIN + 5);
+    assert_eq!(k.threads[b].state, ThreadState::Running, "not a fault: resolved");
+    write_user(&k, &mut p, b, WIN, b"b");
+    assert_eq!(k.frames.used(), used + 1);
+    assert_eq!(read_user(&k, &p, a, BUF), b'A', "the sender does not see the receiver's write");
+    // The sender writes page 1: its own copy; the receiver keeps the old contents.
+    k.make_ready(b);
+    k.current = NONE;
+    k.switch_to(a);
+    k.fault(&mut p, 14, 0b111, BUF + 4096);
+    write_user(&k, &mut p, a, BUF + 4096, b"a");
+    assert_eq!(read_user(&k, &p, b, WIN + 4096), b'B', "the receiver does not see the sender's write");
+    assert_eq!(k.frames.used(), used + 2);
+    // Pages nobody wrote are still shared.
+    for i in 2..4 {
+        assert_eq!(frame_of(&k, &p, a, BUF + i * 4096), frame_of(&k, &p, b, WIN + i * 4096));
+    }
+    // A write fault on a page that is not copy-on-write is a real fault.
+    k.fault(&mut p, 14, 0b111, 0x400000);
+    assert_eq!(k.threads[a].state, ThreadState::Faulted);
+}
+
+#[test]
+fn grant_moves_pages_and_bad_transfers_are_refused_whole() {
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    sys(&mut k, &mut p, a, Sysno::MemMap, BUF, 2, &[]);
+    write_user(&k, &mut p, a, BUF, b"g");
+    let info = MsgInfo::new(3, 8).with_pages(MsgInfo::GRANT).0;
+    // No receive window / too small / unaligned / unmapped: refused, nothing moved.
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 2 * 4096]);
+    assert_eq!(result(&k, a), Some(Error::WindowTooSmall));
+    k.threads[b].win_va = WIN;
+    k.threads[b].win_pages = 1;
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 2 * 4096]);
+    assert_eq!(result(&k, a), Some(Error::WindowTooSmall));
+    k.threads[b].win_pages = 8;
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF + 1, 4096]);
+    assert_eq!(result(&k, a), Some(Error::BadAddress), "unaligned");
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 3 * 4096]);
+    assert_eq!(result(&k, a), Some(Error::BadAddress), "the third page is not mapped");
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, 0xffff_8000_0000_0000, 4096]);
+    assert_eq!(result(&k, a), Some(Error::BadAddress), "kernel memory");
+    assert!(vspace::translate(&p, k.threads[a].root, BUF).is_some(), "nothing moved");
+    let used = k.frames.used();
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 2 * 4096]);
+    assert_eq!(result(&k, a), None);
+    assert!(vspace::translate(&p, k.threads[a].root, BUF).is_none(), "the sender lost the page");
+    assert_eq!(read_user(&k, &p, b, WIN), b'g');
+    assert!(k.frames.used() - used <= 3, "pages moved, not copied (at most new page tables)");
+}
+
+#[test]
+fn memory_objects_are_shared_both_ways_and_freed_with_the_last_owner() {
+    let (mut k, mut p, a, b, _, _) = pair();
+    let base = k.frames.used();
+    sys(&mut k, &mut p, a, Sysno::MemCreate, 3, 0, &[]);
+    assert_eq!(result(&k, a), None);
+    let slot = k.threads[a].regs.rdi;
+    sys(&mut k, &mut p, a, Sysno::MemMapObj, slot, BUF, &[]);
+    assert_eq!(result(&k, a), None);
+    // Give b a copy of the capability and map it there too.
+    let cap = k.tasks[k.threads[a].task as usize].caps.get(slot).unwrap();
+    k.add_ref(cap);
+    let bslot = k.tasks[k.threads[b].task as usize].caps.insert(cap).unwrap() as u64;
+    sys(&mut k, &mut p, b, Sysno::MemMapObj, bslot, WIN, &[]);
+    write_user(&k, &mut p, a, BUF + 4096 * 2, b"x");
+    assert_eq!(read_user(&k, &p, b, WIN + 4096 * 2), b'x', "a's write is visible to b");
+    write_user(&k, &mut p, b, WIN, b"y");
+    assert_eq!(read_user(&k, &p, a, BUF), b'y', "and b's to a");
+    sys(&mut k, &mut p, a, Sysno::MemMapObj, slot, BUF, &[]);
+    assert_eq!(result(&k, a), Some(Error::Exists));
+    // Drop everything: back to where we started.
+    sys(&mut k, &mut p, a, Sysno::CapDelete, slot, 0, &[]);
+    let (ta, tb) = (k.threads[a].task as usize, k.threads[b].task as usize);
+    assert!(k.frames.used() > base, "the mappings still own the pages");
+    k.kill_task(&mut p, ta);
+    k.kill_task(&mut p, tb);
+    let (_, _, th) = (0, 0, 0);
+    let _ = th;
+    assert!(k.memobjs.iter().all(|m| m.refs == 0));
+    // Two tasks were spawned by `pair`: their own frames went too.
+    let (mut k2, _p2, _) = setup(0);
+    let _ = &mut k2;
+    assert_eq!(k.frames.used(), k2.frames.used(), "accounting back to a kernel with no tasks");
+}
+
+#[test]
+fn non_blocking_send_and_receive() {
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    sys(&mut k, &mut p, a, Sysno::SendNB, as_, 0, &[]);
+    assert_eq!(result(&k, a), Some(Error::WouldBlock));
+    assert_eq!(k.threads[a].state, ThreadState::Running);
+    sys(&mut k, &mut p, b, Sysno::RecvNB, bs, 0, &[]);
+    assert_eq!(result(&k, b), Some(Error::WouldBlock));
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    sys(&mut k, &mut p, a, Sysno::SendNB, as_, MsgInfo::new(4, 1).0, &[11]);
+    assert_eq!(result(&k, a), None);
+    assert_eq!(k.threads[b].regs.word(0), 11);
+}
+
+#[test]
+fn long_messages_travel_through_the_ipc_buffers() {
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    let words: Vec<u64> = (0..120).map(|i| i * 1000 + 7).collect();
+    let (ba, bb) = (k.threads[a].ipc_buffer, k.threads[b].ipc_buffer);
+    assert!(ba != 0 && bb != 0 && ba != bb);
+    for (i, w) in words.iter().enumerate().skip(8) {
+        p.write_u64(ba + 8 * i as u64, *w);
+    }
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    sys(&mut k, &mut p, a, Sysno::Send, as_, MsgInfo::new(5, 120).0, &words[..8]);
+    let r = k.threads[b].regs;
+    assert_eq!(MsgInfo(r.rsi).words(), 120);
+    for (i, w) in words.iter().enumerate() {
+        let got = if i < 8 { r.word(i) } else { p.read_u64(bb + 8 * i as u64) };
+        assert_eq!(got, *w, "word {i}");
+    }
 }

@@ -22,6 +22,8 @@ pub enum Object {
     Task(u16),
     /// A read-only boot file (index into the kernel's boot files).
     BootFile(u16),
+    /// A memory object: pages that can be mapped into several address spaces.
+    Memory(u16),
     /// The right to end the virtual machine.
     Machine,
 }

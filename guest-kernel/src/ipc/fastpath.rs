@@ -5,7 +5,8 @@
 //! which has the same semantics):
 //!
 //! `Call`:
-//! 1. the message has at most 8 words (registers only) and carries no capability;
+//! 1. the message has at most 8 words (registers only) and carries no capability and no
+//!    pages;
 //! 2. the slot in `rdi` holds an endpoint capability with SEND;
 //! 3. a receiver is already waiting on that endpoint;
 //! 4. no ready thread has a higher priority than that receiver.
@@ -35,7 +36,7 @@ impl Kernel {
         let c = self.current as usize;
         let Some(me) = self.threads.get(c) else { return false };
         let (sysno, slot, info) = (me.regs.rax, me.regs.rdi, MsgInfo(me.regs.rsi));
-        if info.cap().is_some() || info.words() > MSG_REGS {
+        if info.cap().is_some() || info.pages().is_some() || info.words() > MSG_REGS {
             return false;
         }
         let Ok(cap) = self.tasks[me.task as usize].caps.get(slot) else { return false };

@@ -17,9 +17,10 @@
 
 mod fastpath;
 
-use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL};
+use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL, MAX_WORDS, MSG_REGS};
 
 use crate::kernel::{Kernel, ThreadState, Waiting, NONE};
+use crate::platform::Platform;
 
 impl Kernel {
     // ---- endpoint queues ------------------------------------------------------------
@@ -80,8 +81,9 @@ impl Kernel {
     // ---- message transfer ---------------------------------------------------------
 
     /// Copies the message of `from` (its registers, or its fault) into `to`'s registers,
-    /// with `badge`, moving a capability along if the message carries one.
-    fn transfer(&mut self, from: usize, to: usize, badge: u64) {
+    /// with `badge`, moving a capability and pages along if the message carries them. On
+    /// an error nothing reached `to` (pages are checked before any moves).
+    fn transfer<P: Platform>(&mut self, p: &mut P, from: usize, to: usize, badge: u64) -> Result<(), Error> {
         if let Some(f) = self.threads[from].fault {
             let regs = &mut self.threads[to].regs;
             regs.rdi = badge;
@@ -90,11 +92,16 @@ impl Kernel {
                 regs.set_word(i, *w);
             }
             regs.rax = 0;
-            return;
+            return Ok(());
         }
         let src = self.threads[from].regs;
         let info = MsgInfo(src.rsi);
         let mut out = MsgInfo::new(info.label(), info.words());
+        let mut landed = None;
+        if let Some(kind) = info.pages() {
+            landed = Some(self.transfer_pages(p, from, to, kind)?);
+            out = out.with_pages(kind);
+        }
         if let Some(slot) = info.cap() {
             let ft = self.threads[from].task as usize;
             let tt = self.threads[to].task as usize;
@@ -105,19 +112,43 @@ impl Kernel {
                 }
             }
         }
+        // Words 8 and up: buffer to buffer, physical to physical.
+        let n = info.words();
+        if n > MSG_REGS {
+            let (sb, db) = (self.threads[from].ipc_buffer, self.threads[to].ipc_buffer);
+            if sb == 0 || db == 0 {
+                return Err(Error::BadAddress);
+            }
+            let mut buf = [0u8; 8 * (MAX_WORDS - MSG_REGS)];
+            let len = 8 * (n - MSG_REGS);
+            p.read_bytes(sb + 8 * MSG_REGS as u64, &mut buf[..len]);
+            p.write_bytes(db + 8 * MSG_REGS as u64, &buf[..len]);
+        }
         let dst = &mut self.threads[to].regs;
         dst.rdi = badge;
         dst.rsi = out.0;
-        for i in 0..info.words() {
+        for i in 0..n.min(MSG_REGS) {
             dst.set_word(i, src.word(i));
         }
+        if let Some((va, len)) = landed {
+            dst.r14 = va;
+            dst.r15 = len;
+        }
         dst.rax = 0;
+        Ok(())
     }
 
     // ---- operations ---------------------------------------------------------------
 
     /// `send` / `call` from thread `c` on the endpoint in `slot`.
-    pub(crate) fn ipc_send(&mut self, c: usize, slot: u64, info: u64, call: bool) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_send<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        slot: u64,
+        info: u64,
+        call: bool,
+    ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
         let need = rights::SEND | if MsgInfo(info).cap().is_some() { rights::GRANT } else { 0 };
         let (e, cap) = match self.tasks[ti].caps.endpoint(slot, need) {
@@ -126,8 +157,11 @@ impl Kernel {
         };
         let e = e as usize;
         if self.endpoints[e].waiting == Waiting::Receivers {
-            let r = self.ep_pop(e).expect("a waiting receiver");
-            self.transfer(c, r, cap.badge);
+            let r = self.endpoints[e].head as usize;
+            if let Err(err) = self.transfer(p, c, r, cap.badge) {
+                return Some(Err(err));
+            }
+            self.ep_pop(e);
             self.threads[c].regs.rax = 0;
             if call {
                 // Direct switch: the receiver runs now, on the caller's time slice.
@@ -147,14 +181,14 @@ impl Kernel {
     }
 
     /// Queues the faulted thread `c`'s fault message on endpoint `e`, or delivers it.
-    pub(crate) fn send_fault(&mut self, c: usize, e: usize) {
+    pub(crate) fn send_fault<P: Platform>(&mut self, p: &mut P, c: usize, e: usize) {
         if self.endpoints[e].refs == 0 {
             return;
         }
         if self.endpoints[e].waiting == Waiting::Receivers {
             let r = self.ep_pop(e).expect("a waiting receiver");
             let badge = self.threads[c].send_badge;
-            self.transfer(c, r, badge);
+            let _ = self.transfer(p, c, r, badge); // a fault message carries no pages
             self.make_ready(r);
             return;
         }
@@ -163,16 +197,53 @@ impl Kernel {
     }
 
     /// `recv` by thread `c` on the endpoint in `slot`.
-    pub(crate) fn ipc_recv(&mut self, c: usize, slot: u64) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_recv<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Option<Result<(), Error>> {
+        self.ipc_recv_inner(p, c, slot, true)
+    }
+
+    /// `RecvNB`: like `Recv`, but `WouldBlock` instead of waiting.
+    pub(crate) fn ipc_recv_nb<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Option<Result<(), Error>> {
+        self.ipc_recv_inner(p, c, slot, false)
+    }
+
+    /// `SendNB`: like `Send`, but `WouldBlock` instead of waiting for a receiver.
+    pub(crate) fn ipc_send_nb<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        slot: u64,
+        info: u64,
+    ) -> Option<Result<(), Error>> {
+        let ti = self.threads[c].task as usize;
+        match self.tasks[ti].caps.endpoint(slot, rights::SEND) {
+            Ok((e, _)) if self.endpoints[e as usize].waiting != Waiting::Receivers => Some(Err(Error::WouldBlock)),
+            Ok(_) => self.ipc_send(p, c, slot, info, false),
+            Err(err) => Some(Err(err)),
+        }
+    }
+
+    fn ipc_recv_inner<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        slot: u64,
+        block: bool,
+    ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
         let e = match self.tasks[ti].caps.endpoint(slot, rights::RECV) {
             Ok((e, _)) => e as usize,
             Err(err) => return Some(Err(err)),
         };
-        if self.endpoints[e].waiting == Waiting::Senders {
+        while self.endpoints[e].waiting == Waiting::Senders {
             let s = self.ep_pop(e).expect("a waiting sender");
             let badge = self.threads[s].send_badge;
-            self.transfer(s, c, badge);
+            if let Err(err) = self.transfer(p, s, c, badge) {
+                // The sender's message cannot be delivered (e.g. no room for its pages):
+                // its send fails, and this receiver tries the next one.
+                self.threads[s].regs.set_result(Err(err));
+                self.make_ready(s);
+                continue;
+            }
             match self.threads[s].state {
                 _ if self.threads[s].fault.is_some() => self.threads[s].state = ThreadState::Faulted,
                 ThreadState::BlockedSend { call: true, .. } => {
@@ -186,6 +257,9 @@ impl Kernel {
             }
             return None;
         }
+        if !block {
+            return Some(Err(Error::WouldBlock));
+        }
         self.threads[c].state = ThreadState::BlockedRecv { ep: e as u16 };
         self.ep_push(e, c, Waiting::Receivers);
         self.current = NONE;
@@ -193,19 +267,28 @@ impl Kernel {
     }
 
     /// `reply` by server thread `c`: answer its caller, who becomes ready; `c` goes on.
-    pub(crate) fn ipc_reply(&mut self, c: usize) -> Result<(), Error> {
+    pub(crate) fn ipc_reply<P: Platform>(&mut self, p: &mut P, c: usize) -> Result<(), Error> {
         let client = self.threads[c].reply_to;
         self.threads[c].reply_to = NONE;
         if client == NONE || self.threads[client as usize].state != (ThreadState::BlockedReply { server: c as u16 }) {
             return Err(Error::PartnerGone);
         }
-        self.transfer(c, client as usize, 0);
+        if let Err(e) = self.transfer(p, c, client as usize, 0) {
+            self.threads[c].reply_to = client;
+            return Err(e);
+        }
         self.make_ready(client as usize);
         Ok(())
     }
 
     /// `reply_recv` by server thread `c`: reply to its caller, then receive on `slot`.
-    pub(crate) fn ipc_reply_recv(&mut self, c: usize, slot: u64, _info: u64) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_reply_recv<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        slot: u64,
+        _info: u64,
+    ) -> Option<Result<(), Error>> {
         let client = self.threads[c].reply_to;
         // Check the receive capability before replying, so an error leaves nothing done.
         let ti = self.threads[c].task as usize;
@@ -217,9 +300,11 @@ impl Kernel {
             return Some(Err(Error::PartnerGone));
         }
         let client = client as usize;
+        if let Err(e) = self.transfer(p, c, client, 0) {
+            return Some(Err(e));
+        }
         self.threads[c].reply_to = NONE;
-        self.transfer(c, client, 0);
-        let r = self.ipc_recv(c, slot);
+        let r = self.ipc_recv(p, c, slot);
         if self.threads[c].state == ThreadState::Running {
             // A message was waiting: the server goes on; the client waits its turn.
             self.make_ready(client);

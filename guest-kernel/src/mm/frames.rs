@@ -75,6 +75,11 @@ pub struct Frames {
     free_head: u64,
     total: u64,
     used: u64,
+    /// Per-frame owner counts (u16 per frame number, in frames of their own), so that a
+    /// frame mapped in several places (copy-on-write, shared memory) is freed with its
+    /// last owner. 0 until `init_refcounts`.
+    refs_pa: u64,
+    refs_frames: u64,
 }
 
 impl Frames {
@@ -88,7 +93,72 @@ impl Frames {
             free_head: 0,
             total: 0,
             used: 0,
+            refs_pa: 0,
+            refs_frames: 0,
         }
+    }
+
+    /// Sets up the owner counts: takes enough contiguous never-used frames for one u16 per
+    /// frame number up to the highest usable frame. They are zero (VMM-zeroed memory) and
+    /// stay allocated forever. Returns false if no range is large enough.
+    pub fn init_refcounts(&mut self) -> bool {
+        let top = self.ranges[..self.nranges].iter().map(|r| r.end).max().unwrap_or(0);
+        let need = (top / PAGE_SIZE * 2).div_ceil(PAGE_SIZE);
+        for i in self.bump_range..self.nranges {
+            let r = self.ranges[i];
+            let start = if i == self.bump_range { self.bump_next } else { r.start };
+            if r.end - start >= need * PAGE_SIZE {
+                // Frames before `start` in earlier ranges stay available to the bump pointer
+                // only if this is the current range; otherwise they are skipped (rare).
+                self.refs_pa = start;
+                self.refs_frames = need;
+                self.bump_range = i;
+                self.bump_next = start + need * PAGE_SIZE;
+                self.used += need;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn ref_at(&self, pa: u64) -> Option<u64> {
+        let i = pa / PAGE_SIZE;
+        (self.refs_pa != 0 && i * 2 < self.refs_frames * PAGE_SIZE).then_some(self.refs_pa + i * 2)
+    }
+
+    /// How many owners the frame at `pa` has (0 for frames not counted).
+    pub fn owners<M: PhysMem + ?Sized>(&self, mem: &M, pa: u64) -> u16 {
+        let Some(at) = self.ref_at(pa) else { return 0 };
+        let mut b = [0u8; 2];
+        mem.read_bytes(at, &mut b);
+        u16::from_le_bytes(b)
+    }
+
+    fn set_owners<M: PhysMem + ?Sized>(&self, mem: &mut M, pa: u64, n: u16) {
+        if let Some(at) = self.ref_at(pa) {
+            mem.write_bytes(at, &n.to_le_bytes());
+        }
+    }
+
+    /// One more owner for the frame at `pa`. False if the count would overflow.
+    pub fn share<M: PhysMem + ?Sized>(&self, mem: &mut M, pa: u64) -> bool {
+        let n = self.owners(mem, pa);
+        if n == u16::MAX {
+            return false;
+        }
+        self.set_owners(mem, pa, n.max(1) + 1);
+        true
+    }
+
+    /// One owner fewer; the frame is freed when the last one goes. Returns whether it was.
+    pub fn release<M: PhysMem + ?Sized>(&mut self, mem: &mut M, pa: u64) -> bool {
+        let n = self.owners(mem, pa);
+        if n > 1 {
+            self.set_owners(mem, pa, n - 1);
+            return false;
+        }
+        self.set_owners(mem, pa, 0);
+        self.free_frame(mem, pa)
     }
 
     /// An allocator over `ranges` (page aligned, not containing frame 0).

@@ -2,6 +2,7 @@
 
 pub mod frames;
 pub mod phys;
+pub mod share;
 pub mod umem;
 pub mod vspace;
 

@@ -14,6 +14,14 @@ pub trait PhysMem {
     /// Zeroes the frame at `pa` (4 KiB aligned). The platform picks the cheapest way: on
     /// l4vmm it asks the VMM, so no bulk stores run in (possibly emulated) ring 0.
     fn zero_frame(&mut self, pa: u64);
+    /// Copies the frame at `src` to the frame at `dst` (both 4 KiB aligned).
+    fn copy_frame(&mut self, dst: u64, src: u64) {
+        let mut buf = [0u8; 512];
+        for off in (0..4096).step_by(512) {
+            self.read_bytes(src + off, &mut buf);
+            self.write_bytes(dst + off, &buf);
+        }
+    }
 }
 
 #[cfg(test)]

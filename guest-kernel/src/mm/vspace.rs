@@ -112,8 +112,8 @@ pub fn translate<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Option<(u6
     Some(((e & ADDR) | (va & (PAGE_SIZE - 1)), e & !ADDR))
 }
 
-/// Unmaps the page at `va`; frees the frame if [`OWNED`]. Returns the old entry (0 if
-/// nothing was mapped). The caller flushes the TLB.
+/// Unmaps the page at `va`; an [`OWNED`] frame loses this owner (and is freed with its
+/// last). Returns the old entry (0 if nothing was mapped). The caller flushes the TLB.
 pub fn unmap<M: PhysMem + ?Sized>(mem: &mut M, frames: &mut Frames, root: u64, va: u64) -> u64 {
     let Some(slot) = leaf_slot(mem, root, va & !(PAGE_SIZE - 1)) else { return 0 };
     let e = mem.read_u64(slot);
@@ -122,9 +122,26 @@ pub fn unmap<M: PhysMem + ?Sized>(mem: &mut M, frames: &mut Frames, root: u64, v
     }
     mem.write_u64(slot, 0);
     if e & OWNED != 0 {
-        frames.free_frame(mem, e & ADDR);
+        frames.release(mem, e & ADDR);
     }
     e
+}
+
+/// Replaces the leaf entry for a mapped page (same or new frame, new flags); returns the
+/// old one. The caller handles owner counts of the frames and flushes the TLB.
+pub fn set_leaf<M: PhysMem + ?Sized>(mem: &mut M, root: u64, va: u64, entry: u64) -> Option<u64> {
+    let slot = leaf_slot(mem, root, va & !(PAGE_SIZE - 1))?;
+    let old = mem.read_u64(slot);
+    if old & PRESENT == 0 {
+        return None;
+    }
+    mem.write_u64(slot, entry);
+    Some(old)
+}
+
+/// The physical address in a leaf entry.
+pub fn entry_addr(e: u64) -> u64 {
+    e & ADDR
 }
 
 /// Frees the whole user half of an address space: owned leaf frames, every page table,
@@ -138,7 +155,7 @@ pub fn destroy<M: PhysMem + ?Sized>(mem: &mut M, frames: &mut Frames, root: u64)
             }
             if level == 0 {
                 if e & OWNED != 0 {
-                    frames.free_frame(mem, e & ADDR);
+                    frames.release(mem, e & ADDR);
                 }
             } else {
                 walk(mem, frames, e & ADDR, level - 1, 512);
