@@ -92,24 +92,34 @@ fn forcing_syscall_where_it_does_not_enter_ring_0_fails_cleanly() {
 }
 
 #[test]
-fn ipcbench_reports_cycles_and_deterministic_ring0_instruction_counts() {
-    let counts = |out: &str| -> Vec<String> {
+fn ipcbench_measures_every_path_and_ring0_counts_are_deterministic() {
+    // (path, bytes) -> ring-0 instructions column, for every table row.
+    let rows = |out: &str| -> Vec<(String, String, String)> {
         out.lines()
-            .filter(|l| l.starts_with("ipcbench: call/reply") || l.starts_with("ipcbench: null syscall"))
-            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
+            .filter_map(|l| l.strip_prefix("ipcbench: "))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .filter(|w| w.len() == 6 && w[1].parse::<u64>().is_ok())
+            .map(|w| (w[0].clone(), w[1].clone(), w[5].clone()))
             .collect()
     };
     let a = l4vmm(&[]);
     a.assert_code(0)
-        .assert_stdout_has("ipcbench: call/reply (0 words)")
+        .assert_stdout_has("ipcbench: every answer checked out")
+        .assert_stdout_has("ipcbench: copy-on-write beats copying from ")
+        .assert_stdout_has("ipcbench: the shared region beats copying from ")
         .assert_stdout_has("root: 'ipcbench' finished with status 0");
-    let ca = counts(&a.stdout);
-    assert_eq!(ca.len(), 3, "{}", a.stdout);
+    let ra = rows(&a.stdout);
+    for path in ["null", "register", "ipcbuf", "copy", "cow", "shared"] {
+        assert!(ra.iter().any(|r| r.0 == path), "no {path} row in\n{}", a.stdout);
+    }
     if std::path::Path::new("/sys/module/kvm_pvm").exists() {
-        // Single-stepping gives one exit per ring-0 instruction here: the counts exist and
-        // are the same on every run.
-        assert!(ca.iter().all(|c| c.parse::<u64>().is_ok_and(|n| n > 0)), "{ca:?}");
+        // Single-stepping gives one exit per ring-0 instruction here: the small rows have
+        // counts, and they are the same on every run.
+        assert!(ra.iter().filter(|r| r.0 == "register").all(|r| r.2.parse::<u64>().is_ok_and(|n| n > 0)), "{ra:?}");
         let b = l4vmm(&[]);
-        assert_eq!(counts(&b.stdout), ca, "ring-0 instruction counts differ between runs");
+        assert_eq!(
+            rows(&b.stdout).iter().map(|r| &r.2).collect::<Vec<_>>(),
+            ra.iter().map(|r| &r.2).collect::<Vec<_>>()
+        );
     }
 }

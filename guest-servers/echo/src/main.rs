@@ -1,25 +1,81 @@
-//! The echo server: registers as "echo" and answers every message with the same label and
-//! words.
+//! The echo server: registers as "echo", answers every plain message with the same label
+//! and words, and is the sink of `l4_rt::transfer` (it answers a transfer of bytes, by
+//! copy, copy-on-write pages or a shared region, with their checksum).
 #![no_std]
 #![no_main]
 
-use l4_rt::ipc::{self, Msg};
+use l4_rt::ipc::{self, Msg, Received};
+use l4_rt::transfer::{
+    checksum, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SINK_COPY, SINK_PAGES, SINK_SHARED,
+    SINK_SHARED_SETUP,
+};
 use l4_rt::{names, println, sys};
 
 l4_rt::entry!(main);
 
+fn bytes(va: u64, len: u64) -> &'static [u8] {
+    // SAFETY: callers check that [va, va + len) is the receive window or the shared region,
+    // which the kernel mapped for this task.
+    unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) }
+}
+
+struct Sink {
+    shared: u64,
+}
+
+impl Sink {
+    fn answer(&mut self, got: &Received) -> Msg {
+        let m = got.msg;
+        match m.label {
+            SINK_COPY => {
+                let len = m.words[0].min(8 * 119);
+                let mut x = 0;
+                for i in 0..len.div_ceil(8) as usize {
+                    x ^= m.word(1 + i);
+                }
+                Msg::new(SINK_COPY, &[x])
+            }
+            SINK_PAGES if m.pages.is_some() && m.words[7] <= MAX_PAGES_BYTES as u64 => {
+                let len = m.words[0].min(m.words[7]);
+                Msg::new(SINK_PAGES, &[checksum(bytes(m.words[6], len))])
+            }
+            SINK_SHARED_SETUP => match m.cap {
+                Some(slot) if self.shared == 0 && sys::mem_map_obj(slot, SERVER_SHARED_VA).is_ok() => {
+                    self.shared = m.words[0];
+                    Msg::new(SINK_SHARED_SETUP, &[0])
+                }
+                _ => Msg::new(SINK_SHARED_SETUP, &[1]),
+            },
+            SINK_SHARED => {
+                let (off, len) = (m.words[0], m.words[1]);
+                if off.checked_add(len).is_some_and(|e| e <= self.shared) {
+                    Msg::new(SINK_SHARED, &[checksum(bytes(SERVER_SHARED_VA + off, len))])
+                } else {
+                    Msg::new(SINK_SHARED, &[u64::MAX])
+                }
+            }
+            _ => Msg { cap: None, pages: None, ..m },
+        }
+    }
+}
+
 fn main() -> u64 {
     let Ok(ep) = sys::endpoint_create() else { return 1 };
+    if sys::set_recv_window(SERVER_WINDOW_VA, MAX_PAGES_BYTES as u64 / 4096).is_err() {
+        println!("echo: cannot set a receive window");
+        return 1;
+    }
     if names::register("echo", ep).is_err() {
         println!("echo: cannot register");
         return 1;
     }
     println!("echo: serving");
+    let mut sink = Sink { shared: 0 };
     let mut r = ipc::recv(ep);
     loop {
         r = match r {
             Ok(got) => {
-                let m = Msg { cap: None, ..got.msg };
+                let m = sink.answer(&got);
                 ipc::reply_recv(ep, &m).or_else(|_| ipc::recv(ep))
             }
             Err(_) => ipc::recv(ep),

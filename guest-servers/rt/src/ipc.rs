@@ -1,7 +1,8 @@
 //! Typed synchronous IPC: a [`Msg`] is a label, up to eight words, and optionally one
 //! capability; it travels in registers.
 
-use l4_abi::syscall::{Error, MsgInfo, Sysno, MSG_REGS};
+use l4_abi::layout::IPC_BUFFER_VA;
+use l4_abi::syscall::{Error, MsgInfo, Sysno, MAX_WORDS, MSG_REGS};
 
 use crate::sys;
 
@@ -9,10 +10,21 @@ use crate::sys;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Msg {
     pub label: u32,
+    /// Number of words; beyond [`MSG_REGS`] they are in the IPC buffer ([`buffer`]).
     pub len: usize,
     pub words: [u64; MSG_REGS],
     /// Sending: my slot to pass along. Received: where the passed capability landed.
     pub cap: Option<u8>,
+    /// Pages travelling with the message: `MsgInfo::COW` or `MsgInfo::GRANT`; their
+    /// address and length are words 6 and 7.
+    pub pages: Option<u64>,
+}
+
+/// This thread's IPC buffer: message words 8 to 119 live at indices 8 to 119.
+pub fn buffer() -> &'static mut [u64; 512] {
+    // SAFETY: the kernel maps one zeroed, writable page at IPC_BUFFER_VA for the task's
+    // thread before it starts; each task has one thread, so nothing else aliases it.
+    unsafe { &mut *(IPC_BUFFER_VA as *mut [u64; 512]) }
 }
 
 impl Msg {
@@ -23,27 +35,61 @@ impl Msg {
         m
     }
 
+    /// A message of up to 120 words: the first 8 in registers, the rest copied into the
+    /// IPC buffer now.
+    pub fn long(label: u32, words: &[u64]) -> Self {
+        let n = words.len().min(MAX_WORDS);
+        let mut m = Msg::new(label, &words[..n.min(MSG_REGS)]);
+        m.len = n;
+        if n > MSG_REGS {
+            buffer()[MSG_REGS..n].copy_from_slice(&words[MSG_REGS..n]);
+        }
+        m
+    }
+
+    /// A message carrying the pages `[va, va + len)`, copy-on-write or granted (`kind`).
+    pub fn with_pages(mut self, kind: u64, va: u64, len: u64) -> Self {
+        self.pages = Some(kind);
+        self.words[6] = va;
+        self.words[7] = len;
+        self.len = self.len.max(MSG_REGS);
+        self
+    }
+
+    /// Word `i` of a received message (from the IPC buffer beyond the registers).
+    pub fn word(&self, i: usize) -> u64 {
+        if i < MSG_REGS {
+            self.words[i]
+        } else {
+            buffer()[i]
+        }
+    }
+
     /// The same message carrying my capability `slot`.
     pub fn with_cap(mut self, slot: u8) -> Self {
         self.cap = Some(slot);
         self
     }
 
+    /// The words in registers.
     pub fn words(&self) -> &[u64] {
-        &self.words[..self.len]
+        &self.words[..self.len.min(MSG_REGS)]
     }
 
     fn info(&self) -> u64 {
-        let i = MsgInfo::new(self.label, self.len);
-        match self.cap {
-            Some(s) => i.with_cap(s).0,
-            None => i.0,
+        let mut i = MsgInfo::new(self.label, self.len);
+        if let Some(s) = self.cap {
+            i = i.with_cap(s);
         }
+        if let Some(k) = self.pages {
+            i = i.with_pages(k);
+        }
+        i.0
     }
 
     fn from_ret(r: &sys::Ret) -> Self {
         let i = MsgInfo(r.rsi);
-        Msg { label: i.label(), len: i.words(), words: r.words, cap: i.cap() }
+        Msg { label: i.label(), len: i.words(), words: r.words, cap: i.cap(), pages: i.pages() }
     }
 }
 
@@ -67,6 +113,16 @@ pub fn call(ep: u8, m: &Msg) -> Result<Msg, Error> {
 /// Sends `m`, blocking until a receiver takes it.
 pub fn send(ep: u8, m: &Msg) -> Result<(), Error> {
     op(Sysno::Send, ep, m).map(|_| ())
+}
+
+/// Sends `m` if a receiver is waiting; `WouldBlock` otherwise.
+pub fn send_nb(ep: u8, m: &Msg) -> Result<(), Error> {
+    op(Sysno::SendNB, ep, m).map(|_| ())
+}
+
+/// Takes a message if one is waiting; `WouldBlock` otherwise.
+pub fn recv_nb(ep: u8) -> Result<Received, Error> {
+    op(Sysno::RecvNB, ep, &Msg::default())
 }
 
 /// Waits for a message.

@@ -13,6 +13,7 @@ mod mem;
 pub mod names;
 pub mod sys;
 pub mod time;
+pub mod transfer;
 
 pub use l4_abi as abi;
 

@@ -153,3 +153,18 @@ pub fn count_stop() -> Option<u64> {
     let n = raw(Sysno::Trace, 2, 0, [0; 8]).rdi;
     (n != u64::from(u32::MAX)).then_some(n)
 }
+
+/// Where pages sent to this thread land: `pages` pages at `va` (`(0, 0)`: none).
+pub fn set_recv_window(va: u64, pages: u64) -> Result<(), Error> {
+    call0(Sysno::SetRecvWindow, va, pages, 0, 0).map(|_| ())
+}
+
+/// A new memory object of `pages` zeroed pages; returns its slot.
+pub fn mem_create(pages: u64) -> Result<u8, Error> {
+    call0(Sysno::MemCreate, pages, 0, 0, 0).map(|r| r.rdi as u8)
+}
+
+/// Maps the memory object in `slot` at `va`.
+pub fn mem_map_obj(slot: u8, va: u64) -> Result<(), Error> {
+    call0(Sysno::MemMapObj, slot as u64, va, 0, 0).map(|_| ())
+}
