@@ -14,7 +14,13 @@ pub const FILE_WORDS: usize = 2 + NAME_BYTES / 8;
 /// Bytes of name per boot file.
 pub const NAME_BYTES: usize = 48;
 /// The most boot files described.
-pub const MAX_FILES: usize = (4096 / 8 - 4) / FILE_WORDS;
+pub const MAX_FILES: usize = (CMDLINE_LEN_OFFSET / 8 - 4) / FILE_WORDS;
+/// Byte offset of the command line's length.
+pub const CMDLINE_LEN_OFFSET: usize = 2040;
+/// Byte offset of the kernel command line.
+pub const CMDLINE_OFFSET: usize = 2048;
+/// The longest command line passed on.
+pub const CMDLINE_MAX: usize = 2048;
 /// Slot of the first boot-file capability in the root task's table.
 pub const FIRST_FILE_SLOT: u8 = 8;
 /// Slot of the machine capability in the root task's table.

@@ -603,7 +603,7 @@ impl Kernel {
 
     /// Starts the root task from boot file 0: machine capability, every boot file, and
     /// the boot-info page.
-    pub fn spawn_root<P: Platform>(&mut self, p: &mut P, prio: usize) -> Result<usize, Error> {
+    pub fn spawn_root<P: Platform>(&mut self, p: &mut P, prio: usize, cmdline: &[u8]) -> Result<usize, Error> {
         let (ti, th) = self.spawn(p, 0, prio)?;
         let caps = &mut self.tasks[ti].caps;
         caps.set(bootinfo::MACHINE_SLOT, Cap::new(Object::Machine, rights::ALL))?;
@@ -626,6 +626,9 @@ impl Kernel {
             let name = self.boot_files[i].name;
             p.write_bytes(at + 16, &name);
         }
+        let cl = &cmdline[..cmdline.len().min(bootinfo::CMDLINE_MAX)];
+        p.write_u64(info + bootinfo::CMDLINE_LEN_OFFSET as u64, cl.len() as u64);
+        p.write_bytes(info + bootinfo::CMDLINE_OFFSET as u64, cl);
         let root = self.tasks[ti].root;
         vspace::map(p, &mut self.frames, root, BOOTINFO_VA, info, OWNED).map_err(map_error)?;
         let _ = th;

@@ -120,6 +120,8 @@ fn start_user_space(info: &BootInfo<'static>, cmdline: &Cmdline<'_>) -> ! {
         let n = f.name.iter().position(|&b| b == 0).unwrap_or(f.name.len());
         kprintln!("  boot file ", i, ": '", console::Bytes(&f.name[..n]), "' ", f.size, " bytes");
     }
+    // SAFETY: boot, single CPU; read once by start_root.
+    unsafe { ROOT_CMDLINE = info.cmdline() };
     let forced = match cmdline.get("entry") {
         Some("syscall") => Some(arch::trap::EntryMode::Syscall),
         Some("int3") => Some(arch::trap::EntryMode::Int3),
@@ -128,11 +130,17 @@ fn start_user_space(info: &BootInfo<'static>, cmdline: &Cmdline<'_>) -> ! {
     arch::trap::choose_entry(forced, start_root)
 }
 
+/// The kernel command line, handed to the root task.
+static mut ROOT_CMDLINE: &[u8] = &[];
+
 /// Runs in trap context once the entry mechanism is known.
 fn start_root() {
     // SAFETY: trap context, interrupts off.
     let (k, m) = unsafe { arch::trap::state() };
-    match k.spawn_root(m, ROOT_PRIORITY) {
+    // SAFETY: the boot info was validated at boot and lives in loader memory that nothing
+    // writes; its command line is a plain byte range.
+    let cmdline = unsafe { ROOT_CMDLINE };
+    match k.spawn_root(m, ROOT_PRIORITY, cmdline) {
         Ok(t) => kprintln!("l4: root task '", console::Bytes(k.tasks[t].name()), "' started"),
         Err(e) => {
             kprintln!("l4: cannot start the root task: ", e.name());

@@ -6,8 +6,8 @@
 
 use l4_rt::ipc::{self, Msg, Received};
 use l4_rt::transfer::{
-    checksum, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SINK_COPY, SINK_PAGES, SINK_SHARED,
-    SINK_SHARED_SETUP,
+    checksum, COW_READ, COW_WRITE, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SHARED_WRITE, SINK_COPY,
+    SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
 };
 use l4_rt::{names, println, sys};
 
@@ -53,6 +53,26 @@ impl Sink {
                 } else {
                     Msg::new(SINK_SHARED, &[u64::MAX])
                 }
+            }
+            // The badge of the capability the caller used.
+            WHO => Msg::new(WHO, &[got.badge]),
+            // Reads byte `w0` of the last pages received, then writes `w1` there.
+            COW_WRITE | COW_READ => {
+                let off = m.words[0].min(MAX_PAGES_BYTES as u64 - 1);
+                let p = (SERVER_WINDOW_VA + off) as *mut u8;
+                // SAFETY: inside the receive window; pages are only there after a
+                // transfer, which the caller guarantees; a read of a hole would fault.
+                let old = unsafe { p.read_volatile() };
+                if m.label == COW_WRITE {
+                    // SAFETY: as above; the page is ours (copy-on-write gives us a copy).
+                    unsafe { p.write_volatile(m.words[1] as u8) };
+                }
+                Msg::new(m.label, &[old as u64])
+            }
+            SHARED_WRITE if m.words[0] < self.shared => {
+                // SAFETY: inside the shared region (checked against its size).
+                unsafe { ((SERVER_SHARED_VA + m.words[0]) as *mut u8).write_volatile(m.words[1] as u8) };
+                Msg::new(SHARED_WRITE, &[0])
             }
             _ => Msg { cap: None, pages: None, ..m },
         }

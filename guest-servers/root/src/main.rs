@@ -73,6 +73,25 @@ fn word(i: usize) -> u64 {
     unsafe { ((BOOTINFO_VA + 8 * i as u64) as *const u64).read_volatile() }
 }
 
+/// The kernel command line, from the boot-info page.
+fn cmdline() -> &'static str {
+    let len = (word(bootinfo::CMDLINE_LEN_OFFSET / 8) as usize).min(bootinfo::CMDLINE_MAX);
+    // SAFETY: the kernel wrote `len` bytes of command line at this offset of the boot-info
+    // page, which stays mapped read-only for the root task's lifetime.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((BOOTINFO_VA + bootinfo::CMDLINE_OFFSET as u64) as *const u8, len) };
+    core::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// Root's policy for which boot files to start: `run=a,b,...` on the kernel command line
+/// names them; by default every boot file except the test servers (`*test`).
+fn wanted(name: &str) -> bool {
+    match cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("run=")) {
+        Some(list) => list.split(',').any(|n| n == name),
+        None => !name.ends_with("test"),
+    }
+}
+
 fn main() -> u64 {
     if word(0) != bootinfo::MAGIC {
         println!("root: no boot-info page");
@@ -95,6 +114,9 @@ fn main() -> u64 {
         let mut c = Child::default();
         for k in 0..NAME_BYTES / 8 {
             c.name[k * 8..k * 8 + 8].copy_from_slice(&word(base + 2 + k).to_le_bytes());
+        }
+        if !wanted(c.name()) {
+            continue;
         }
         let parent = sys::cap_derive(ns, rights::SEND | rights::GRANT, 1 + n as u64);
         let fault = sys::cap_derive(ns, rights::SEND, FAULT_BADGE + n as u64);

@@ -30,6 +30,15 @@ pub const SINK_PAGES: u32 = 0x201;
 pub const SINK_SHARED_SETUP: u32 = 0x202;
 /// `SINK_SHARED(offset, len)`: bytes in the shared region.
 pub const SINK_SHARED: u32 = 0x203;
+/// `WHO()`: the server answers with the badge of the capability the caller used.
+pub const WHO: u32 = 0x204;
+/// `COW_WRITE(offset, byte)`: the server reads the byte at `offset` of its receive window
+/// (the last pages it received), answers it, then writes `byte` there.
+pub const COW_WRITE: u32 = 0x205;
+/// `COW_READ(offset)`: like `COW_WRITE` without the write.
+pub const COW_READ: u32 = 0x206;
+/// `SHARED_WRITE(offset, byte)`: the server writes `byte` into the shared region.
+pub const SHARED_WRITE: u32 = 0x207;
 /// Where the server maps the shared region and where it receives pages.
 pub const SERVER_SHARED_VA: u64 = 0x0000_0040_0000_0000;
 pub const SERVER_WINDOW_VA: u64 = 0x0000_0030_0000_0000;
