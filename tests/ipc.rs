@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use common::*;
 
-const CHECKS: [&str; 7] = [
+const CHECKS: [&str; 8] = [
     "ipctest: ok order",
     "ipctest: ok badges",
     "ipctest: ok errors",
     "ipctest: ok cow isolation both ways, unwritten pages stay shared",
+    "ipctest: ok cow of 4 MiB",
     "ipctest: ok shared mapping visible both ways",
     "ipctest: ok grant moves the pages",
     "ipctest: ok no frame leaks after 10000 messages of each kind",
