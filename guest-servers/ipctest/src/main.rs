@@ -166,6 +166,24 @@ fn main() -> u64 {
     );
 
     t.check(
+        "cow of 4 MiB",
+        (|| {
+            sys::mem_map(BIG, 1024).map_err(|_| "map")?;
+            for i in 0..1024u64 {
+                set_byte(BIG + i * 4096 + (i % 4096), i as u8);
+            }
+            // SAFETY: the 1024 pages just mapped.
+            let want = checksum(unsafe { core::slice::from_raw_parts(BIG as *const u8, 4 << 20) });
+            let r = ipc::call(echo, &pages_msg(SINK_PAGES, MsgInfo::COW, BIG, 4 << 20)).map_err(|_| "send")?;
+            let _ = sys::mem_unmap(BIG, 1024);
+            if r.words[0] != want {
+                return Err("checksum");
+            }
+            Ok(())
+        })(),
+    );
+
+    t.check(
         "shared mapping visible both ways",
         (|| {
             let m = sys::mem_create(2).map_err(|_| "mem_create")?;
