@@ -1,5 +1,6 @@
 //! The boot image: the kernel ELF and the boot modules, embedded or read from files.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -39,21 +40,23 @@ pub enum ImageError {
     ModuleTooLarge { name: String, size: u64, max: u64 },
 }
 
-/// Bytes plus a name for messages.
+/// Bytes plus a name for messages. Embedded images are borrowed, files owned.
 pub struct Blob {
     pub name: String,
-    pub bytes: Vec<u8>,
+    pub bytes: Cow<'static, [u8]>,
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Blob, ImageError> {
     let bytes = std::fs::read(path).map_err(|source| ImageError::Read { what, path: path.to_path_buf(), source })?;
-    Ok(Blob { name: format!("{what} '{}'", path.display()), bytes })
+    Ok(Blob { name: format!("{what} '{}'", path.display()), bytes: Cow::Owned(bytes) })
 }
 
 /// The kernel's bytes.
 pub fn kernel(source: &KernelSource) -> Result<Blob, ImageError> {
     match source {
-        KernelSource::Embedded => Ok(Blob { name: "the embedded kernel".into(), bytes: EMBEDDED_KERNEL.to_vec() }),
+        KernelSource::Embedded => {
+            Ok(Blob { name: "the embedded kernel".into(), bytes: Cow::Borrowed(EMBEDDED_KERNEL) })
+        }
         KernelSource::File(path) => read("kernel", path),
     }
 }
@@ -62,7 +65,7 @@ pub fn kernel(source: &KernelSource) -> Result<Blob, ImageError> {
 /// command line) is its file name.
 pub fn modules(source: &ModuleSource) -> Result<Vec<Blob>, ImageError> {
     match source {
-        ModuleSource::Embedded => Ok(vec![Blob { name: "boot.cpio".into(), bytes: EMBEDDED_ARCHIVE.to_vec() }]),
+        ModuleSource::Embedded => Ok(vec![Blob { name: "boot.cpio".into(), bytes: Cow::Borrowed(EMBEDDED_ARCHIVE) }]),
         ModuleSource::Files(paths) => paths
             .iter()
             .map(|p| {

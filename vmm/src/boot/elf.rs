@@ -113,7 +113,7 @@ pub fn validate(kernel: &Blob) -> Result<KernelLayout, ImageError> {
 
 /// Loads a validated kernel into guest memory and returns its 32-bit PVH entry point.
 pub fn load(kernel: &Blob, memory: &GuestMemoryMmap) -> Result<GuestAddress, ImageError> {
-    let mut cursor = Cursor::new(kernel.bytes.as_slice());
+    let mut cursor = Cursor::new(&kernel.bytes[..]);
     let result = ElfLoader::load(memory, None, &mut cursor, Some(GuestAddress(HIMEM_START)))
         .or_else(|e| match e {
             // The entry check compares e_entry (a virtual address) with the load address;
