@@ -108,7 +108,11 @@ fn timeout_stops_a_spinning_or_halted_guest() {
 
 #[test]
 fn extra_vcpus_wait_for_startup_without_disturbing_boot() {
-    l4vmm(&["--vcpus", "4"]).assert_code(0).assert_stdout_has("root: all done");
+    l4vmm(&["--vcpus", "4"])
+        .assert_code(0)
+        .assert_stdout_has("cpus: 4 (local APIC IDs 0 1 2 3)")
+        .assert_stdout_has("root: all done");
+    l4vmm(&["--cmdline", "ktest=exit=0"]).assert_code(0).assert_stdout_has("cpus: 1 (local APIC IDs 0)");
 }
 
 #[test]

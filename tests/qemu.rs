@@ -23,13 +23,26 @@ fn qemu_binary() -> &'static str {
 /// Boots the kernel under QEMU with the default boot archive as its one module.
 fn qemu(append: &str) -> Run {
     let mut cmd = Command::new(qemu_binary());
-    cmd.args(["-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-display", "none", "-monitor", "none"])
-        .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-        .arg("-kernel")
-        .arg(kernel_elf())
-        .arg("-initrd")
-        .arg(boot_archive())
-        .args(["-append", append]);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-smp",
+        "2",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ])
+    .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
+    .arg("-kernel")
+    .arg(kernel_elf())
+    .arg("-initrd")
+    .arg(boot_archive())
+    .args(["-append", append]);
     run(cmd, Duration::from_secs(120))
 }
 
@@ -55,7 +68,10 @@ const USER_SPACE: [&str; 6] = [
 fn same_kernel_and_servers_run_under_qemu_through_syscall() {
     let q = qemu("hello from qemu");
     // isa-debug-exit: status = (value << 1) | 1, so the guest's 0 is 1.
-    q.assert_code(1).assert_stdout_has("cmdline: 'hello from qemu'").assert_stdout_has("l4: user entry: syscall\n");
+    q.assert_code(1)
+        .assert_stdout_has("cmdline: 'hello from qemu'")
+        .assert_stdout_has("cpus: 2 (local APIC IDs 0 1)")
+        .assert_stdout_has("l4: user entry: syscall\n");
     let l = l4vmm(&["--cmdline", "hello from qemu"]);
     l.assert_code(0);
     for line in BANNER.iter().chain(USER_SPACE.iter()) {

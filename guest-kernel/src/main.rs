@@ -17,8 +17,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4_abi::exit;
 use l4_kernel::boot::cmdline::Cmdline;
-use l4_kernel::boot::cpio;
 use l4_kernel::boot::pvh::{self, BootInfo, MemType};
+use l4_kernel::boot::{acpi, cpio};
 use l4_kernel::mm::frames::{self, Range};
 
 use crate::console::Hex;
@@ -187,4 +187,14 @@ fn banner(info: &BootInfo<'static>, start_info: u64) {
         );
     }
     kprintln!("cmdline: '", console::Bytes(info.cmdline()), "'");
+    match acpi::find_rsdp(&arch::DirectMap, info.rsdp_paddr).and_then(|r| acpi::cpus(&arch::DirectMap, r)) {
+        Some(c) => {
+            kprint!("cpus: ", c.count, " (local APIC IDs");
+            for id in &c.apic_ids[..c.count] {
+                kprint!(" ", *id);
+            }
+            kprintln!(")");
+        }
+        None => kprintln!("cpus: 1 (no ACPI MADT)"),
+    }
 }

@@ -220,7 +220,8 @@ fn load_image(config: &Config, memory: &GuestMemoryMmap) -> Result<GuestAddress>
     // Check the fit before writing anything.
     let placed = pvh::place_modules(&modules, layout.end, mem, memory)?;
     let entry = elf::load(&kernel, memory)?;
-    pvh::write_start_info(memory, mem, &config.cmdline, &modules, &placed)?;
+    let rsdp = crate::boot::acpi::write(memory, config.vcpus)?;
+    pvh::write_start_info(memory, mem, &config.cmdline, &modules, &placed, rsdp)?;
     log::debug!("kernel [{:#x}, {:#x}) entry {:#x}, {} module(s)", layout.start, layout.end, entry.0, placed.len());
     Ok(entry)
 }

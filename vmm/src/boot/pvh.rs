@@ -75,6 +75,7 @@ pub fn write_start_info(
     cmdline: &str,
     modules: &[Blob],
     placed: &[PlacedModule],
+    rsdp: u64,
 ) -> Result<(), Error> {
     let boot_err = |what: &str, e: &dyn std::fmt::Display| Error::Memory(format!("{what}: {e}"));
 
@@ -101,6 +102,7 @@ pub fn write_start_info(
         cmdline_paddr: CMDLINE,
         memmap_paddr: MEMMAP,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: rsdp,
         ..Default::default()
     };
     let mut params = BootParams::new::<hvm_start_info>(&start_info, GuestAddress(START_INFO));
