@@ -40,7 +40,7 @@ fn assert_all_pass(r: &Run) {
 
 #[test]
 fn ipc_tests_pass_in_the_guest() {
-    let r = l4vmm(&["--cmdline", "run=echo,ipctest", "--timeout", "300"]);
+    let r = l4vmm_within(&["--cmdline", "run=echo,ipctest", "--timeout", "600"], Duration::from_secs(700));
     r.assert_code(0);
     assert_all_pass(&r);
 }

@@ -89,6 +89,8 @@ pub enum Sysno {
     SendNB = 25,
     /// Like `Recv`, but fails with `WouldBlock` instead of waiting for a sender.
     RecvNB = 26,
+    /// `(task slot, cpu)`: run the task's threads on that CPU.
+    SetAffinity = 27,
 }
 
 impl Sysno {
@@ -123,6 +125,7 @@ impl Sysno {
             24 => MemMapObj,
             25 => SendNB,
             26 => RecvNB,
+            27 => SetAffinity,
             _ => return None,
         })
     }
@@ -309,10 +312,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=26 {
+        for n in 0..=27 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(27), None);
+        assert_eq!(Sysno::from_u64(28), None);
         for n in 1..=13 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

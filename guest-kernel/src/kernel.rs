@@ -33,6 +33,8 @@ pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_BOOT_FILES: usize = 32;
 pub const MAX_NOTIFICATIONS: usize = 32;
 pub const MAX_MEMOBJS: usize = 32;
+/// The most CPUs the kernel schedules on.
+pub const MAX_CPUS: usize = 16;
 /// The largest memory object and the largest page transfer: 1 GiB.
 pub const MAX_OBJ_PAGES: u64 = 512 * 512;
 /// Timer ticks per time slice.
@@ -203,6 +205,8 @@ pub struct Thread {
     pub ep_next: u16,
     /// Unique over the kernel's lifetime (never reused, unlike the slot); 0 for free slots.
     pub id: u64,
+    /// The CPU this thread runs on (its affinity).
+    pub cpu: u8,
     /// Where pages sent to this thread land (`SetRecvWindow`): address and page count.
     pub win_va: u64,
     pub win_pages: u64,
@@ -224,6 +228,7 @@ impl Thread {
         fault: None,
         ep_next: NONE,
         id: 0,
+        cpu: 0,
         win_va: 0,
         win_pages: 0,
         ipc_buffer: 0,
@@ -317,13 +322,23 @@ pub struct Kernel {
     pub memobjs: [MemObj; MAX_MEMOBJS],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
-    pub runq: RunQueue<MAX_THREADS>,
-    /// The running thread (`NONE` when idle).
+    /// One run queue per CPU.
+    pub runqs: [RunQueue<MAX_THREADS>; MAX_CPUS],
+    /// The CPU executing kernel code now (set by the arch layer on entry, under the lock).
+    pub cpu: usize,
+    /// CPUs that are online.
+    pub cpus: usize,
+    /// The running thread of the executing CPU (`NONE` when idle); the others' are in
+    /// `currents`, swapped in and out by `enter_cpu`/`leave_cpu`.
     pub current: u16,
+    pub currents: [u16; MAX_CPUS],
+    /// CPUs that must be interrupted (a thread became ready there); the arch layer sends
+    /// the IPIs and clears this.
+    pub wake: u64,
     pub kernel_root: u64,
     /// The frame holding the user entry stub, mapped at `ENTRY_VA` everywhere.
     pub entry_frame: u64,
-    slice_left: u32,
+    slice_left: [u32; MAX_CPUS],
     next_thread_id: u64,
     /// Set once a MachineExit was requested.
     pub exit_code: Option<u8>,
@@ -359,11 +374,15 @@ impl Kernel {
             memobjs: [MemObj::FREE; MAX_MEMOBJS],
             boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
             nboot_files: 0,
-            runq: RunQueue::new(),
+            runqs: [const { RunQueue::new() }; MAX_CPUS],
+            cpu: 0,
+            cpus: 1,
             current: NONE,
+            currents: [NONE; MAX_CPUS],
+            wake: 0,
             kernel_root: 0,
             entry_frame: 0,
-            slice_left: SLICE_TICKS,
+            slice_left: [SLICE_TICKS; MAX_CPUS],
             next_thread_id: 1,
             exit_code: None,
         }
@@ -413,16 +432,37 @@ impl Kernel {
 
     // ---- scheduling -------------------------------------------------------------------
 
-    /// Makes `t` ready to run.
-    pub(crate) fn make_ready(&mut self, t: usize) {
-        self.threads[t].state = ThreadState::Ready;
-        self.runq.push(t, self.threads[t].prio as usize);
+    /// The executing CPU starts kernel work: its current thread becomes `current`.
+    pub fn enter_cpu(&mut self, cpu: usize) {
+        self.cpu = cpu;
+        self.current = self.currents[cpu];
     }
 
-    /// Runs `t` next, without a scheduler pass (L4 direct switch). The caller has already
-    /// taken the current thread out of `Running`.
+    /// The executing CPU leaves the kernel: `current` goes back to its slot.
+    pub fn leave_cpu(&mut self) {
+        self.currents[self.cpu] = self.current;
+    }
+
+    /// Makes `t` ready to run on its CPU; another CPU gets woken up.
+    pub(crate) fn make_ready(&mut self, t: usize) {
+        self.threads[t].state = ThreadState::Ready;
+        let cpu = self.threads[t].cpu as usize;
+        self.runqs[cpu].push(t, self.threads[t].prio as usize);
+        if cpu != self.cpu {
+            self.wake |= 1 << cpu;
+        }
+    }
+
+    /// Runs `t` next on this CPU, without a scheduler pass (L4 direct switch). The caller
+    /// has already taken the current thread out of `Running`. A thread that lives on
+    /// another CPU is made ready there instead.
     pub(crate) fn switch_to(&mut self, t: usize) {
-        self.runq.remove(t, self.threads[t].prio as usize);
+        if self.threads[t].cpu as usize != self.cpu {
+            self.make_ready(t);
+            self.current = NONE;
+            return;
+        }
+        self.runqs[self.cpu].remove(t, self.threads[t].prio as usize);
         self.threads[t].state = ThreadState::Running;
         self.current = t as u16;
     }
@@ -432,18 +472,19 @@ impl Kernel {
     pub fn reschedule(&mut self) {
         if let Some(c) = self.current() {
             if self.threads[c].state == ThreadState::Running {
-                let top = self.runq.top_priority();
-                if top.is_none_or(|p| p <= self.threads[c].prio as usize) {
+                let top = self.runqs[self.cpu].top_priority();
+                if self.threads[c].cpu as usize == self.cpu && top.is_none_or(|p| p <= self.threads[c].prio as usize) {
                     return;
                 }
+                // Preempted, or moved to another CPU.
                 self.make_ready(c);
             }
         }
         self.current = NONE;
-        if let Some(t) = self.runq.pop() {
+        if let Some(t) = self.runqs[self.cpu].pop() {
             self.threads[t].state = ThreadState::Running;
             self.current = t as u16;
-            self.slice_left = SLICE_TICKS;
+            self.slice_left[self.cpu] = SLICE_TICKS;
         }
     }
 
@@ -453,10 +494,11 @@ impl Kernel {
             self.reschedule();
             return;
         };
-        self.slice_left = self.slice_left.saturating_sub(1);
-        if self.slice_left == 0 {
-            self.slice_left = SLICE_TICKS;
-            if self.runq.top_priority().is_some_and(|p| p >= self.threads[c].prio as usize) {
+        let cpu = self.cpu;
+        self.slice_left[cpu] = self.slice_left[cpu].saturating_sub(1);
+        if self.slice_left[cpu] == 0 {
+            self.slice_left[cpu] = SLICE_TICKS;
+            if self.runqs[cpu].top_priority().is_some_and(|p| p >= self.threads[c].prio as usize) {
                 self.make_ready(c);
                 self.current = NONE;
             }
@@ -467,7 +509,9 @@ impl Kernel {
     /// Whether any thread could ever run again (false: every thread waits on IPC that
     /// nobody can send, since there are no other event sources yet).
     pub fn anything_runnable(&self) -> bool {
-        self.current != NONE || self.runq.top_priority().is_some()
+        self.current != NONE
+            || (0..self.cpus)
+                .any(|c| (c != self.cpu && self.currents[c] != NONE) || self.runqs[c].top_priority().is_some())
     }
 
     // ---- tasks ------------------------------------------------------------------------
@@ -530,6 +574,7 @@ impl Kernel {
         *t = Thread::FREE;
         t.task = ti as u16;
         t.root = root;
+        t.cpu = self.cpu as u8;
         t.prio = prio as u8;
         t.id = self.next_thread_id;
         self.next_thread_id += 1;
@@ -654,6 +699,14 @@ impl Kernel {
             if self.current == th as u16 {
                 self.current = NONE;
             }
+            // Running on another CPU: that CPU notices at its next entry (its current
+            // thread is gone) and is interrupted now so that it enters soon.
+            for c in 0..self.cpus {
+                if c != self.cpu && self.currents[c] == th as u16 {
+                    self.currents[c] = NONE;
+                    self.wake |= 1 << c;
+                }
+            }
         }
         let caps = self.tasks[ti].caps;
         for (_, c) in caps.iter() {
@@ -663,6 +716,7 @@ impl Kernel {
             t.caps.revoke(Object::Task(ti as u16));
         }
         let root = self.tasks[ti].root;
+        p.retire_root(root);
         vspace::destroy(p, &mut self.frames, root);
         self.tasks[ti] = Task::DEAD;
     }
@@ -671,7 +725,7 @@ impl Kernel {
     fn detach_thread(&mut self, th: usize) {
         let prio = self.threads[th].prio as usize;
         match self.threads[th].state {
-            ThreadState::Ready => self.runq.remove(th, prio),
+            ThreadState::Ready => self.runqs[self.threads[th].cpu as usize].remove(th, prio),
             ThreadState::BlockedSend { ep, .. } | ThreadState::BlockedRecv { ep } => self.ep_remove(ep as usize, th),
             ThreadState::BlockedWait { n } => self.notifications[n as usize].waiter = NONE,
             _ => {}
@@ -821,6 +875,26 @@ impl Kernel {
                 self.kill_task(p, ti);
                 return None;
             }
+            Sysno::SetAffinity => (|| {
+                let cap = self.tasks[ti].caps.get(r.rdi)?;
+                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
+                let cpu = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
+                if cpu >= self.cpus {
+                    return Err(Error::BadArgument);
+                }
+                for th in 0..MAX_THREADS {
+                    if self.threads[th].state == ThreadState::Free || self.threads[th].task != target {
+                        continue;
+                    }
+                    let old = self.threads[th].cpu as usize;
+                    self.threads[th].cpu = cpu as u8;
+                    if self.threads[th].state == ThreadState::Ready {
+                        self.runqs[old].remove(th, self.threads[th].prio as usize);
+                        self.make_ready(th);
+                    }
+                }
+                Ok(())
+            })(),
             Sysno::Yield => {
                 self.make_ready(c);
                 self.current = NONE;

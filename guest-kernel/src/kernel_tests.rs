@@ -58,6 +58,7 @@ impl Platform for FakePlatform {
         self.exited = Some(code);
     }
     fn flush_tlb(&mut self, _: u64, _: u64) {}
+    fn retire_root(&mut self, _: u64) {}
     fn trace(&mut self, _: u64) -> u64 {
         u64::from(u32::MAX)
     }
@@ -372,11 +373,11 @@ fn fast_path_taken_only_under_its_conditions_and_never_leaks_registers() {
     assert!(!k.fastpath());
     // A ready thread above the receiver's priority: slow path.
     k.threads[other].prio = 9;
-    k.runq.remove(other, 5);
+    k.runqs[0].remove(other, 5);
     k.make_ready(other);
     prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).0, &[9]);
     assert!(!k.fastpath());
-    k.runq.remove(other, 9);
+    k.runqs[0].remove(other, 9);
     k.threads[other].state = ThreadState::Faulted;
     // Now it qualifies.
     prepare(&mut k, client, Sysno::Call, cs, MsgInfo::new(1, 1).0, &[0x77, 1, 2, 3, 4, 5, 6, 0xfeed]);

@@ -130,6 +130,9 @@ fn start_user_space(info: &BootInfo<'static>, cmdline: &Cmdline<'_>) -> ! {
     arch::trap::choose_entry(forced, start_root)
 }
 
+/// The CPUs from the MADT, started once the root task exists.
+static mut CPUS: Option<acpi::Cpus> = None;
+
 /// The kernel command line, handed to the root task.
 static mut ROOT_CMDLINE: &[u8] = &[];
 
@@ -148,6 +151,16 @@ fn start_root() {
         }
     }
     BOOT_STAGE.store(3, Ordering::Relaxed);
+    // SAFETY: written once at boot.
+    if let Some(c) = unsafe { CPUS } {
+        if c.count > 1 {
+            // From here on the kernel keeps each CPU's current thread in `currents`.
+            k.leave_cpu();
+            let n = arch::start_aps(&c.apic_ids[..c.count]);
+            k.cpus = n;
+            kprintln!("l4: ", n, " cpus online");
+        }
+    }
     arch::start_timer();
 }
 
@@ -189,6 +202,8 @@ fn banner(info: &BootInfo<'static>, start_info: u64) {
     kprintln!("cmdline: '", console::Bytes(info.cmdline()), "'");
     match acpi::find_rsdp(&arch::DirectMap, info.rsdp_paddr).and_then(|r| acpi::cpus(&arch::DirectMap, r)) {
         Some(c) => {
+            // SAFETY: boot, single CPU; read once by start_root.
+            unsafe { CPUS = Some(c) };
             kprint!("cpus: ", c.count, " (local APIC IDs");
             for id in &c.apic_ids[..c.count] {
                 kprint!(" ", *id);

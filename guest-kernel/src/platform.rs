@@ -12,6 +12,9 @@ pub trait Platform: PhysMem {
     fn machine_exit(&mut self, code: u8);
     /// The VMM's ring-0 instruction counter: 0 start, 1 stop, 2 read.
     fn trace(&mut self, op: u64) -> u64;
-    /// Drops stale translations for `va` in the address space `root` (if it is active).
+    /// Drops stale translations for `va` in the address space `root`, on every CPU that
+    /// has it loaded, before returning.
     fn flush_tlb(&mut self, root: u64, va: u64);
+    /// The address space `root` is about to be freed: no CPU may keep it loaded.
+    fn retire_root(&mut self, root: u64);
 }

@@ -81,13 +81,19 @@ impl Run {
 
 /// Runs l4vmm with `args` (and a --timeout safety net unless the args set one).
 pub fn l4vmm(args: &[&str]) -> Run {
+    l4vmm_within(args, Duration::from_secs(90))
+}
+
+/// Like [`l4vmm`], for runs that take long (the host deadline is `deadline`; pass a
+/// --timeout below it).
+pub fn l4vmm_within(args: &[&str], deadline: Duration) -> Run {
     require_kvm();
     let mut cmd = Command::new(l4vmm_path());
     cmd.args(args);
     if !args.contains(&"--timeout") {
         cmd.args(["--timeout", "60"]);
     }
-    run(cmd, Duration::from_secs(90))
+    run(cmd, deadline)
 }
 
 /// Spawns `cmd` with piped output and stdin from /dev/null.

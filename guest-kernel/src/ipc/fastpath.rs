@@ -9,14 +9,14 @@
 //!    pages;
 //! 2. the slot in `rdi` holds an endpoint capability with SEND;
 //! 3. a receiver is already waiting on that endpoint;
-//! 4. no ready thread has a higher priority than that receiver.
+//! 4. the receiver lives on this CPU, and no ready thread here has a higher priority.
 //!
 //! `ReplyRecv`:
 //! 1. the reply has at most 8 words and carries no capability;
 //! 2. the caller is waiting for this thread's reply;
 //! 3. the slot in `rdi` holds an endpoint capability with RECV;
 //! 4. no sender is queued on that endpoint (otherwise this thread would receive at once);
-//! 5. no ready thread has a higher priority than the caller.
+//! 5. the caller lives on this CPU, and no ready thread here has a higher priority.
 //!
 //! Then it copies the words register to register, fixes the two threads' states, and
 //! makes the partner current: no run-queue operation, no scheduler pass (L4's direct
@@ -35,7 +35,11 @@ impl Kernel {
     pub fn fastpath(&mut self) -> bool {
         let c = self.current as usize;
         let Some(me) = self.threads.get(c) else { return false };
-        let (sysno, slot, info) = (me.regs.rax, me.regs.rdi, MsgInfo(me.regs.rsi));
+        let sysno = me.regs.rax;
+        if sysno != Sysno::Call as u64 && sysno != Sysno::ReplyRecv as u64 {
+            return false;
+        }
+        let (slot, info) = (me.regs.rdi, MsgInfo(me.regs.rsi));
         if info.cap().is_some() || info.pages().is_some() || info.words() > MSG_REGS {
             return false;
         }
@@ -48,7 +52,9 @@ impl Kernel {
                 return false;
             }
             let r = self.endpoints[e].head as usize;
-            if self.runq.top_priority().is_some_and(|p| p > self.threads[r].prio as usize) {
+            if self.threads[r].cpu as usize != self.cpu
+                || self.runqs[self.cpu].top_priority().is_some_and(|p| p > self.threads[r].prio as usize)
+            {
                 return false;
             }
             // Dequeue the receiver (the head).
@@ -72,7 +78,8 @@ impl Kernel {
                 || self.endpoints[e].waiting == Waiting::Senders
                 || client >= self.threads.len()
                 || !matches!(self.threads[client].state, ThreadState::BlockedReply { server } if server as usize == c)
-                || self.runq.top_priority().is_some_and(|p| p > self.threads[client].prio as usize)
+                || self.threads[client].cpu as usize != self.cpu
+                || self.runqs[self.cpu].top_priority().is_some_and(|p| p > self.threads[client].prio as usize)
             {
                 return false;
             }

@@ -13,10 +13,10 @@ const ROUNDS: u64 = 100;
 fn main() -> u64 {
     // Start only once the spinner spins: from then on this task gets the CPU back only
     // through timer preemption.
-    if let Ok(Some(_)) = names::wait_for("spinner", 1000) {
+    if let Ok(Some(_)) = names::wait_for("spinner", 10) {
         println!("client: the spinner is running; working beside it");
     }
-    let echo = match names::wait_for("echo", 1000) {
+    let echo = match names::wait_for("echo", 10) {
         Ok(Some(c)) => c,
         _ => {
             println!("client: no echo server");

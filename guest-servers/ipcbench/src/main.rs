@@ -66,7 +66,7 @@ fn l4_rt_fmt(mut n: u64, buf: &mut [u8; 20]) -> &str {
 }
 
 fn main() -> u64 {
-    let Ok(Some(echo)) = names::wait_for("echo", 1000) else {
+    let Ok(Some(echo)) = names::wait_for("echo", 10) else {
         println!("ipcbench: no echo server");
         let _ = names::done(1);
         return 1;

@@ -61,7 +61,7 @@ fn pages_msg(label: u32, kind: u64, va: u64, len: u64) -> Msg {
 }
 
 fn main() -> u64 {
-    let Ok(Some(echo)) = names::wait_for("echo", 1000) else {
+    let Ok(Some(echo)) = names::wait_for("echo", 10) else {
         println!("ipctest: FAIL setup: no echo server");
         let _ = names::done(1);
         return 1;

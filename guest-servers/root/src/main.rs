@@ -83,6 +83,19 @@ fn cmdline() -> &'static str {
     core::str::from_utf8(bytes).unwrap_or("")
 }
 
+/// Root's policy for where a task runs: `pin=NAME:CPU,...` on the kernel command line.
+fn pinned(name: &str) -> Option<u64> {
+    let list = cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("pin="))?;
+    list.split(',').find_map(|p| {
+        let (n, c) = p.split_once(':')?;
+        if n == name {
+            c.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// Root's policy for which boot files to start: `run=a,b,...` on the kernel command line
 /// names them; by default every boot file except the test servers (`*test`).
 fn wanted(name: &str) -> bool {
@@ -127,7 +140,13 @@ fn main() -> u64 {
         match sys::task_spawn(slot, priority(c.name()), fault, parent) {
             Ok(task) => {
                 c.task = task;
-                println!("root: started '{}'", c.name());
+                match pinned(c.name()) {
+                    Some(cpu) => match sys::set_affinity(task, cpu) {
+                        Ok(()) => println!("root: started '{}' on cpu {}", c.name(), cpu),
+                        Err(e) => println!("root: started '{}' (cannot pin it to cpu {}: {})", c.name(), cpu, e.name()),
+                    },
+                    None => println!("root: started '{}'", c.name()),
+                }
                 children[n] = c;
                 n += 1;
             }

@@ -53,15 +53,20 @@ pub fn lookup(name: &str) -> Result<Option<u8>, Error> {
     Ok(if r.label == OK { r.cap } else { None })
 }
 
-/// Looks `name` up, yielding while it is not registered yet (at most `tries` times).
-pub fn wait_for(name: &str, tries: usize) -> Result<Option<u8>, Error> {
-    for _ in 0..tries {
+/// Looks `name` up, yielding while it is not registered yet, for at most `seconds`
+/// (measured in time-stamp-counter cycles at an assumed 1 GHz or faster, so at most that
+/// long: the server may run on another CPU, where yielding here does not help it along).
+pub fn wait_for(name: &str, seconds: u64) -> Result<Option<u8>, Error> {
+    let start = crate::time::cycles();
+    loop {
         if let Some(c) = lookup(name)? {
             return Ok(Some(c));
         }
+        if crate::time::cycles().wrapping_sub(start) > seconds * 1_000_000_000 {
+            return Ok(None);
+        }
         crate::sys::yield_now();
     }
-    Ok(None)
 }
 
 /// Reports that this task finished with `status`.

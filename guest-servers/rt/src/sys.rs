@@ -151,7 +151,8 @@ pub fn count_start() {
 pub fn count_stop() -> Option<u64> {
     let _ = raw(Sysno::Trace, 1, 0, [0; 8]);
     let n = raw(Sysno::Trace, 2, 0, [0; 8]).rdi;
-    (n != u64::from(u32::MAX)).then_some(n)
+    // All-ones: l4vmm cannot count here; zero: no counting device at all (e.g. QEMU).
+    (n != u64::from(u32::MAX) && n != 0).then_some(n)
 }
 
 /// Where pages sent to this thread land: `pages` pages at `va` (`(0, 0)`: none).
@@ -167,4 +168,9 @@ pub fn mem_create(pages: u64) -> Result<u8, Error> {
 /// Maps the memory object in `slot` at `va`.
 pub fn mem_map_obj(slot: u8, va: u64) -> Result<(), Error> {
     call0(Sysno::MemMapObj, slot as u64, va, 0, 0).map(|_| ())
+}
+
+/// Runs the task in `task` on CPU `cpu` from now on.
+pub fn set_affinity(task: u8, cpu: u64) -> Result<(), Error> {
+    call0(Sysno::SetAffinity, task as u64, cpu, 0, 0).map(|_| ())
 }

@@ -17,6 +17,11 @@ fn write(reg: u64, v: u32) {
     unsafe { ((BASE + reg) as *mut u32).write_volatile(v) };
 }
 
+/// Software-enables this CPU's local APIC (needed to send and receive IPIs).
+pub fn enable() {
+    write(SVR, 0x100 | SPURIOUS_VECTOR as u32);
+}
+
 /// Enables the APIC and starts the timer: periodic, `ticks` bus clocks (KVM's APIC bus
 /// runs at 1 GHz, so 10_000_000 is 10 ms).
 pub fn start_timer(ticks: u32) {

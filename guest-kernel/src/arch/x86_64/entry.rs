@@ -19,6 +19,8 @@ use super::gdt::{DescPtr, KERNEL_CS};
 pub const SYSCALL_VECTOR: u64 = 0x80;
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u64 = 0x20;
+/// The inter-processor interrupt: wake up, look at the run queue, flush the TLB if asked.
+pub const IPI_VECTOR: u64 = 0x21;
 /// The local APIC's spurious vector.
 pub const SPURIOUS_VECTOR: u64 = 0xff;
 
@@ -72,10 +74,14 @@ isr_\n:
     ISR_ERR 30
     ISR_NOERR 31
     ISR_NOERR 32
+    ISR_NOERR 33
     ISR_NOERR 255
 
 isr_common:
-    pushq %rax
+    testb $3, 24(%rsp)              /* from user? (CS above vector and error code) */
+    jz 3f
+    swapgs                          /* GS base: this CPU's per-CPU block */
+3:  pushq %rax
     pushq %rbx
     pushq %rcx
     pushq %rdx
@@ -94,7 +100,7 @@ isr_common:
     movq %rsp, %rdi
     testb $3, 144(%rsp)             /* CS of the interrupted code */
     jz 2f
-    leaq kernel_stack_top(%rip), %rsp
+    movq %gs:{pc_kstack}, %rsp      /* this CPU's kernel stack */
     call trap_from_user             /* never returns */
     ud2
 2:  call trap_from_kernel
@@ -118,10 +124,11 @@ isr_common:
 
     .global syscall_entry
 syscall_entry:
-    movq %rsp, syscall_user_rsp(%rip)
-    movq current_frame_top(%rip), %rsp
+    swapgs
+    movq %rsp, %gs:{pc_user_rsp}
+    movq %gs:{pc_frame_top}, %rsp
     pushq $0x1b                     /* user SS */
-    pushq syscall_user_rsp(%rip)
+    pushq %gs:{pc_user_rsp}
     pushq %r11                      /* user RFLAGS */
     pushq $0x23                     /* user CS */
     pushq %rcx                      /* user RIP */
@@ -143,7 +150,7 @@ syscall_entry:
     pushq %r14
     pushq %r15
     movq %rsp, %rdi
-    leaq kernel_stack_top(%rip), %rsp
+    movq %gs:{pc_kstack}, %rsp
     call trap_from_user
     ud2
 
@@ -166,6 +173,7 @@ return_to_user:
     popq %rbx
     popq %rax
     addq $16, %rsp
+    swapgs                          /* back to the user's GS base */
     iretq
 
     .section .rodata.isr_table, "a"
@@ -178,30 +186,19 @@ isr_table:
     .quad isr_24, isr_25, isr_26, isr_27, isr_28, isr_29, isr_30, isr_31
     .quad isr_32
 
-    .section .bss.kernel_stack, "aw", @nobits
-    .p2align 12
-    .skip 32768
-    .global kernel_stack_top
-kernel_stack_top:
-
-    .section .bss.syscall, "aw", @nobits
-    .p2align 3
-    .global syscall_user_rsp
-syscall_user_rsp:
-    .skip 8
-    .global current_frame_top
-current_frame_top:
-    .skip 8
 "#,
     sysvec = const SYSCALL_VECTOR,
+    pc_user_rsp = const super::percpu::USER_RSP,
+    pc_frame_top = const super::percpu::FRAME_TOP,
+    pc_kstack = const super::percpu::KSTACK,
     options(att_syntax)
 );
 
 extern "C" {
     static isr_table: [u64; 33];
     static isr_255: u8;
+    static isr_33: u8;
     static syscall_entry: u8;
-    static mut current_frame_top: u64;
     /// Restores the registers in `frame` and returns to user mode.
     pub fn return_to_user(frame: *const l4_kernel::kernel::UserRegs) -> !;
 }
@@ -245,15 +242,22 @@ pub fn init() {
             let ist = if v == 2 || v == 8 { 1 } else { 0 };
             (*idt)[v] = gate(h, v == 3, ist);
         }
+        (*idt)[IPI_VECTOR as usize] = gate(core::ptr::addr_of!(isr_33) as u64, false, 0);
         let spurious = gate(core::ptr::addr_of!(isr_255) as u64, false, 0);
         (*idt)[SPURIOUS_VECTOR as usize] = spurious;
         // The remapped, masked legacy PICs can still raise spurious IRQs 7 and 15.
         for v in super::pic::BASE as usize..super::pic::BASE as usize + 16 {
             (*idt)[v] = spurious;
         }
-        let ptr = DescPtr { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: idt as u64 };
-        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack));
     }
+    load_idt();
+}
+
+/// Loads the (shared) IDT on this CPU.
+pub fn load_idt() {
+    let ptr = DescPtr { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: addr_of_mut!(IDT) as u64 };
+    // SAFETY: the IDT is a static filled by `init` before any CPU loads it.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack)) };
 }
 
 /// The address `syscall` jumps to (LSTAR).
@@ -261,10 +265,9 @@ pub fn syscall_entry_addr() -> u64 {
     core::ptr::addr_of!(syscall_entry) as u64
 }
 
-/// Where the next user entry's frame ends: the `syscall` entry builds its frame below it
-/// (interrupts and exceptions use the TSS's RSP0, set alongside).
-pub fn set_frame_top(top: u64) {
-    // SAFETY: a plain store; read only by the syscall entry, which cannot run now.
-    unsafe { *addr_of_mut!(current_frame_top) = top };
-    super::gdt::set_rsp0(top);
+/// Where this CPU's next user entry's frame ends: the `syscall` entry builds its frame
+/// below it, interrupts and exceptions use the TSS's RSP0, set alongside.
+pub fn set_frame_top(cpu: usize, top: u64) {
+    super::percpu::set_frame_top(top);
+    super::gdt::set_rsp0(cpu, top);
 }

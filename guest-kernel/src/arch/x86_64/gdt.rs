@@ -25,10 +25,15 @@ struct Tss {
     iomap_base: u16,
 }
 
-static mut TSS: Tss =
-    Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 104 };
+/// The most CPUs the kernel runs on (the portable kernel's limit).
+pub const MAX_CPUS: usize = l4_kernel::kernel::MAX_CPUS;
 
-static mut GDT: [u64; 7] = [
+const TSS0: Tss =
+    Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 104 };
+/// One TSS per CPU (RSP0 is per CPU: the frame of the thread that CPU runs).
+static mut TSS: [Tss; MAX_CPUS] = [TSS0; MAX_CPUS];
+
+const GDT0: [u64; 7] = [
     0,
     0x00af_9a00_0000_ffff, // 0x08 kernel code (64-bit)
     0x00cf_9200_0000_ffff, // 0x10 kernel data
@@ -37,6 +42,8 @@ static mut GDT: [u64; 7] = [
     0,                     // 0x28 TSS (low)
     0,                     // 0x30 TSS (high)
 ];
+/// One GDT per CPU (each with its own TSS descriptor).
+static mut GDT: [[u64; 7]; MAX_CPUS] = [GDT0; MAX_CPUS];
 
 /// The operand of `lgdt`/`lidt`.
 #[repr(C, packed)]
@@ -47,18 +54,18 @@ pub struct DescPtr {
 
 #[repr(C, align(16))]
 struct Stack([u8; 8192]);
-static mut IST1_STACK: Stack = Stack([0; 8192]);
+static mut IST1_STACK: [Stack; MAX_CPUS] = [const { Stack([0; 8192]) }; MAX_CPUS];
 
-/// Loads the GDT and the TSS.
-pub fn init() {
-    // SAFETY: runs once at boot on the only CPU, before any interrupt can use the TSS;
-    // the statics live forever, so the descriptors stay valid.
+/// Loads CPU `cpu`'s GDT and TSS.
+pub fn init(cpu: usize) {
+    // SAFETY: runs once per CPU at its start, on that CPU, before any interrupt can use
+    // its TSS; each CPU only touches its own entries; the statics live forever.
     unsafe {
-        let tss = addr_of_mut!(TSS);
-        (*tss).ist[0] = addr_of_mut!(IST1_STACK) as u64 + 8192;
+        let tss = core::ptr::addr_of_mut!((*addr_of_mut!(TSS))[cpu]);
+        (*tss).ist[0] = core::ptr::addr_of_mut!((*addr_of_mut!(IST1_STACK))[cpu]) as u64 + 8192;
         let base = tss as u64;
         let limit = (core::mem::size_of::<Tss>() - 1) as u64;
-        let gdt = addr_of_mut!(GDT);
+        let gdt = core::ptr::addr_of_mut!((*addr_of_mut!(GDT))[cpu]);
         (*gdt)[5] = limit | ((base & 0xff_ffff) << 16) | (0x89 << 40) | (((base >> 24) & 0xff) << 56);
         (*gdt)[6] = base >> 32;
         let ptr = DescPtr { limit: (core::mem::size_of::<[u64; 7]>() - 1) as u16, base: gdt as u64 };
@@ -83,9 +90,9 @@ pub fn init() {
     }
 }
 
-/// Sets RSP0: where the CPU pushes the frame of the next interrupt from user mode.
-pub fn set_rsp0(top: u64) {
-    // SAFETY: a plain store to the TSS, which the CPU only reads on a privilege change;
-    // interrupts are off in the kernel.
-    unsafe { (*addr_of_mut!(TSS)).rsp[0] = top };
+/// Sets CPU `cpu`'s RSP0: where it pushes the frame of its next interrupt from user mode.
+pub fn set_rsp0(cpu: usize, top: u64) {
+    // SAFETY: a plain store to this CPU's TSS, which the CPU only reads on a privilege
+    // change; interrupts are off in the kernel; only this CPU writes its TSS.
+    unsafe { (*addr_of_mut!(TSS))[cpu].rsp[0] = top };
 }

@@ -8,10 +8,12 @@ mod entry;
 mod gdt;
 pub mod ktest;
 mod mem;
+pub mod percpu;
 mod pic;
 mod platform;
 pub mod port;
 pub mod serial;
+pub mod smp;
 pub mod trap;
 
 use l4_abi::port::EXIT;
@@ -27,17 +29,46 @@ pub fn init_early() {
     serial::init();
 }
 
-/// CPU set-up for running user code: GDT and TSS, IDT, x87/SSE for ring 3.
+/// The boot CPU's set-up for running user code: per-CPU block, GDT and TSS, IDT, the
+/// legacy PICs off, x87/SSE for ring 3.
 pub fn init_cpu() {
-    gdt::init();
+    percpu::init(0);
+    gdt::init(0);
     entry::init();
     pic::disable();
     cpu::enable_user_fpu();
+    apic::enable();
+    smp::set_kernel_root(kernel_root());
 }
+
+/// Starts the other CPUs (`apic_ids` from the MADT); returns how many CPUs run.
+pub fn start_aps(apic_ids: &[u8]) -> usize {
+    smp::start_aps(apic_ids, kernel_root(), ap_main)
+}
+
+/// An application processor's first Rust code (from the trampoline), on its own stack.
+extern "C" fn ap_main(cpu: u64) -> ! {
+    let cpu = cpu as usize;
+    percpu::init(cpu);
+    gdt::init(cpu);
+    entry::load_idt();
+    cpu::enable_user_fpu();
+    trap::setup_syscall_msrs();
+    apic::start_timer(TICK);
+    smp::ONLINE.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    smp::lock(cpu);
+    // SAFETY: the lock is held.
+    let (k, _) = unsafe { trap::state() };
+    k.enter_cpu(cpu);
+    trap::run()
+}
+
+/// The timer period in local APIC bus clocks (10 ms on KVM's 1 GHz bus).
+const TICK: u32 = 10_000_000;
 
 /// Starts the periodic timer (10 ms at KVM's 1 GHz APIC bus).
 pub fn start_timer() {
-    apic::start_timer(10_000_000);
+    apic::start_timer(TICK);
 }
 
 /// Physical address of the boot PML4 (the kernel's own page tables).

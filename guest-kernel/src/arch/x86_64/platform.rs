@@ -96,5 +96,26 @@ impl Platform for Machine {
         if super::cpu::cr3() & !0xfff == root {
             super::cpu::invlpg(va);
         }
+        // SAFETY: under the big kernel lock (every caller is kernel work).
+        let cpus = unsafe { super::trap::state().0.cpus };
+        if cpus > 1 {
+            super::smp::shootdown(super::percpu::this_cpu(), cpus, root, false);
+        }
+    }
+    fn retire_root(&mut self, root: u64) {
+        // SAFETY: as above.
+        let (cpus, kroot) = unsafe {
+            let k = &super::trap::state().0;
+            (k.cpus, k.kernel_root)
+        };
+        let me = super::percpu::this_cpu();
+        if super::cpu::cr3() & !0xfff == root {
+            // SAFETY: the kernel's own root maps everything the kernel needs.
+            unsafe { super::cpu::set_cr3(kroot) };
+            super::smp::loaded(me, kroot);
+        }
+        if cpus > 1 {
+            super::smp::shootdown(me, cpus, root, true);
+        }
     }
 }

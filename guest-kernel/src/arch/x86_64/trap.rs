@@ -14,9 +14,10 @@ use l4_abi::syscall::ENTRY_VA;
 use l4_kernel::kernel::{Kernel, UserRegs};
 use l4_kernel::mm::vspace;
 
-use super::entry::{self, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
+use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
+use super::gdt::MAX_CPUS;
 use super::platform::Machine;
-use super::{apic, cpu};
+use super::{apic, cpu, percpu, smp};
 use crate::console::Hex;
 use crate::kprintln;
 
@@ -33,8 +34,9 @@ pub enum EntryMode {
 }
 
 static mut ENTRY_MODE: EntryMode = EntryMode::Probing;
-/// The thread whose x87/SSE state is in the CPU: (slot, thread id); id 0 is nobody.
-static mut FPU_OWNER: (usize, u64) = (0, 0);
+/// Per CPU, the thread whose x87/SSE state is in that CPU: (slot, thread id); id 0 is
+/// nobody.
+static mut FPU_OWNER: [(usize, u64); MAX_CPUS] = [(0, 0); MAX_CPUS];
 /// The probe address space, while it exists.
 static mut PROBE_ROOT: u64 = 0;
 /// What to do once the entry mechanism is known.
@@ -65,7 +67,7 @@ fn entry_code(mode: EntryMode) -> &'static [u8] {
 }
 
 /// Sets up `syscall` (EFER.SCE, STAR, LSTAR, FMASK) so that the probe can try it.
-fn setup_syscall_msrs() {
+pub fn setup_syscall_msrs() {
     cpu::wrmsr(cpu::IA32_EFER, cpu::rdmsr(cpu::IA32_EFER) | 1);
     // STAR: kernel CS 0x08 (SS 0x10); sysret base 0x10 (user SS 0x1b, CS 0x23).
     cpu::wrmsr(cpu::IA32_STAR, (0x10u64 << 48) | (0x08u64 << 32));
@@ -86,6 +88,8 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
     // SAFETY: boot, interrupts off.
     let (k, m) = unsafe { state() };
     if let Some(mode) = forced {
+        smp::lock(0);
+        k.enter_cpu(0);
         finish_probe(mode, then);
     }
     // A one-page address space: `syscall; ud2` at 0x10000.
@@ -127,7 +131,7 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
     unsafe {
         let pf = addr_of_mut!(PROBE_FRAME);
         *pf = frame;
-        entry::set_frame_top(pf as u64 + core::mem::size_of::<UserRegs>() as u64);
+        entry::set_frame_top(0, pf as u64 + core::mem::size_of::<UserRegs>() as u64);
         cpu::set_cr3(root);
         entry::return_to_user(pf)
     }
@@ -159,13 +163,20 @@ fn finish_probe(mode: EntryMode, then: fn()) -> ! {
 /// through [`trap_slow`].
 #[no_mangle]
 extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
+    // SAFETY: trap context, interrupts off; the big kernel lock is taken right below
+    // before anything is touched (with one CPU there is nobody to contend with).
+    let (k, _) = unsafe { state() };
+    if smp::active() {
+        let me = percpu::this_cpu();
+        smp::answer_shootdown(me);
+        smp::lock(me);
+        k.enter_cpu(me);
+    }
     // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
     let (vector, rip) = unsafe { ((*frame).vector, (*frame).rip) };
     let is_syscall =
         vector == SYSCALL_VECTOR || (vector == 3 && rip == ENTRY_VA + 1 && entry_mode() == EntryMode::Int3);
     if is_syscall {
-        // SAFETY: trap context, interrupts off.
-        let (k, _) = unsafe { state() };
         if k.fastpath() {
             enter_user(k, k.current as usize);
         }
@@ -191,6 +202,11 @@ fn trap_slow(frame: *mut UserRegs, is_syscall: bool) -> ! {
             apic::eoi();
             k.tick();
         }
+        IPI_VECTOR => {
+            // Something changed for this CPU: a thread became ready, or ours is gone.
+            apic::eoi();
+            k.reschedule();
+        }
         SPURIOUS_VECTOR => {}
         v if v < 32 => {
             let addr = if v == 14 { cpu::cr2() } else { 0 };
@@ -207,11 +223,10 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
     // SAFETY: the stub passes the frame it pushed on the kernel stack.
     let f = unsafe { *frame };
     match f.vector {
-        TIMER_VECTOR => {
+        // In the idle loop: the loop itself looks at the run queue once it has the lock.
+        TIMER_VECTOR | IPI_VECTOR => {
             apic::eoi();
-            // SAFETY: only reached from the idle loop, which holds no reference.
-            let (k, _) = unsafe { state() };
-            k.tick();
+            smp::answer_shootdown(percpu::this_cpu());
         }
         SPURIOUS_VECTOR => {}
         v => {
@@ -225,10 +240,13 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
     }
 }
 
-/// Runs the current thread, or idles until there is one.
+/// Runs this CPU's current thread, or idles until there is one. Called with the big
+/// kernel lock held and `enter_cpu` done.
 pub fn run() -> ! {
+    let me = percpu::this_cpu();
     loop {
-        // SAFETY: trap context, interrupts off; the references end before idle_wait.
+        // SAFETY: trap context, interrupts off, the lock held; the references end before
+        // the lock is dropped.
         let (k, _) = unsafe { state() };
         if k.current().is_none() {
             k.reschedule();
@@ -240,33 +258,66 @@ pub fn run() -> ! {
             kprintln!("l4: no thread can run any more (all wait for messages nobody can send)");
             super::exit(exit::FAILURE);
         }
+        // Idle: give up the lock, the user address space and the FPU state, and halt.
+        k.leave_cpu();
+        let wake = core::mem::take(&mut k.wake);
+        // SAFETY: this CPU's owner slot; saving the state of a live owner only.
+        unsafe {
+            let (slot, id) = FPU_OWNER[me];
+            if id != 0 && k.threads[slot].id == id {
+                cpu::fxsave(&mut k.threads[slot].fpu);
+            }
+            FPU_OWNER[me] = (0, 0);
+        }
+        if cpu::cr3() & !0xfff != k.kernel_root {
+            // SAFETY: the kernel's own root maps everything the kernel needs.
+            unsafe { cpu::set_cr3(k.kernel_root) };
+        }
+        smp::loaded(me, k.kernel_root);
+        smp::unlock();
+        smp::wake(wake);
         cpu::idle_wait();
+        smp::answer_shootdown(me);
+        smp::lock(me);
+        // SAFETY: the lock is held again.
+        let (k, _) = unsafe { state() };
+        k.enter_cpu(me);
     }
 }
 
 /// Switches to thread `t`'s address space and x87/SSE state, and returns to user mode.
 #[inline(always)]
 fn enter_user(k: &mut Kernel, t: usize) -> ! {
+    let me = k.cpu;
     let root = k.threads[t].root;
     if cpu::cr3() & !0xfff != root {
         // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
         unsafe { cpu::set_cr3(root) };
+        smp::loaded(me, root);
     }
-    // SAFETY: single CPU; the owner is only used here. Thread ids are never reused, so a
+    // SAFETY: this CPU's owner entry, under the lock. Thread ids are never reused, so a
     // new thread in a recycled slot never inherits its predecessor's registers.
     unsafe {
         let id = k.threads[t].id;
-        if FPU_OWNER.1 != id {
-            let (slot, owner) = FPU_OWNER;
+        if FPU_OWNER[me].1 != id {
+            let (slot, owner) = FPU_OWNER[me];
             if owner != 0 && k.threads[slot].id == owner {
                 cpu::fxsave(&mut k.threads[slot].fpu);
             }
             cpu::fxrstor(&k.threads[t].fpu);
-            FPU_OWNER = (t, id);
+            FPU_OWNER[me] = (t, id);
         }
     }
     let frame = &mut k.threads[t].regs as *mut UserRegs;
-    entry::set_frame_top(frame as u64 + core::mem::size_of::<UserRegs>() as u64);
+    entry::set_frame_top(me, frame as u64 + core::mem::size_of::<UserRegs>() as u64);
+    if smp::active() {
+        k.leave_cpu();
+        let wake = core::mem::take(&mut k.wake);
+        smp::unlock();
+        if wake != 0 {
+            smp::wake(wake);
+        }
+    }
     // SAFETY: the frame holds a valid user context (rip, cs = user, rflags with IF).
     unsafe { entry::return_to_user(frame) }
 }
