@@ -87,3 +87,14 @@ fn idle_vcpus_halt_instead_of_spinning() {
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status}");
     assert!(cpu < 2.0 * wall, "l4vmm used {cpu:.2} s of CPU in {wall:.2} s with 3 idle vCPUs: idle vCPUs must halt");
 }
+
+#[test]
+fn forcing_the_entry_mechanism_works_with_several_cpus() {
+    // The forced path skips the probe; the second CPU must still come up (no lock taken
+    // twice) and the demo run through.
+    l4vmm(&["--vcpus", "2", "--cmdline", "entry=int3"])
+        .assert_code(0)
+        .assert_stdout_has("l4: user entry: int3")
+        .assert_stdout_has("l4: 2 cpus online")
+        .assert_stdout_has("root: all done: 2 succeeded, 0 failed, 1 faulted");
+}

@@ -10,4 +10,5 @@ pub mod bootinfo;
 pub mod exit;
 pub mod layout;
 pub mod port;
+pub mod ring;
 pub mod syscall;

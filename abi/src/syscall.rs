@@ -91,7 +91,20 @@ pub enum Sysno {
     RecvNB = 26,
     /// `(task slot, cpu)`: run the task's threads on that CPU.
     SetAffinity = 27,
+    /// `(entries, data pages) -> (ring slot, memory slot)`: a ring channel (see
+    /// [`crate::ring`]) and the memory object holding it, both with full rights.
+    RingCreate = 28,
+    /// `(ring slot, _, min, flags) -> pending`: the one ring call. A client (capability
+    /// with SEND, `flags` 0) wakes a sleeping server, then waits until at least `min`
+    /// completions are pending; a server (capability with RECV, `flags`
+    /// [`RING_SERVER`]) wakes a client whose completions are there, then waits until at
+    /// least `min` submissions are pending. `min` 0 returns at once. Returns the pending
+    /// count; `BadArgument` if the ring's indices are garbage.
+    RingEnter = 29,
 }
+
+/// `RingEnter` flag: the caller is the ring's server.
+pub const RING_SERVER: u64 = 1;
 
 impl Sysno {
     /// Decodes `rax`.
@@ -126,6 +139,8 @@ impl Sysno {
             25 => SendNB,
             26 => RecvNB,
             27 => SetAffinity,
+            28 => RingCreate,
+            29 => RingEnter,
             _ => return None,
         })
     }
@@ -312,10 +327,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=27 {
+        for n in 0..=29 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(28), None);
+        assert_eq!(Sysno::from_u64(30), None);
         for n in 1..=13 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

@@ -33,6 +33,7 @@ pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_BOOT_FILES: usize = 32;
 pub const MAX_NOTIFICATIONS: usize = 32;
 pub const MAX_MEMOBJS: usize = 32;
+pub const MAX_RINGS: usize = 16;
 /// The most CPUs the kernel schedules on.
 pub const MAX_CPUS: usize = 16;
 /// The largest memory object and the largest page transfer: 1 GiB.
@@ -179,6 +180,10 @@ pub enum ThreadState {
     BlockedWait {
         n: u16,
     },
+    /// Waiting in `RingEnter` on ring `r`.
+    BlockedRing {
+        r: u16,
+    },
     /// Stopped by a fault, never runs again.
     Faulted,
 }
@@ -320,6 +325,7 @@ pub struct Kernel {
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
     pub notifications: [Notification; MAX_NOTIFICATIONS],
     pub memobjs: [MemObj; MAX_MEMOBJS],
+    pub rings: [crate::ring::Ring; MAX_RINGS],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
     /// One run queue per CPU.
@@ -372,6 +378,7 @@ impl Kernel {
             endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
             notifications: [Notification::FREE; MAX_NOTIFICATIONS],
             memobjs: [MemObj::FREE; MAX_MEMOBJS],
+            rings: [crate::ring::Ring::FREE; MAX_RINGS],
             boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
             nboot_files: 0,
             runqs: [const { RunQueue::new() }; MAX_CPUS],
@@ -728,6 +735,7 @@ impl Kernel {
             ThreadState::Ready => self.runqs[self.threads[th].cpu as usize].remove(th, prio),
             ThreadState::BlockedSend { ep, .. } | ThreadState::BlockedRecv { ep } => self.ep_remove(ep as usize, th),
             ThreadState::BlockedWait { n } => self.notifications[n as usize].waiter = NONE,
+            ThreadState::BlockedRing { r } => self.rings[r as usize].forget(th as u16),
             _ => {}
         }
         for other in 0..MAX_THREADS {
@@ -749,6 +757,9 @@ impl Kernel {
     /// Forgets one capability: an endpoint with no capability left dies, and whoever
     /// waits on it is woken with `PartnerGone`.
     pub(crate) fn drop_cap<P: Platform>(&mut self, p: &mut P, c: Cap) {
+        if let Object::Ring(r) = c.object {
+            self.drop_ring(p, r as usize);
+        }
         if let Object::Memory(m) = c.object {
             let m = m as usize;
             self.memobjs[m].refs = self.memobjs[m].refs.saturating_sub(1);
@@ -790,6 +801,7 @@ impl Kernel {
             Object::Endpoint(e) => self.endpoints[e as usize].refs += 1,
             Object::Notification(n) => self.notifications[n as usize].refs += 1,
             Object::Memory(m) => self.memobjs[m as usize].refs += 1,
+            Object::Ring(r) => self.rings[r as usize].refs += 1,
             _ => {}
         }
     }
@@ -875,6 +887,8 @@ impl Kernel {
                 self.kill_task(p, ti);
                 return None;
             }
+            Sysno::RingCreate => self.ring_create(p, c, ti, r.rdi, r.rsi),
+            Sysno::RingEnter => return self.ring_enter(p, c, ti, r.rdi, r.rdx, r.r10),
             Sysno::SetAffinity => (|| {
                 let cap = self.tasks[ti].caps.get(r.rdi)?;
                 let Object::Task(target) = cap.object else { return Err(Error::WrongType) };

@@ -24,4 +24,5 @@ pub mod ipc;
 pub mod kernel;
 pub mod mm;
 pub mod platform;
+pub mod ring;
 pub mod task;

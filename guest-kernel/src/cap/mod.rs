@@ -24,6 +24,8 @@ pub enum Object {
     BootFile(u16),
     /// A memory object: pages that can be mapped into several address spaces.
     Memory(u16),
+    /// A ring channel (its rings live in a memory object).
+    Ring(u16),
     /// The right to end the virtual machine.
     Machine,
 }

@@ -103,7 +103,7 @@ impl Kernel {
     }
 
     /// The frame address of page `i` of memory object `m`.
-    fn memobj_page<P: Platform>(&self, p: &P, m: usize, i: u64) -> u64 {
+    pub(crate) fn memobj_page<P: Platform>(&self, p: &P, m: usize, i: u64) -> u64 {
         let l2 = p.read_u64(self.memobjs[m].list + (i / 512) * 8);
         p.read_u64(l2 + (i % 512) * 8)
     }

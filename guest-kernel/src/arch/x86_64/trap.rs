@@ -88,7 +88,7 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
     // SAFETY: boot, interrupts off.
     let (k, m) = unsafe { state() };
     if let Some(mode) = forced {
-        smp::lock(0);
+        // One CPU so far: no lock (start_aps takes it before a second CPU runs).
         k.enter_cpu(0);
         finish_probe(mode, then);
     }

@@ -1,0 +1,198 @@
+//! The kernel side of ring channels (`l4_abi::ring`): one memory object with a
+//! submission and a completion ring, shared by a client and a server, and the one call
+//! both sides use, `RingEnter`.
+//!
+//! The kernel never reads ring entries, only the four indices in the object's first page,
+//! and never trusts them: an impossible `tail - head` is reported as `BadArgument`.
+//! Invariants: at most one thread waits on each side of a ring; a waiter is woken when
+//! its condition holds at the other side's `RingEnter`, or with `PartnerGone` when the
+//! ring dies; checks and sleeps happen under the kernel lock, so a wake-up cannot be lost
+//! between a side's check and its sleep.
+
+use l4_abi::ring::{self as abi, pending};
+use l4_abi::syscall::{rights, Error, RING_SERVER};
+
+use crate::cap::{Cap, Object};
+use crate::kernel::{Kernel, ThreadState, MAX_OBJ_PAGES, NONE};
+use crate::platform::Platform;
+
+/// A ring channel.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring {
+    /// Capabilities naming it (0: free).
+    pub refs: u32,
+    /// Its memory object (the ring holds one reference to it).
+    pub mem: u16,
+    pub entries: u32,
+    /// The client waiting for completions, and how many it wants.
+    client: u16,
+    client_min: u32,
+    /// The server waiting for submissions, and how many it wants.
+    server: u16,
+    server_min: u32,
+}
+
+impl Ring {
+    pub const FREE: Ring =
+        Ring { refs: 0, mem: 0, entries: 0, client: NONE, client_min: 0, server: NONE, server_min: 0 };
+
+    /// Thread `t` is going away: it waits here no more.
+    pub fn forget(&mut self, t: u16) {
+        if self.client == t {
+            self.client = NONE;
+        }
+        if self.server == t {
+            self.server = NONE;
+        }
+    }
+}
+
+fn read32<P: Platform>(p: &P, pa: u64) -> u32 {
+    let mut b = [0u8; 4];
+    p.read_bytes(pa, &mut b);
+    u32::from_le_bytes(b)
+}
+
+impl Kernel {
+    /// (pending submissions, pending completions), `None` for garbage indices.
+    fn ring_pending<P: Platform>(&self, p: &P, r: usize) -> (Option<u32>, Option<u32>) {
+        let ring = self.rings[r];
+        let f = self.memobj_page(p, ring.mem as usize, 0);
+        let (sh, st) = (read32(p, f + abi::SQ_HEAD as u64), read32(p, f + abi::SQ_TAIL as u64));
+        let (ch, ct) = (read32(p, f + abi::CQ_HEAD as u64), read32(p, f + abi::CQ_TAIL as u64));
+        (pending(sh, st, ring.entries), pending(ch, ct, ring.entries))
+    }
+
+    fn wake_ring_waiter(&mut self, t: u16, r: Result<u32, Error>) {
+        let t = t as usize;
+        match r {
+            Ok(n) => {
+                self.threads[t].regs.rax = 0;
+                self.threads[t].regs.rdi = n as u64;
+            }
+            Err(e) => self.threads[t].regs.set_result(Err(e)),
+        }
+        self.make_ready(t);
+    }
+
+    /// `RingCreate(entries, data_pages)`.
+    pub(crate) fn ring_create<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        ti: usize,
+        entries: u64,
+        data_pages: u64,
+    ) -> Result<(), Error> {
+        let entries = u32::try_from(entries).map_err(|_| Error::BadArgument)?;
+        if entries == 0 || !entries.is_power_of_two() || entries > abi::MAX_ENTRIES || data_pages > MAX_OBJ_PAGES / 2 {
+            return Err(Error::BadArgument);
+        }
+        let r = self.rings.iter().position(|r| r.refs == 0).ok_or(Error::NoSlots)?;
+        let pages = (abi::data_offset(entries) / 4096) as u64 + data_pages;
+        self.memobj_create(p, c, ti, pages)?;
+        let mem_slot = self.threads[c].regs.rdi;
+        let Ok(Cap { object: Object::Memory(m), .. }) = self.tasks[ti].caps.get(mem_slot) else {
+            return Err(Error::NoSlots);
+        };
+        let f = self.memobj_page(p, m as usize, 0);
+        p.write_bytes(f + abi::ENTRIES as u64, &entries.to_le_bytes());
+        match self.tasks[ti].caps.insert(Cap::new(Object::Ring(r as u16), rights::ALL)) {
+            Ok(slot) => {
+                self.rings[r] = Ring { refs: 1, mem: m, entries, ..Ring::FREE };
+                self.memobjs[m as usize].refs += 1;
+                self.threads[c].regs.rdi = slot as u64;
+                self.threads[c].regs.rsi = mem_slot;
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(cap) = self.tasks[ti].caps.take(mem_slot) {
+                    self.drop_cap(p, cap);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `RingEnter(ring, _, min, flags)`.
+    pub(crate) fn ring_enter<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        ti: usize,
+        slot: u64,
+        min: u64,
+        flags: u64,
+    ) -> Option<Result<(), Error>> {
+        let server = flags & RING_SERVER != 0;
+        let cap = match self.tasks[ti].caps.get(slot) {
+            Ok(cap) => cap,
+            Err(e) => return Some(Err(e)),
+        };
+        let Object::Ring(r) = cap.object else { return Some(Err(Error::WrongType)) };
+        let r = r as usize;
+        if cap.rights & if server { rights::RECV } else { rights::SEND } == 0 {
+            return Some(Err(Error::NoRights));
+        }
+        let min = u32::try_from(min).unwrap_or(u32::MAX).min(self.rings[r].entries);
+        let (sq, cq) = self.ring_pending(p, r);
+        // First wake the other side if what it waits for is there (or the ring is broken:
+        // it must look for itself).
+        let (other, want, have) = if server {
+            (self.rings[r].client, self.rings[r].client_min, cq)
+        } else {
+            (self.rings[r].server, self.rings[r].server_min, sq)
+        };
+        if other != NONE && other as usize != c {
+            match have {
+                Some(n) if n >= want => {
+                    self.rings[r].forget(other);
+                    self.wake_ring_waiter(other, Ok(n));
+                }
+                None => {
+                    self.rings[r].forget(other);
+                    self.wake_ring_waiter(other, Err(Error::BadArgument));
+                }
+                _ => {}
+            }
+        }
+        // Then this side's own wait.
+        let mine = if server { sq } else { cq };
+        let Some(n) = mine else { return Some(Err(Error::BadArgument)) };
+        if n >= min {
+            self.threads[c].regs.rdi = n as u64;
+            return Some(Ok(()));
+        }
+        let waiter = if server { self.rings[r].server } else { self.rings[r].client };
+        if waiter != NONE && waiter as usize != c {
+            return Some(Err(Error::Exists));
+        }
+        if server {
+            self.rings[r].server = c as u16;
+            self.rings[r].server_min = min;
+        } else {
+            self.rings[r].client = c as u16;
+            self.rings[r].client_min = min;
+        }
+        self.threads[c].state = ThreadState::BlockedRing { r: r as u16 };
+        self.current = NONE;
+        None
+    }
+
+    /// One capability to ring `r` fewer; the last one wakes the waiters and lets go of
+    /// the memory object.
+    pub(crate) fn drop_ring<P: Platform>(&mut self, p: &mut P, r: usize) {
+        self.rings[r].refs = self.rings[r].refs.saturating_sub(1);
+        if self.rings[r].refs != 0 {
+            return;
+        }
+        let Ring { client, server, mem, .. } = self.rings[r];
+        for t in [client, server] {
+            if t != NONE {
+                self.wake_ring_waiter(t, Err(Error::PartnerGone));
+            }
+        }
+        self.rings[r] = Ring::FREE;
+        self.drop_cap(p, Cap::new(Object::Memory(mem), 0));
+    }
+}
