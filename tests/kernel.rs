@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 7 boot files",
+            "l4: 9 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -33,6 +33,8 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 4: 'spinner'",
             "boot file 5: 'ipcbench'",
             "boot file 6: 'ipctest'",
+            "boot file 7: 'ringsrv'",
+            "boot file 8: 'ringtest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -43,12 +45,13 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 7 boot files",
+            "root: started, 9 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",
             "root: started 'spinner'",
             "root: started 'ipcbench'",
+            "root: started 'ringsrv'",
         ],
     );
     // The client starts its work only once a task at its priority spins without system

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 7] = ["root", "echo", "client", "faulty", "spinner", "ipcbench", "ipctest"];
+const SERVERS: [&str; 9] =
+    ["root", "echo", "client", "faulty", "spinner", "ipcbench", "ipctest", "ringsrv", "ringtest"];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

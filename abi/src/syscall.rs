@@ -91,8 +91,10 @@ pub enum Sysno {
     RecvNB = 26,
     /// `(task slot, cpu)`: run the task's threads on that CPU.
     SetAffinity = 27,
-    /// `(entries, data pages) -> (ring slot, memory slot)`: a ring channel (see
-    /// [`crate::ring`]) and the memory object holding it, both with full rights.
+    /// `(entries, data pages) -> (client ring slot, memory slot, server ring slot)`: a ring
+    /// channel (see [`crate::ring`]), the memory object holding it (full rights), a client
+    /// capability (SEND, GRANT) and a server capability (RECV, GRANT). When every client
+    /// capability is gone a waiting server gets `PartnerGone`, and the reverse.
     RingCreate = 28,
     /// `(ring slot, _, min, flags) -> pending`: the one ring call. A client (capability
     /// with SEND, `flags` 0) wakes a sleeping server, then waits until at least `min`

@@ -758,7 +758,7 @@ impl Kernel {
     /// waits on it is woken with `PartnerGone`.
     pub(crate) fn drop_cap<P: Platform>(&mut self, p: &mut P, c: Cap) {
         if let Object::Ring(r) = c.object {
-            self.drop_ring(p, r as usize);
+            self.drop_ring(p, r as usize, c.rights);
         }
         if let Object::Memory(m) = c.object {
             let m = m as usize;
@@ -801,7 +801,15 @@ impl Kernel {
             Object::Endpoint(e) => self.endpoints[e as usize].refs += 1,
             Object::Notification(n) => self.notifications[n as usize].refs += 1,
             Object::Memory(m) => self.memobjs[m as usize].refs += 1,
-            Object::Ring(r) => self.rings[r as usize].refs += 1,
+            Object::Ring(r) => {
+                self.rings[r as usize].refs += 1;
+                if c.rights & rights::SEND != 0 {
+                    self.rings[r as usize].send_refs += 1;
+                }
+                if c.rights & rights::RECV != 0 {
+                    self.rings[r as usize].recv_refs += 1;
+                }
+            }
             _ => {}
         }
     }

@@ -21,6 +21,13 @@ use crate::platform::Platform;
 pub struct Ring {
     /// Capabilities naming it (0: free).
     pub refs: u32,
+    /// Of those, the ones with SEND (the client side): when they are all gone, a waiting
+    /// server is told (`PartnerGone`), so a client that dies mid-batch cannot leave its
+    /// server asleep for ever.
+    pub send_refs: u32,
+    /// Of those, the ones with RECV (the server side): when they are all gone, a waiting
+    /// client is told.
+    pub recv_refs: u32,
     /// Its memory object (the ring holds one reference to it).
     pub mem: u16,
     pub entries: u32,
@@ -33,8 +40,17 @@ pub struct Ring {
 }
 
 impl Ring {
-    pub const FREE: Ring =
-        Ring { refs: 0, mem: 0, entries: 0, client: NONE, client_min: 0, server: NONE, server_min: 0 };
+    pub const FREE: Ring = Ring {
+        refs: 0,
+        send_refs: 0,
+        recv_refs: 0,
+        mem: 0,
+        entries: 0,
+        client: NONE,
+        client_min: 0,
+        server: NONE,
+        server_min: 0,
+    };
 
     /// Thread `t` is going away: it waits here no more.
     pub fn forget(&mut self, t: u16) {
@@ -97,15 +113,24 @@ impl Kernel {
         };
         let f = self.memobj_page(p, m as usize, 0);
         p.write_bytes(f + abi::ENTRIES as u64, &entries.to_le_bytes());
-        match self.tasks[ti].caps.insert(Cap::new(Object::Ring(r as u16), rights::ALL)) {
-            Ok(slot) => {
-                self.rings[r] = Ring { refs: 1, mem: m, entries, ..Ring::FREE };
+        let client = self.tasks[ti].caps.insert(Cap::new(Object::Ring(r as u16), rights::SEND | rights::GRANT));
+        let server = client.and_then(|cs| {
+            self.tasks[ti].caps.insert(Cap::new(Object::Ring(r as u16), rights::RECV | rights::GRANT)).inspect_err(
+                |_| {
+                    let _ = self.tasks[ti].caps.take(cs as u64);
+                },
+            )
+        });
+        match (client, server) {
+            (Ok(cs), Ok(ss)) => {
+                self.rings[r] = Ring { refs: 2, send_refs: 1, recv_refs: 1, mem: m, entries, ..Ring::FREE };
                 self.memobjs[m as usize].refs += 1;
-                self.threads[c].regs.rdi = slot as u64;
+                self.threads[c].regs.rdi = cs as u64;
                 self.threads[c].regs.rsi = mem_slot;
+                self.threads[c].regs.rdx = ss as u64;
                 Ok(())
             }
-            Err(e) => {
+            (Err(e), _) | (_, Err(e)) => {
                 if let Ok(cap) = self.tasks[ti].caps.take(mem_slot) {
                     self.drop_cap(p, cap);
                 }
@@ -135,6 +160,9 @@ impl Kernel {
             return Some(Err(Error::NoRights));
         }
         let min = u32::try_from(min).unwrap_or(u32::MAX).min(self.rings[r].entries);
+        if (server && self.rings[r].send_refs == 0) || (!server && self.rings[r].recv_refs == 0) {
+            return Some(Err(Error::PartnerGone));
+        }
         let (sq, cq) = self.ring_pending(p, r);
         // First wake the other side if what it waits for is there (or the ring is broken:
         // it must look for itself).
@@ -181,8 +209,24 @@ impl Kernel {
 
     /// One capability to ring `r` fewer; the last one wakes the waiters and lets go of
     /// the memory object.
-    pub(crate) fn drop_ring<P: Platform>(&mut self, p: &mut P, r: usize) {
+    pub(crate) fn drop_ring<P: Platform>(&mut self, p: &mut P, r: usize, cap_rights: u64) {
         self.rings[r].refs = self.rings[r].refs.saturating_sub(1);
+        if cap_rights & rights::SEND != 0 {
+            self.rings[r].send_refs = self.rings[r].send_refs.saturating_sub(1);
+            let server = self.rings[r].server;
+            if self.rings[r].send_refs == 0 && server != NONE {
+                self.rings[r].forget(server);
+                self.wake_ring_waiter(server, Err(Error::PartnerGone));
+            }
+        }
+        if cap_rights & rights::RECV != 0 {
+            self.rings[r].recv_refs = self.rings[r].recv_refs.saturating_sub(1);
+            let client = self.rings[r].client;
+            if self.rings[r].recv_refs == 0 && client != NONE {
+                self.rings[r].forget(client);
+                self.wake_ring_waiter(client, Err(Error::PartnerGone));
+            }
+        }
         if self.rings[r].refs != 0 {
             return;
         }

@@ -5,9 +5,10 @@
 #![no_main]
 
 use l4_rt::ipc::{self, Msg, Received};
+use l4_rt::service::Kv;
 use l4_rt::transfer::{
-    checksum, COW_READ, COW_WRITE, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SHARED_WRITE, SINK_COPY,
-    SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
+    checksum, COW_READ, COW_WRITE, KV_GET, KV_PUT, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SHARED_WRITE,
+    SINK_COPY, SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
 };
 use l4_rt::{names, println, sys};
 
@@ -21,6 +22,7 @@ fn bytes(va: u64, len: u64) -> &'static [u8] {
 
 struct Sink {
     shared: u64,
+    kv: Kv,
 }
 
 impl Sink {
@@ -54,6 +56,11 @@ impl Sink {
                     Msg::new(SINK_SHARED, &[u64::MAX])
                 }
             }
+            KV_PUT => Msg::new(KV_PUT, &[!self.kv.put(m.words[0], m.words[1]) as u64]),
+            KV_GET => match self.kv.get(m.words[0]) {
+                Some(v) => Msg::new(KV_GET, &[1, v]),
+                None => Msg::new(KV_GET, &[0, 0]),
+            },
             // The badge of the capability the caller used.
             WHO => Msg::new(WHO, &[got.badge]),
             // Reads byte `w0` of the last pages received, then writes `w1` there.
@@ -90,7 +97,7 @@ fn main() -> u64 {
         return 1;
     }
     println!("echo: serving");
-    let mut sink = Sink { shared: 0 };
+    let mut sink = Sink { shared: 0, kv: Kv::default() };
     let mut r = ipc::recv(ep);
     loop {
         r = match r {

@@ -138,6 +138,7 @@ fn main() -> u64 {
         None => println!("ipcbench: the shared region never beats copying up to {} bytes", SIZES[SIZES.len() - 1]),
     }
     println!("ipcbench: (copy above 4096 bytes extrapolated linearly for the crossovers)");
+    ring_rows(&mut ok);
     println!("ipcbench: every answer {}", if ok { "checked out" } else { "WAS WRONG" });
     let status = if ok { 0 } else { 1 };
     let _ = names::done(status);
@@ -146,4 +147,56 @@ fn main() -> u64 {
 
 fn sender_send(s: &mut Sender, path: Path, data: &[u8]) -> Option<u64> {
     s.send_by(path, data).ok()
+}
+
+/// The ring path against `ringsrv`: batches of 1, 16 and 256 echo requests, cycles per
+/// request (batch time / batch), kernel-entry mode; polling mode only when the server
+/// runs on another vCPU (one polling round trip under 1 ms tells).
+fn ring_rows(ok: &mut bool) {
+    use l4_abi::ring::{op, Cqe, Sqe};
+    use l4_rt::ringclient::Client;
+    let Ok(Some(srv)) = names::wait_for("ring", 10) else {
+        println!("ipcbench: no ring server: ring rows skipped");
+        return;
+    };
+    let mut sqes = [Sqe::default(); 256];
+    for (i, s) in sqes.iter_mut().enumerate() {
+        *s = Sqe { opcode: op::ECHO, user_data: i as u64, inline: [i as u64, 0, 0, 0, 0], ..Sqe::default() };
+    }
+    let mut cqes = [Cqe::default(); 256];
+    for polling in [false, true] {
+        let Ok(c) = Client::connect(srv, 0x0000_0080_0000_0000, 256, 1, polling, 100_000, 0) else {
+            println!("ipcbench: cannot connect a ring");
+            *ok = false;
+            return;
+        };
+        if polling {
+            let t0 = cycles();
+            let _ = c.batch(&sqes[..1], &mut cqes[..1]);
+            if cycles() - t0 > 2_000_000 {
+                println!(
+                    "ipcbench: ring-poll rows skipped: pin ringsrv to another vCPU (--vcpus 2 --cmdline pin=ringsrv:1)"
+                );
+                c.close();
+                return;
+            }
+        }
+        let path = if polling { "ring-poll" } else { "ring" };
+        for batch in [1usize, 16, 256] {
+            let samples = if batch == 256 { 10 } else { 50 };
+            let mut s = [0u64; 50];
+            for x in s[..samples].iter_mut() {
+                let t0 = cycles();
+                *ok &= c.batch(&sqes[..batch], &mut cqes[..batch]).is_ok()
+                    && cqes[batch - 1].value[0] == (batch - 1) as u64;
+                *x = (cycles() - t0) / batch as u64;
+            }
+            let st = stats(&mut s[..samples]);
+            println!(
+                "ipcbench: {:<8} {:>8} {:>12} {:>12} {:>12} {:>9}",
+                path, batch, st.min, st.median, st.p99, "batch"
+            );
+        }
+        c.close();
+    }
 }

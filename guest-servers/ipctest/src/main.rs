@@ -82,6 +82,19 @@ fn main() -> u64 {
     );
 
     t.check(
+        "key-value store over synchronous IPC",
+        (|| {
+            let put = |k: u64, v: u64| ipc::call(echo, &Msg::new(l4_rt::transfer::KV_PUT, &[k, v])).map(|r| r.words[0]);
+            let get =
+                |k: u64| ipc::call(echo, &Msg::new(l4_rt::transfer::KV_GET, &[k])).map(|r| (r.words[0], r.words[1]));
+            if put(42, 4242) != Ok(0) || get(42) != Ok((1, 4242)) || get(43) != Ok((0, 0)) {
+                return Err("wrong answers");
+            }
+            Ok(())
+        })(),
+    );
+
+    t.check(
         "badges",
         (|| {
             let b5 = sys::cap_derive(echo, rights::SEND, 5).map_err(|_| "derive")?;

@@ -22,7 +22,7 @@ const CHILD_PRIORITY: u64 = 10;
 /// costs nothing), the benchmark above the spinner so that its numbers are its own.
 fn priority(name: &str) -> u64 {
     match name {
-        "echo" => CHILD_PRIORITY + 2,
+        "echo" | "ringsrv" => CHILD_PRIORITY + 2,
         "ipcbench" => CHILD_PRIORITY + 1,
         _ => CHILD_PRIORITY,
     }

@@ -39,6 +39,11 @@ pub const COW_WRITE: u32 = 0x205;
 pub const COW_READ: u32 = 0x206;
 /// `SHARED_WRITE(offset, byte)`: the server writes `byte` into the shared region.
 pub const SHARED_WRITE: u32 = 0x207;
+/// `KV_PUT(key, value)`: the echo server's key-value store (`l4_rt::service::Kv`, the same
+/// logic the ring server runs); answers 0, or 1 if full.
+pub const KV_PUT: u32 = 0x208;
+/// `KV_GET(key)`: answers `[found, value]`.
+pub const KV_GET: u32 = 0x209;
 /// Where the server maps the shared region and where it receives pages.
 pub const SERVER_SHARED_VA: u64 = 0x0000_0040_0000_0000;
 pub const SERVER_WINDOW_VA: u64 = 0x0000_0030_0000_0000;

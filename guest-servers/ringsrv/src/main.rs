@@ -1,0 +1,129 @@
+//! The ring server: registers as "ring"; a client hands it a ring channel (two calls:
+//! `SETUP_RING` with the ring capability, `SETUP_MEM` with the memory capability and the
+//! mode) and it serves that ring with `l4_rt::service` until the client is gone or the
+//! ring turns out to be garbage, then waits for the next one.
+//!
+//! Kernel-entry mode: one `RingEnter` per batch (it wakes the client and waits for more).
+//! Polling mode: spins on the submission ring; after `spin` idle rounds it sets
+//! NEED_WAKEUP, checks once more, and sleeps in `RingEnter`.
+#![no_std]
+#![no_main]
+
+use l4_abi::syscall::Error;
+use l4_rt::ipc::{self, Msg};
+use l4_rt::ring::{self, Ring, RingError};
+use l4_rt::service::{self, Kv};
+use l4_rt::{names, println, sys};
+
+l4_rt::entry!(main);
+
+use l4_rt::ringclient::{SETUP_MEM, SETUP_RING};
+const RING_VA: u64 = 0x0000_0060_0000_0000;
+
+fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingError {
+    let mut idle = 0u64;
+    loop {
+        let mut done = 0u32;
+        loop {
+            match r.next() {
+                Ok(Some(s)) => {
+                    let c = service::serve(kv, &s, data);
+                    loop {
+                        match r.complete(c) {
+                            Ok(true) => break,
+                            // The client is not reaping: wake it, let it run.
+                            Ok(false) => {
+                                if let Err(e) = ring::enter(r.slot, 0, true) {
+                                    return RingError::Sys(e);
+                                }
+                                sys::yield_now();
+                            }
+                            Err(e) => return e,
+                        }
+                    }
+                    done += 1;
+                }
+                Ok(None) => break,
+                Err(e) => return e,
+            }
+        }
+        if !polling {
+            // One kernel entry: wake the client if its completions are there, then wait.
+            if let Err(e) = ring::enter(r.slot, 1, true) {
+                return RingError::Sys(e);
+            }
+            continue;
+        }
+        if done > 0 {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle < spin {
+            core::hint::spin_loop();
+            continue;
+        }
+        // Going to sleep: tell the client, and look once more (it may have submitted
+        // just before it saw the flag).
+        r.set_need_wakeup(true);
+        match r.submissions() {
+            Ok(0) => {
+                if let Err(e) = ring::enter(r.slot, 1, true) {
+                    return RingError::Sys(e);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+        r.set_need_wakeup(false);
+        idle = 0;
+    }
+}
+
+fn main() -> u64 {
+    let Ok(ep) = sys::endpoint_create() else { return 1 };
+    if names::register("ring", ep).is_err() {
+        println!("ringsrv: cannot register");
+        return 1;
+    }
+    println!("ringsrv: serving");
+    let mut kv = Kv::default();
+    let mut ring_slot: Option<u8> = None;
+    let mut r = ipc::recv(ep);
+    loop {
+        let Ok(got) = r else {
+            r = ipc::recv(ep);
+            continue;
+        };
+        let m = got.msg;
+        match (m.label, m.cap) {
+            (SETUP_RING, Some(slot)) => {
+                ring_slot = Some(slot);
+                r = ipc::reply_recv(ep, &Msg::new(SETUP_RING, &[0])).or_else(|_| ipc::recv(ep));
+            }
+            (SETUP_MEM, Some(mem)) if ring_slot.is_some() => {
+                let slot = ring_slot.take().unwrap_or(0);
+                let ok = sys::mem_map_obj(mem, RING_VA).and_then(|_| Ring::at(slot, RING_VA));
+                let _ = ipc::reply(&Msg::new(SETUP_MEM, &[ok.is_ok() as u64]));
+                if let Ok(ring) = ok {
+                    let pages = m.words[2];
+                    let data_len = (pages * 4096) as usize;
+                    // SAFETY: the data region of the ring object just mapped.
+                    let data = unsafe { core::slice::from_raw_parts(ring.data as *const u8, data_len) };
+                    let why = serve(&ring, data, &mut kv, m.words[0] != 0, m.words[1]);
+                    match why {
+                        RingError::Garbage => println!("ringsrv: garbage indices in the ring; dropping it"),
+                        RingError::Sys(Error::PartnerGone) => {}
+                        RingError::Sys(e) => println!("ringsrv: ring ended: {}", e.name()),
+                    }
+                    let entries_pages = (l4_abi::ring::data_offset(ring.entries) / 4096) as u64;
+                    let _ = sys::mem_unmap(RING_VA, entries_pages + pages);
+                }
+                let _ = sys::cap_delete(mem);
+                let _ = sys::cap_delete(slot);
+                r = ipc::recv(ep);
+            }
+            _ => r = ipc::reply_recv(ep, &Msg::new(0xdead, &[])).or_else(|_| ipc::recv(ep)),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! In-guest tests of the ring path, run with `run=ringsrv,ringtest` (pin `ringsrv` to
+//! another CPU for the cross-CPU runs). Prints `ringtest: ok NAME` / `ringtest: FAIL`.
+#![no_std]
+#![no_main]
+
+use l4_abi::ring::{op, status, Cqe, Sqe};
+use l4_rt::ringclient::Client;
+use l4_rt::{names, println, sys};
+
+l4_rt::entry!(main);
+
+const VA: u64 = 0x0000_0070_0000_0000;
+const VA2: u64 = 0x0000_0071_0000_0000;
+
+fn echo(i: u64) -> Sqe {
+    Sqe { opcode: op::ECHO, user_data: i, inline: [i * 3, !i, 0, 0, 0], ..Sqe::default() }
+}
+
+fn check_echo(sqes: &[Sqe], cqes: &[Cqe]) -> Result<(), &'static str> {
+    for (s, c) in sqes.iter().zip(cqes) {
+        if c.user_data != s.user_data {
+            return Err("completion out of order or wrong user_data");
+        }
+        if c.result != status::OK || c.value != [s.inline[0], s.inline[1]] {
+            return Err("wrong answer");
+        }
+    }
+    Ok(())
+}
+
+struct T {
+    failed: u32,
+}
+
+impl T {
+    fn check(&mut self, name: &str, r: Result<(), &str>) {
+        match r {
+            Ok(()) => println!("ringtest: ok {}", name),
+            Err(w) => {
+                self.failed += 1;
+                println!("ringtest: FAIL {}: {}", name, w);
+            }
+        }
+    }
+}
+
+fn run_mode(t: &mut T, srv: u8, polling: bool) {
+    let mode = if polling { "polling" } else { "kernel-entry" };
+    let mut sqes = [Sqe::default(); 256];
+    let mut cqes = [Cqe::default(); 256];
+    let mut name = [0u8; 64];
+    let label = |what: &str, buf: &mut [u8; 64]| -> usize {
+        let mut n = 0;
+        for b in what.bytes().chain(" (".bytes()).chain(mode.bytes()).chain(")".bytes()) {
+            if n < buf.len() {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+        n
+    };
+
+    // Ordering, user_data, batches of 1 to 256 on a 256-slot ring.
+    let r = (|| {
+        let c = Client::connect(srv, VA, 256, 1, polling, 2000, 0).map_err(|_| "connect")?;
+        let mut b = 1;
+        let mut next = 0u64;
+        while b <= 256 {
+            for s in sqes[..b].iter_mut() {
+                *s = echo(next);
+                next += 1;
+            }
+            c.batch(&sqes[..b], &mut cqes[..b]).map_err(|_| "batch failed")?;
+            check_echo(&sqes[..b], &cqes[..b])?;
+            b *= 2;
+        }
+        // Backpressure: a full ring takes only what fits.
+        for (i, s) in sqes.iter_mut().enumerate() {
+            *s = echo(i as u64);
+        }
+        c.close();
+        Ok(())
+    })();
+    let n = label("order, user_data, batches 1-256", &mut name);
+    t.check(core::str::from_utf8(&name[..n]).unwrap_or("?"), r);
+
+    // Wrap-around: indices start just below 2^32.
+    let r = (|| {
+        let c = Client::connect(srv, VA, 64, 1, polling, 2000, u32::MAX - 100).map_err(|_| "connect")?;
+        for round in 0..40u64 {
+            for (i, s) in sqes[..16].iter_mut().enumerate() {
+                *s = echo(round * 16 + i as u64);
+            }
+            c.batch(&sqes[..16], &mut cqes[..16]).map_err(|_| "batch failed")?;
+            check_echo(&sqes[..16], &cqes[..16])?;
+        }
+        c.close();
+        Ok(())
+    })();
+    let n = label("index wrap-around past 2^32", &mut name);
+    t.check(core::str::from_utf8(&name[..n]).unwrap_or("?"), r);
+
+    // Lost wake-ups: many submit/sleep cycles (polling: the server sleeps after 1 idle round).
+    let r = (|| {
+        let c = Client::connect(srv, VA, 8, 1, polling, 1, 0).map_err(|_| "connect")?;
+        for i in 0..3000u64 {
+            sqes[0] = echo(i);
+            c.batch(&sqes[..1], &mut cqes[..1]).map_err(|_| "batch failed")?;
+            check_echo(&sqes[..1], &cqes[..1])?;
+        }
+        c.close();
+        Ok(())
+    })();
+    let n = label("3000 submit/sleep cycles, no lost wake-up", &mut name);
+    t.check(core::str::from_utf8(&name[..n]).unwrap_or("?"), r);
+}
+
+fn main() -> u64 {
+    let Ok(Some(srv)) = names::wait_for("ring", 10) else {
+        println!("ringtest: FAIL setup: no ring server");
+        let _ = names::done(1);
+        return 1;
+    };
+    let mut t = T { failed: 0 };
+    run_mode(&mut t, srv, false);
+    run_mode(&mut t, srv, true);
+
+    t.check(
+        "backpressure: a full ring takes what fits",
+        (|| {
+            let c = Client::connect(srv, VA, 16, 1, false, 0, 0).map_err(|_| "connect")?;
+            let sqes = [echo(1); 20];
+            let took = c.ring.submit(&sqes);
+            let mut cqes = [Cqe::default(); 16];
+            // Collect what was taken, then go.
+            let _ = l4_rt::ring::enter(c.ring.slot, 16, false);
+            let got = c.ring.reap(&mut cqes).map_err(|_| "reap")?;
+            c.close();
+            if took != 16 || got != 16 {
+                return Err("submit took more than fits, or lost some");
+            }
+            Ok(())
+        })(),
+    );
+
+    t.check(
+        "bad entries get error completions, the server survives",
+        (|| {
+            let c = Client::connect(srv, VA, 16, 1, false, 0, 0).map_err(|_| "connect")?;
+            let sqes = [
+                Sqe { opcode: 99, user_data: 1, ..Sqe::default() },
+                Sqe { opcode: op::SUM, user_data: 2, offset: 4000, len: 200, ..Sqe::default() },
+                Sqe { opcode: op::SUM, user_data: 3, offset: u64::MAX - 4, len: 100, ..Sqe::default() },
+                Sqe { opcode: op::KV_GET, user_data: 4, inline: [12345, 0, 0, 0, 0], ..Sqe::default() },
+                Sqe { opcode: op::KV_PUT, user_data: 5, inline: [7, 700, 0, 0, 0], ..Sqe::default() },
+                Sqe { opcode: op::KV_GET, user_data: 6, inline: [7, 0, 0, 0, 0], ..Sqe::default() },
+            ];
+            let mut cqes = [Cqe::default(); 6];
+            c.batch(&sqes, &mut cqes).map_err(|_| "batch")?;
+            c.close();
+            let want =
+                [status::BAD_OPCODE, status::BAD_RANGE, status::BAD_RANGE, status::NOT_FOUND, status::OK, status::OK];
+            if cqes.iter().map(|c| c.result).ne(want) || cqes[5].value[0] != 700 {
+                return Err("wrong results");
+            }
+            Ok(())
+        })(),
+    );
+
+    t.check(
+        "garbage indices: the server drops the ring and serves the next",
+        (|| {
+            let c = Client::connect(srv, VA, 16, 1, false, 0, 0).map_err(|_| "connect")?;
+            c.ring.reset_indices(0);
+            // An impossible tail: 100000 entries "pending" in a 16-slot ring.
+            // SAFETY: the ring's submission tail word in our own mapping.
+            unsafe { ((VA + l4_abi::ring::SQ_TAIL as u64) as *mut u32).write_volatile(100_000) };
+            let r = l4_rt::ring::enter(c.ring.slot, 1, false);
+            c.close();
+            if r.is_ok() {
+                return Err("RingEnter accepted garbage indices");
+            }
+            let c = Client::connect(srv, VA2, 16, 1, false, 0, 0).map_err(|_| "reconnect")?;
+            let sqes = [echo(5)];
+            let mut cqes = [Cqe::default()];
+            c.batch(&sqes, &mut cqes).map_err(|_| "batch after garbage")?;
+            check_echo(&sqes, &cqes)?;
+            c.close();
+            Ok(())
+        })(),
+    );
+
+    let (_, before) = sys::frame_stats();
+    let _ = before;
+    println!("ringtest: {} failed", t.failed);
+    let status = if t.failed == 0 { 0 } else { 1 };
+    let _ = names::done(status);
+    status
+}

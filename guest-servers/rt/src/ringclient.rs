@@ -1,0 +1,79 @@
+//! The client side of the ring server protocol (`ringsrv`): hand a ring to the server,
+//! run batches in kernel-entry or polling mode, and let go of the ring.
+
+use l4_abi::ring::{Cqe, Sqe};
+use l4_abi::syscall::Error;
+
+use crate::ipc::{self, Msg};
+use crate::ring::{self, Ring, RingError};
+use crate::sys;
+
+pub const SETUP_RING: u32 = 0x300;
+pub const SETUP_MEM: u32 = 0x301;
+
+/// A ring handed to the server.
+pub struct Client {
+    pub ring: Ring,
+    mem: u8,
+    pages: u64,
+    pub polling: bool,
+}
+
+impl Client {
+    /// Creates a ring (`entries` slots, `data_pages` of data) at `va`, sets its indices to
+    /// `start`, and hands it to the server behind `server` (polling after `spin` idle
+    /// rounds if `polling`).
+    pub fn connect(
+        server: u8,
+        va: u64,
+        entries: u32,
+        data_pages: u64,
+        polling: bool,
+        spin: u64,
+        start: u32,
+    ) -> Result<Client, Error> {
+        let (mut r, mem, theirs) = ring::create(entries, data_pages, va)?;
+        r.data_len = (data_pages * 4096) as usize;
+        r.reset_indices(start);
+        ipc::call(server, &Msg::new(SETUP_RING, &[]).with_cap(theirs))?;
+        let _ = sys::cap_delete(theirs);
+        let reply = ipc::call(server, &Msg::new(SETUP_MEM, &[polling as u64, spin, data_pages]).with_cap(mem))?;
+        if reply.words[0] != 1 {
+            return Err(Error::BadArgument);
+        }
+        let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
+        Ok(Client { ring: r, mem, pages, polling })
+    }
+
+    /// Submits `sqes` (all of them, waiting for room as needed) and waits for as many
+    /// completions, which land in `out`. Kernel-entry mode: one `RingEnter` per batch
+    /// (more only when the batch is larger than the ring). Polling mode: no kernel entry
+    /// unless the server sleeps.
+    pub fn batch(&self, sqes: &[Sqe], out: &mut [Cqe]) -> Result<(), RingError> {
+        let mut sent = 0;
+        let mut got = 0;
+        while got < sqes.len() {
+            sent += self.ring.submit(&sqes[sent..]);
+            let want = (sent - got) as u32;
+            if self.polling {
+                if self.ring.needs_wakeup() {
+                    ring::enter(self.ring.slot, 0, false).map_err(RingError::Sys)?;
+                }
+                while self.ring.completions()? == 0 {
+                    core::hint::spin_loop();
+                }
+            } else if self.ring.completions()? < want {
+                ring::enter(self.ring.slot, want, false).map_err(RingError::Sys)?;
+            }
+            got += self.ring.reap(&mut out[got..sent])?;
+        }
+        Ok(())
+    }
+
+    /// Lets go of the ring (the server is told and waits for the next one).
+    pub fn close(self) {
+        let _ = sys::mem_unmap(self.ring.base, self.pages);
+        let _ = sys::cap_delete(self.mem);
+        let _ = sys::cap_delete(self.ring.slot);
+    }
+}
