@@ -574,3 +574,65 @@ fn long_messages_travel_through_the_ipc_buffers() {
         assert_eq!(got, *w, "word {i}");
     }
 }
+
+#[test]
+fn ring_enter_waits_wakes_refuses_garbage_and_reports_a_dead_client() {
+    use l4_abi::ring as ra;
+    use l4_abi::syscall::RING_SERVER;
+    let (mut k, mut p, th) = setup(2);
+    let (client, server) = (th[0], th[1]);
+    sys(&mut k, &mut p, client, Sysno::RingCreate, 16, 1, &[]);
+    assert_eq!(result(&k, client), None);
+    let (cslot, mslot, sslot) = (k.threads[client].regs.rdi, k.threads[client].regs.rsi, k.threads[client].regs.rdx);
+    // Hand the server its capability.
+    let ct = k.threads[client].task as usize;
+    let scap = k.tasks[ct].caps.take(sslot).unwrap();
+    let st = k.threads[server].task as usize;
+    let sslot = k.tasks[st].caps.insert(scap).unwrap() as u64;
+    let Object::Memory(m) = k.tasks[ct].caps.get(mslot).unwrap().object else { panic!() };
+    let f = k.memobj_page(&p, m as usize, 0);
+    let rd = |p: &FakePlatform, off: usize| {
+        let mut b = [0u8; 4];
+        p.read_bytes(f + off as u64, &mut b);
+        u32::from_le_bytes(b)
+    };
+    assert_eq!(rd(&p, ra::ENTRIES), 16);
+    // The client's capability cannot serve, the server's cannot submit.
+    sys(&mut k, &mut p, client, Sysno::RingEnter, cslot, 0, &[1, RING_SERVER]);
+    assert_eq!(result(&k, client), Some(Error::NoRights));
+    // The server waits for a submission.
+    sys(&mut k, &mut p, server, Sysno::RingEnter, sslot, 0, &[1, RING_SERVER]);
+    assert_eq!(k.threads[server].state, ThreadState::BlockedRing { r: 0 });
+    // The client submits one entry (tail 0 -> 1) and waits for its completion.
+    p.write_bytes(f + ra::SQ_TAIL as u64, &1u32.to_le_bytes());
+    sys(&mut k, &mut p, client, Sysno::RingEnter, cslot, 0, &[1, 0]);
+    assert!(matches!(k.threads[server].state, ThreadState::Ready | ThreadState::Running), "the server is woken");
+    assert_eq!(k.threads[server].regs.rdi, 1, "with one submission pending");
+    assert_eq!(k.threads[client].state, ThreadState::BlockedRing { r: 0 });
+    // The server completes it (cq tail 0 -> 1) and enters: the client wakes.
+    p.write_bytes(f + ra::SQ_HEAD as u64, &1u32.to_le_bytes());
+    p.write_bytes(f + ra::CQ_TAIL as u64, &1u32.to_le_bytes());
+    if k.current != server as u16 {
+        k.runqs[0].remove(server, 5);
+        k.threads[server].state = ThreadState::Running;
+        k.current = server as u16;
+    }
+    let r = &mut k.threads[server].regs;
+    (r.rax, r.rdi, r.rdx, r.r10) = (Sysno::RingEnter as u64, sslot, 0, RING_SERVER);
+    k.syscall(&mut p);
+    assert!(matches!(k.threads[client].state, ThreadState::Ready | ThreadState::Running));
+    assert_eq!(k.threads[client].regs.rdi, 1);
+    // Garbage indices are refused.
+    p.write_bytes(f + ra::SQ_TAIL as u64, &1000u32.to_le_bytes());
+    sys(&mut k, &mut p, server, Sysno::RingEnter, sslot, 0, &[1, RING_SERVER]);
+    assert_eq!(result(&k, server), Some(Error::BadArgument));
+    p.write_bytes(f + ra::SQ_TAIL as u64, &1u32.to_le_bytes());
+    // The server waits again; the client dies: the server is told.
+    sys(&mut k, &mut p, server, Sysno::RingEnter, sslot, 0, &[1, RING_SERVER]);
+    assert_eq!(k.threads[server].state, ThreadState::BlockedRing { r: 0 });
+    k.kill_task(&mut p, ct);
+    assert!(matches!(k.threads[server].state, ThreadState::Ready | ThreadState::Running));
+    assert_eq!(result(&k, server), Some(Error::PartnerGone));
+    sys(&mut k, &mut p, server, Sysno::RingEnter, sslot, 0, &[1, RING_SERVER]);
+    assert_eq!(result(&k, server), Some(Error::PartnerGone), "no client any more");
+}
