@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "ipctest: ok order",
+    "ipctest: ok key-value store over synchronous IPC",
     "ipctest: ok badges",
     "ipctest: ok errors",
     "ipctest: ok cow isolation both ways, unwritten pages stay shared",
