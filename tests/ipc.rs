@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -48,14 +47,7 @@ fn ipc_tests_pass_in_the_guest() {
 
 #[test]
 fn ipc_tests_pass_under_qemu_through_syscall() {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-display", "none", "-monitor", "none"])
-        .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-        .arg("-kernel")
-        .arg(kernel_elf())
-        .arg("-initrd")
-        .arg(boot_archive())
-        .args(["-append", "run=echo,ipctest"]);
+    let cmd = qemu(1, "run=echo,ipctest");
     let r = run(cmd, Duration::from_secs(600));
     r.assert_code(1).assert_stdout_has("l4: user entry: syscall\n");
     assert_all_pass(&r);

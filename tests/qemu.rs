@@ -4,46 +4,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-fn qemu_binary() -> &'static str {
-    let bin = "qemu-system-x86_64";
-    let found =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false);
-    assert!(
-        found,
-        "{bin} is not installed: this test needs it (Debian: apt-get install qemu-system-x86; .ci/run installs it)"
-    );
-    bin
-}
-
-/// Boots the kernel under QEMU with the default boot archive as its one module.
-fn qemu(append: &str) -> Run {
-    let mut cmd = Command::new(qemu_binary());
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-smp",
-        "2",
-        "-m",
-        "256",
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-    .arg("-kernel")
-    .arg(kernel_elf())
-    .arg("-initrd")
-    .arg(boot_archive())
-    .args(["-append", append]);
-    run(cmd, Duration::from_secs(120))
+/// Boots the kernel under QEMU with two CPUs.
+fn run_qemu(append: &str) -> Run {
+    run(qemu(2, append), Duration::from_secs(120))
 }
 
 /// The banner lines that do not depend on the machine.
@@ -66,7 +33,7 @@ const USER_SPACE: [&str; 6] = [
 
 #[test]
 fn same_kernel_and_servers_run_under_qemu_through_syscall() {
-    let q = qemu("hello from qemu");
+    let q = run_qemu("hello from qemu");
     // isa-debug-exit: status = (value << 1) | 1, so the guest's 0 is 1.
     q.assert_code(1)
         .assert_stdout_has("cmdline: 'hello from qemu'")
@@ -82,7 +49,7 @@ fn same_kernel_and_servers_run_under_qemu_through_syscall() {
 
 #[test]
 fn the_int3_entry_can_be_forced_and_works_under_qemu_too() {
-    let q = qemu("entry=int3");
+    let q = run_qemu("entry=int3");
     q.assert_code(1).assert_stdout_has("l4: user entry: int3");
     for line in USER_SPACE {
         q.assert_stdout_has(line);

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -46,27 +45,7 @@ fn ring_suite_with_the_server_polling_on_another_vcpu() {
 
 #[test]
 fn ring_suite_under_qemu_smp() {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-smp",
-        "2",
-        "-m",
-        "256",
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-    .arg("-kernel")
-    .arg(kernel_elf())
-    .arg("-initrd")
-    .arg(boot_archive())
-    .args(["-append", "run=ringsrv,ringtest pin=ringsrv:1"]);
+    let cmd = qemu(2, "run=ringsrv,ringtest pin=ringsrv:1");
     let r = run(cmd, Duration::from_secs(600));
     r.assert_code(1);
     assert_ringtest_passed(&r.stdout);

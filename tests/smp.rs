@@ -34,27 +34,7 @@ fn servers_pinned_to_different_vcpus_pass_the_ipc_suite() {
 
 #[test]
 fn qemu_smp_starts_the_second_cpu_and_passes_the_ipc_suite() {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg",
-        "-smp",
-        "2",
-        "-m",
-        "256",
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
-    .arg("-kernel")
-    .arg(kernel_elf())
-    .arg("-initrd")
-    .arg(boot_archive())
-    .args(["-append", "run=echo,ipctest pin=echo:1"]);
+    let cmd = qemu(2, "run=echo,ipctest pin=echo:1");
     let r = run(cmd, Duration::from_secs(600));
     r.assert_code(1).assert_stdout_has("l4: 2 cpus online").assert_stdout_has("root: started 'echo' on cpu 1");
     assert_ipctest_passed(&r.stdout);

@@ -78,7 +78,7 @@ pub struct UserRegs {
 }
 
 impl UserRegs {
-    const ZERO: UserRegs = UserRegs {
+    pub const ZERO: UserRegs = UserRegs {
         r15: 0,
         r14: 0,
         r13: 0,

@@ -105,19 +105,7 @@ fn setup(n: usize) -> (Box<Kernel>, FakePlatform, Vec<usize>) {
 
 /// Runs thread `t` (as if the scheduler picked it) and makes system call `n`.
 fn sys(k: &mut Kernel, p: &mut FakePlatform, t: usize, n: Sysno, rdi: u64, rsi: u64, words: &[u64]) {
-    if k.current != t as u16 {
-        if let Some(c) = k.current() {
-            k.make_ready(c);
-        }
-        k.switch_to(t);
-    }
-    let r = &mut k.threads[t].regs;
-    r.rax = n as u64;
-    r.rdi = rdi;
-    r.rsi = rsi;
-    for (i, w) in words.iter().enumerate() {
-        r.set_word(i, *w);
-    }
+    prepare(k, t, n, rdi, rsi, words);
     k.syscall(p);
 }
 

@@ -162,3 +162,25 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// QEMU (TCG) booting the built kernel with the default boot archive as its one module,
+/// `smp` CPUs and kernel command line `append`; the exit device at port 0xf4 gives
+/// status `(value << 1) | 1`.
+pub fn qemu(smp: u32, append: &str) -> Command {
+    let bin = "qemu-system-x86_64";
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false);
+    assert!(
+        found,
+        "{bin} is not installed: this test needs it (Debian: apt-get install qemu-system-x86; .ci/run installs it)"
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(["-accel", "tcg", "-smp", &smp.to_string(), "-m", "256", "-nographic", "-no-reboot", "-display", "none"])
+        .args(["-monitor", "none", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01"])
+        .arg("-kernel")
+        .arg(kernel_elf())
+        .arg("-initrd")
+        .arg(boot_archive())
+        .args(["-append", append]);
+    cmd
+}

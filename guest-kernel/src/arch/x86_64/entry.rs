@@ -26,6 +26,41 @@ pub const SPURIOUS_VECTOR: u64 = 0xff;
 
 core::arch::global_asm!(
     r#"
+    /* The 15 GPRs in UserRegs order (rax pushed first, r15 last). */
+    .macro SAVE_GPRS
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    .endm
+    .macro RESTORE_GPRS
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    .endm
     .macro ISR_NOERR n
     .global isr_\n
 isr_\n:
@@ -81,21 +116,7 @@ isr_common:
     testb $3, 24(%rsp)              /* from user? (CS above vector and error code) */
     jz 3f
     swapgs                          /* GS base: this CPU's per-CPU block */
-3:  pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+3:  SAVE_GPRS
     cld
     movq %rsp, %rdi
     testb $3, 144(%rsp)             /* CS of the interrupted code */
@@ -104,21 +125,7 @@ isr_common:
     call trap_from_user             /* never returns */
     ud2
 2:  call trap_from_kernel
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    RESTORE_GPRS
     addq $16, %rsp
     iretq
 
@@ -134,21 +141,7 @@ syscall_entry:
     pushq %rcx                      /* user RIP */
     pushq $0
     pushq ${sysvec}
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    SAVE_GPRS
     movq %rsp, %rdi
     movq %gs:{pc_kstack}, %rsp
     call trap_from_user
@@ -157,21 +150,7 @@ syscall_entry:
     .global return_to_user
 return_to_user:
     movq %rdi, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    RESTORE_GPRS
     addq $16, %rsp
     swapgs                          /* back to the user's GS base */
     iretq

@@ -103,30 +103,7 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
         AFTER_PROBE = Some(then);
     }
     let frame = UserRegs { rip: 0x10000, cs: 0x23, ss: 0x1b, rflags: 0x2, rsp: 0, ..UserRegs::default() };
-    static mut PROBE_FRAME: UserRegs = UserRegs {
-        r15: 0,
-        r14: 0,
-        r13: 0,
-        r12: 0,
-        r11: 0,
-        r10: 0,
-        r9: 0,
-        r8: 0,
-        rbp: 0,
-        rdi: 0,
-        rsi: 0,
-        rdx: 0,
-        rcx: 0,
-        rbx: 0,
-        rax: 0,
-        vector: 0,
-        error: 0,
-        rip: 0,
-        cs: 0,
-        rflags: 0,
-        rsp: 0,
-        ss: 0,
-    };
+    static mut PROBE_FRAME: UserRegs = UserRegs::ZERO;
     // SAFETY: the probe frame is a static; the probe address space maps the kernel half.
     unsafe {
         let pf = addr_of_mut!(PROBE_FRAME);
