@@ -1,1 +1,81 @@
-fn main() {}
+//! `bench`: boots l4vmm with the benchmark servers, measures every IPC path (cycles from
+//! the guest's rdtsc, ring-0 instructions from l4vmm's counter), measures Linux baselines
+//! on the host in the same run, and writes results.json, results.md and SVG plots.
+
+mod guest;
+mod linux;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use indicatif::ProgressBar;
+
+/// Measure every IPC path side by side.
+#[derive(Parser, Debug)]
+#[command(name = "bench", version)]
+struct Args {
+    /// Fewer samples for the Linux baselines (the guest's sample counts are fixed and take ~5 s).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write results.json, results.md and the plots.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    out: PathBuf,
+    /// vCPUs for the guest (2 or more adds cross-vCPU and ring-polling scenarios).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    vcpus: u32,
+}
+
+/// One measured scenario (the shape of results.json's "scenarios" entries).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub path: String,
+    pub placement: String,
+    pub size_bytes: u64,
+    pub batch: u64,
+    pub median_ns: f64,
+    pub p99_ns: f64,
+    pub min_ns: f64,
+    pub ops_per_sec: f64,
+    pub ring0_instructions_per_op: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.vcpus == 0 {
+        eprintln!("bench: error: --vcpus must be at least 1");
+        return ExitCode::from(2);
+    }
+    let steps = 3;
+    let bar = ProgressBar::new(steps);
+    bar.set_message("guest");
+    let guest = match guest::run(args.vcpus) {
+        Ok(g) => g,
+        Err(e) => {
+            bar.abandon();
+            eprintln!("bench: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    bar.inc(1);
+    bar.set_message("linux baselines");
+    let mut scenarios = guest.scenarios.clone();
+    scenarios.extend(linux::run(args.quick, guest.tsc_khz));
+    bar.inc(1);
+    bar.set_message("report");
+    let r = report::write(&args.out, &guest, &scenarios, args.vcpus);
+    bar.inc(1);
+    bar.finish_and_clear();
+    match r {
+        Ok(()) => {
+            println!("bench: {} scenarios; results in {}", scenarios.len(), args.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

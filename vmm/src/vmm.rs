@@ -73,6 +73,9 @@ impl Vmm {
         let devices = Arc::new(Devices::new(Console::new(&vm)?, memory.clone()));
         step("devices");
         let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
+        if let Some(khz) = vcpus.first().and_then(|v| v.get_tsc_khz().ok()) {
+            log::info!("guest TSC: {khz} kHz");
+        }
         step("vcpus");
         let gdb = match &config.gdb {
             Some(addr) => {

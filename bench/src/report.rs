@@ -1,0 +1,151 @@
+//! results.json, results.md and the SVG plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::guest::Guest;
+use crate::Scenario;
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let env = serde_json::json!({
+        "cpu": cpu_model(),
+        "host_kvm": guest.host_kvm,
+        "vcpus": vcpus,
+        "tsc_khz": guest.tsc_khz,
+        "kernel_entry": guest.kernel_entry,
+        "git_commit": git_commit(),
+    });
+    let json = serde_json::json!({ "environment": env, "scenarios": s });
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("results.json"), text).map_err(|e| format!("results.json: {e}"))?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# l4 IPC benchmark\n");
+    let _ = writeln!(
+        md,
+        "Host KVM: {}, {vcpus} vCPUs, guest TSC {} kHz, user entry: {}, CPU: {}.\n",
+        guest.host_kvm,
+        guest.tsc_khz,
+        guest.kernel_entry,
+        cpu_model()
+    );
+    let _ = writeln!(md, "| scenario | path | placement | bytes | batch | median ns | p99 ns | min ns | ops/s | ring-0 instructions/op |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for x in s {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            x.name,
+            x.path,
+            x.placement,
+            x.size_bytes,
+            x.batch,
+            x.median_ns,
+            x.p99_ns,
+            x.min_ns,
+            x.ops_per_sec,
+            x.ring0_instructions_per_op.map_or("n/a".into(), |n| format!("{n:.0}"))
+        );
+    }
+    std::fs::write(dir.join("results.md"), md).map_err(|e| format!("results.md: {e}"))?;
+    plot_sizes(&dir.join("latency-vs-size.svg"), s).map_err(|e| format!("plot: {e}"))?;
+    plot_batches(&dir.join("throughput-vs-batch.svg"), s).map_err(|e| format!("plot: {e}"))?;
+    Ok(())
+}
+
+fn plot_sizes(path: &Path, s: &[Scenario]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let series: Vec<(&str, Vec<(f64, f64)>)> = ["copy", "cow", "shared"]
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                s.iter()
+                    .filter(|x| x.path == *p && x.size_bytes > 0)
+                    .map(|x| ((x.size_bytes as f64).log2(), x.median_ns.log10()))
+                    .collect(),
+            )
+        })
+        .collect();
+    let (xmax, ymax) =
+        series.iter().flat_map(|(_, v)| v).fold((1.0f64, 1.0f64), |(a, b), (x, y)| (a.max(*x), b.max(*y)));
+    let mut chart = ChartBuilder::on(&root)
+        .caption("round-trip latency vs message size (log2 bytes, log10 ns)", ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..xmax + 1.0, 0.0..ymax + 1.0)?;
+    chart.configure_mesh().x_desc("log2(bytes)").y_desc("log10(ns)").draw()?;
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_batches(path: &Path, s: &[Scenario]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let sync = s.iter().find(|x| x.path == "sync").map_or(0.0, |x| x.ops_per_sec);
+    let series: Vec<(&str, Vec<(f64, f64)>)> = ["ring", "ring-poll"]
+        .iter()
+        .map(|p| {
+            (*p, s.iter().filter(|x| x.path == *p).map(|x| ((x.batch as f64).log2(), x.ops_per_sec.log10())).collect())
+        })
+        .collect();
+    let ymax = series.iter().flat_map(|(_, v)| v).map(|p| p.1).fold(sync.log10().max(1.0), f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("requests per second vs batch size (log2 batch, log10 requests/s)", ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..9.0, 0.0..ymax + 1.0)?;
+    chart.configure_mesh().x_desc("log2(batch)").y_desc("log10(requests/s)").draw()?;
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    if sync > 0.0 {
+        let color = Palette99::pick(5).to_rgba();
+        chart
+            .draw_series(LineSeries::new(vec![(0.0, sync.log10()), (8.0, sync.log10())], color.stroke_width(2)))?
+            .label("sync call/reply")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

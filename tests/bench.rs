@@ -1,0 +1,75 @@
+//! `bench` end to end: boots the guest benchmark, runs the Linux baselines, and checks that
+//! results.json has every path with plausible (positive, ordered) numbers and that the
+//! report and plots were written. No speed targets here: those are reported, not asserted.
+
+use std::process::Command;
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("l4-bench-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn bench_quick_writes_every_path_with_sane_numbers() {
+    let out = tempdir();
+    let r = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--quick", "--vcpus", "2", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "bench failed:\n{stdout}\n{stderr}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("results.json"))
+            .expect("results.json parses");
+    let env = &json["environment"];
+    assert!(env["tsc_khz"].as_u64().unwrap_or(0) > 0, "{env}");
+    assert_eq!(env["vcpus"].as_u64(), Some(2));
+    assert!(env["host_kvm"].as_str().is_some_and(|s| !s.is_empty()), "{env}");
+    let scenarios = json["scenarios"].as_array().expect("scenarios array");
+    for path in [
+        "floor",
+        "sync",
+        "copy",
+        "cow",
+        "shared",
+        "ring",
+        "ring-poll",
+        "linux-pipe",
+        "linux-unix",
+        "linux-eventfd",
+        "linux-futex",
+    ] {
+        assert!(scenarios.iter().any(|s| s["path"] == path), "no {path} scenario in {json}");
+    }
+    for s in scenarios {
+        let (min, med, p99) =
+            (s["min_ns"].as_f64().unwrap(), s["median_ns"].as_f64().unwrap(), s["p99_ns"].as_f64().unwrap());
+        assert!(min > 0.0 && min <= med && med <= p99, "bad numbers in {s}");
+        assert!(s["ops_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // The register path runs on the fast path: l4vmm counts its ring-0 instructions.
+    let sync = scenarios.iter().find(|s| s["path"] == "sync").unwrap();
+    assert!(sync["ring0_instructions_per_op"].as_f64().is_some_and(|n| n > 0.0), "{sync}");
+
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert!(md.contains("| sync |") && md.contains("| linux-pipe |"), "{md}");
+    for svg in ["latency-vs-size.svg", "throughput-vs-batch.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).expect(svg);
+        assert!(text.starts_with("<svg") && text.contains("<polyline"), "{svg} has no lines");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn bench_rejects_bad_flags_before_running_anything() {
+    for args in [&["--vcpus", "0"][..], &["--no-such-flag"][..], &["--vcpus", "two"][..]] {
+        let r = Command::new(env!("CARGO_BIN_EXE_bench")).args(args).output().expect("run bench");
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&r.stderr).contains("error"), "{args:?}");
+    }
+}
