@@ -29,7 +29,7 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
     let env = &json["environment"];
     assert!(env["tsc_khz"].as_u64().unwrap_or(0) > 0, "{env}");
     assert_eq!(env["vcpus"].as_u64(), Some(2));
-    assert!(env["host_kvm"].as_str().is_some_and(|s| !s.is_empty()), "{env}");
+    assert!(matches!(env["host_kvm"].as_str(), Some("pvm" | "hardware")), "{env}");
     let scenarios = json["scenarios"].as_array().expect("scenarios array");
     for path in [
         "floor",
@@ -45,6 +45,13 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
         "linux-futex",
     ] {
         assert!(scenarios.iter().any(|s| s["path"] == path), "no {path} scenario in {json}");
+    }
+    // io_uring may be forbidden on the host (sysctl, container seccomp): then it must say so.
+    let uring_rows = scenarios.iter().filter(|s| s["path"] == "linux-io_uring").count();
+    match env["linux_io_uring"].as_str() {
+        Some("ok") => assert_eq!(uring_rows, 3, "io_uring rows for batches 1, 16, 256"),
+        Some(why) => assert!(why.starts_with("unavailable: ") && uring_rows == 0, "{why}"),
+        None => panic!("no linux_io_uring in {env}"),
     }
     for s in scenarios {
         let (min, med, p99) =

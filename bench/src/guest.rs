@@ -10,7 +10,10 @@ use crate::Scenario;
 pub struct Guest {
     pub scenarios: Vec<Scenario>,
     pub tsc_khz: u64,
+    /// "pvm" or "hardware".
     pub host_kvm: String,
+    /// l4vmm's own description of the host's KVM.
+    pub host_kvm_detail: String,
     pub kernel_entry: String,
 }
 
@@ -76,7 +79,9 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .ok_or("l4vmm did not report the guest TSC frequency")?;
-    let host_kvm = stderr.lines().find_map(|l| l.split("host KVM: ").nth(1)).unwrap_or("not reported").to_string();
+    let host_kvm_detail =
+        stderr.lines().find_map(|l| l.split("host KVM: ").nth(1)).unwrap_or("not reported").to_string();
+    let host_kvm = if host_kvm_detail.starts_with("PVM") { "pvm" } else { "hardware" }.to_string();
     let kernel_entry = if stdout.contains("l4: user entry: syscall") { "syscall" } else { "int3" }.to_string();
     let ns = |cycles: f64| cycles * 1e6 / tsc_khz as f64;
     let mut scenarios = Vec::new();
@@ -117,5 +122,5 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
     if scenarios.is_empty() {
         return Err(format!("ipcbench printed no rows:\n{stdout}"));
     }
-    Ok(Guest { scenarios, tsc_khz, host_kvm, kernel_entry })
+    Ok(Guest { scenarios, tsc_khz, host_kvm, host_kvm_detail, kernel_entry })
 }

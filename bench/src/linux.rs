@@ -66,7 +66,7 @@ fn measure(samples: usize, per: usize, child: impl FnOnce(), mut ping: impl FnMu
     out
 }
 
-fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
+pub fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
     ns.sort_by(|a, b| a.total_cmp(b));
     let median = ns[ns.len() / 2];
     Scenario {

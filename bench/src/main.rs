@@ -5,6 +5,7 @@
 mod guest;
 mod linux;
 mod report;
+mod uring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,9 +64,19 @@ fn main() -> ExitCode {
     bar.set_message("linux baselines");
     let mut scenarios = guest.scenarios.clone();
     scenarios.extend(linux::run(args.quick, guest.tsc_khz));
+    let io_uring = match uring::run(args.quick) {
+        Ok(rows) => {
+            scenarios.extend(rows);
+            "ok".to_string()
+        }
+        Err(e) => {
+            bar.println(format!("bench: io_uring baseline skipped: {e}"));
+            format!("unavailable: {e}")
+        }
+    };
     bar.inc(1);
     bar.set_message("report");
-    let r = report::write(&args.out, &guest, &scenarios, args.vcpus);
+    let r = report::write(&args.out, &guest, &scenarios, args.vcpus, &io_uring);
     bar.inc(1);
     bar.finish_and_clear();
     match r {

@@ -28,11 +28,13 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32) -> Result<(), String> {
+pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let env = serde_json::json!({
         "cpu": cpu_model(),
         "host_kvm": guest.host_kvm,
+        "host_kvm_detail": guest.host_kvm_detail,
+        "linux_io_uring": io_uring,
         "vcpus": vcpus,
         "tsc_khz": guest.tsc_khz,
         "kernel_entry": guest.kernel_entry,
@@ -47,7 +49,7 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32) -> Result<()
     let _ = writeln!(
         md,
         "Host KVM: {}, {vcpus} vCPUs, guest TSC {} kHz, user entry: {}, CPU: {}.\n",
-        guest.host_kvm,
+        guest.host_kvm_detail,
         guest.tsc_khz,
         guest.kernel_entry,
         cpu_model()
@@ -117,7 +119,7 @@ fn plot_batches(path: &Path, s: &[Scenario]) -> Result<(), Box<dyn std::error::E
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let sync = s.iter().find(|x| x.path == "sync").map_or(0.0, |x| x.ops_per_sec);
-    let series: Vec<(&str, Vec<(f64, f64)>)> = ["ring", "ring-poll"]
+    let series: Vec<(&str, Vec<(f64, f64)>)> = ["ring", "ring-poll", "linux-io_uring"]
         .iter()
         .map(|p| {
             (*p, s.iter().filter(|x| x.path == *p).map(|x| ((x.batch as f64).log2(), x.ops_per_sec.log10())).collect())
