@@ -1,6 +1,8 @@
 //! Linux baselines on the host, measured in the same run: round trips between two
-//! processes over a pipe, a unix socket, eventfds, a futex, and a spinning shared-memory
-//! flag with the two processes on different CPUs.
+//! processes over a pipe, a unix socket, eventfds and a futex, both pinned to one CPU (a
+//! same-CPU switch, like the guest's one-vCPU synchronous IPC, and reproducible: unpinned,
+//! cross-CPU wake-ups on a virtualized host vary tenfold between runs), and a spinning
+//! shared-memory flag with the two processes on two different CPUs.
 
 use std::time::Instant;
 
@@ -28,13 +30,29 @@ fn xfer(fd: i32, write: bool, len: usize) {
     }
 }
 
-fn pin(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this process.
+/// This process's allowed CPUs.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it for this process.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        set
     }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_affinity(&set);
 }
 
 /// Forks a child running `child` for ever, times `samples` × `per` runs of `ping` in the
@@ -83,6 +101,20 @@ pub fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
     }
 }
 
+/// A round trip over file descriptors: the child reads `child[0]` and answers on
+/// `child[1]`; the parent writes `parent[0]` and waits on `parent[1]`; `len` bytes each way.
+fn fd_ping_pong(path: &str, samples: usize, per: usize, child: [i32; 2], parent: [i32; 2], len: usize) -> Scenario {
+    let serve = || loop {
+        xfer(child[0], false, len);
+        xfer(child[1], true, len);
+    };
+    let ping = || {
+        xfer(parent[0], true, len);
+        xfer(parent[1], false, len);
+    };
+    scenario(path, measure(samples, per, serve, ping))
+}
+
 fn fds2() -> [i32; 2] {
     let mut f = [0i32; 2];
     // SAFETY: f has room for two descriptors.
@@ -90,63 +122,29 @@ fn fds2() -> [i32; 2] {
     f
 }
 
-pub fn run(quick: bool, _tsc_khz: u64) -> Vec<Scenario> {
+pub fn run(quick: bool) -> Vec<Scenario> {
     let (samples, per) = if quick { (200, 10) } else { (2000, 10) };
     let mut out = Vec::new();
 
+    let original = affinity();
+    // SAFETY: CPU_ISSET only reads the set.
+    let cpus: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &original) }).collect();
+    // Children inherit the pinning.
+    pin(cpus.first().copied().unwrap_or(0));
+
     let (a, b) = (fds2(), fds2());
-    out.push(scenario(
-        "linux-pipe",
-        measure(
-            samples,
-            per,
-            || loop {
-                xfer(a[0], false, 1);
-                xfer(b[1], true, 1);
-            },
-            || {
-                xfer(a[1], true, 1);
-                xfer(b[0], false, 1);
-            },
-        ),
-    ));
+    out.push(fd_ping_pong("linux-pipe", samples, per, [a[0], b[1]], [a[1], b[0]], 1));
 
     let mut sv = [0i32; 2];
     // SAFETY: sv has room for two descriptors.
     assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }, 0);
-    out.push(scenario(
-        "linux-unix",
-        measure(
-            samples,
-            per,
-            || loop {
-                xfer(sv[1], false, 1);
-                xfer(sv[1], true, 1);
-            },
-            || {
-                xfer(sv[0], true, 1);
-                xfer(sv[0], false, 1);
-            },
-        ),
-    ));
+    out.push(fd_ping_pong("linux-unix", samples, per, [sv[1], sv[1]], [sv[0], sv[0]], 1));
 
     // SAFETY: plain eventfd creation.
     let (e1, e2) = unsafe { (libc::eventfd(0, 0), libc::eventfd(0, 0)) };
-    out.push(scenario(
-        "linux-eventfd",
-        measure(
-            samples,
-            per,
-            || loop {
-                xfer(e1, false, 8);
-                xfer(e2, true, 8);
-            },
-            || {
-                xfer(e1, true, 8);
-                xfer(e2, false, 8);
-            },
-        ),
-    ));
+    assert!(e1 >= 0 && e2 >= 0, "eventfd failed");
+    out.push(fd_ping_pong("linux-eventfd", samples, per, [e1, e2], [e1, e2], 8));
 
     // A shared word: 1 = ping, 2 = pong.
     // SAFETY: an anonymous shared mapping of one page, inherited by the child.
@@ -193,16 +191,14 @@ pub fn run(quick: bool, _tsc_khz: u64) -> Vec<Scenario> {
     ));
 
     atom().store(0, SeqCst);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus >= 2 {
-        pin(0);
+    if let Some(&other) = cpus.get(1) {
         out.push(scenario(
             "linux-spin",
             measure(
                 samples,
                 per * 10,
                 || {
-                    pin(1);
+                    pin(other);
                     loop {
                         while atom().load(SeqCst) != 1 {
                             std::hint::spin_loop();
@@ -218,14 +214,7 @@ pub fn run(quick: bool, _tsc_khz: u64) -> Vec<Scenario> {
                 },
             ),
         ));
-        // SAFETY: undo the pinning: every CPU allowed again.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for c in 0..cpus {
-                libc::CPU_SET(c, &mut set);
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
     }
+    set_affinity(&original);
     out
 }

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     bar.inc(1);
     bar.set_message("linux baselines");
     let mut scenarios = guest.scenarios.clone();
-    scenarios.extend(linux::run(args.quick, guest.tsc_khz));
+    scenarios.extend(linux::run(args.quick));
     let io_uring = match uring::run(args.quick) {
         Ok(rows) => {
             scenarios.extend(rows);
