@@ -63,6 +63,16 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
     let sync = scenarios.iter().find(|s| s["path"] == "sync").unwrap();
     assert!(sync["ring0_instructions_per_op"].as_f64().is_some_and(|n| n > 0.0), "{sync}");
 
+    // Guest rows carry their ratio to the null-entry floor; the floor's own ratio is 1.
+    let floor = scenarios.iter().find(|s| s["path"] == "floor").unwrap();
+    assert_eq!(floor["ratio_to_floor"].as_f64(), Some(1.0), "{floor}");
+    assert!(sync["ratio_to_floor"].as_f64().is_some_and(|r| r > 1.0), "a round trip costs more than one entry: {sync}");
+    // Crossovers are reported (a size, or null when not within the measured sizes), not asserted.
+    for key in ["cow_beats_copy_from_bytes", "shared_beats_copy_from_bytes"] {
+        let v = &json["crossovers"][key];
+        assert!(v.is_u64() || v.is_null(), "{key}: {v}");
+    }
+
     let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
     assert!(md.contains("| sync |") && md.contains("| linux-pipe |"), "{md}");
     for svg in ["latency-vs-size.svg", "throughput-vs-batch.svg"] {

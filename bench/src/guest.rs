@@ -117,6 +117,7 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
             min_ns: ns(min),
             ops_per_sec: 1e9 / ns(median),
             ring0_instructions_per_op: w[5].parse::<f64>().ok(),
+            ratio_to_floor: None,
         });
     }
     if scenarios.is_empty() {

@@ -98,6 +98,7 @@ pub fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
         min_ns: ns[0],
         ops_per_sec: 1e9 / median,
         ring0_instructions_per_op: None,
+        ratio_to_floor: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Scenario {
     pub min_ns: f64,
     pub ops_per_sec: f64,
     pub ring0_instructions_per_op: Option<f64>,
+    /// Guest rows: median over the null kernel entry's median (the floor measured in the
+    /// same guest). None for host rows.
+    pub ratio_to_floor: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,10 @@ fn main() -> ExitCode {
         }
     };
     bar.inc(1);
+    let floor = scenarios.iter().find(|x| x.path == "floor").map(|x| x.median_ns);
+    for x in scenarios.iter_mut().filter(|x| x.placement != "host") {
+        x.ratio_to_floor = floor.map(|f| x.median_ns / f);
+    }
     bar.set_message("report");
     let r = report::write(&args.out, &guest, &scenarios, args.vcpus, &io_uring);
     bar.inc(1);

@@ -40,7 +40,10 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &s
         "kernel_entry": guest.kernel_entry,
         "git_commit": git_commit(),
     });
-    let json = serde_json::json!({ "environment": env, "scenarios": s });
+    let cow = crossover(s, "cow");
+    let shared = crossover(s, "shared");
+    let crossovers = serde_json::json!({ "cow_beats_copy_from_bytes": cow, "shared_beats_copy_from_bytes": shared });
+    let json = serde_json::json!({ "environment": env, "crossovers": crossovers, "scenarios": s });
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("results.json"), text).map_err(|e| format!("results.json: {e}"))?;
 
@@ -54,12 +57,22 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &s
         guest.kernel_entry,
         cpu_model()
     );
-    let _ = writeln!(md, "| scenario | path | placement | bytes | batch | median ns | p99 ns | min ns | ops/s | ring-0 instructions/op |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let from = |c: Option<u64>| c.map_or("not within the measured sizes".to_string(), |b| format!("from {b} bytes"));
+    let _ = writeln!(
+        md,
+        "Measured crossovers: copy-on-write beats copying {}; a shared region beats copying {}.\n",
+        from(cow),
+        from(shared)
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | path | placement | bytes | batch | median ns | p99 ns | min ns | ops/s | ring-0 instructions/op | x floor |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for x in s {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
             x.name,
             x.path,
             x.placement,
@@ -69,16 +82,30 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &s
             x.p99_ns,
             x.min_ns,
             x.ops_per_sec,
-            x.ring0_instructions_per_op.map_or("n/a".into(), |n| format!("{n:.0}"))
+            x.ring0_instructions_per_op.map_or("n/a".into(), |n| format!("{n:.0}")),
+            x.ratio_to_floor.map_or("n/a".into(), |r| format!("{r:.2}"))
         );
     }
     std::fs::write(dir.join("results.md"), md).map_err(|e| format!("results.md: {e}"))?;
-    plot_sizes(&dir.join("latency-vs-size.svg"), s).map_err(|e| format!("plot: {e}"))?;
+    plot_sizes(&dir.join("latency-vs-size.svg"), s, [("cow", cow), ("shared", shared)])
+        .map_err(|e| format!("plot: {e}"))?;
     plot_batches(&dir.join("throughput-vs-batch.svg"), s).map_err(|e| format!("plot: {e}"))?;
     Ok(())
 }
 
-fn plot_sizes(path: &Path, s: &[Scenario]) -> Result<(), Box<dyn std::error::Error>> {
+/// The smallest size measured for both `path` and copy at which `path` has the lower median.
+fn crossover(s: &[Scenario], path: &str) -> Option<u64> {
+    let mut sizes: Vec<u64> = s.iter().filter(|x| x.path == "copy").map(|x| x.size_bytes).collect();
+    sizes.sort_unstable();
+    let median = |p: &str, size: u64| s.iter().find(|x| x.path == p && x.size_bytes == size).map(|x| x.median_ns);
+    sizes.into_iter().find(|&n| matches!((median(path, n), median("copy", n)), (Some(a), Some(c)) if a < c))
+}
+
+fn plot_sizes(
+    path: &Path,
+    s: &[Scenario],
+    crossovers: [(&str, Option<u64>); 2],
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let series: Vec<(&str, Vec<(f64, f64)>)> = ["copy", "cow", "shared"]
@@ -109,6 +136,15 @@ fn plot_sizes(path: &Path, s: &[Scenario]) -> Result<(), Box<dyn std::error::Err
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    for (i, (name, at)) in crossovers.into_iter().enumerate() {
+        let Some(bytes) = at else { continue };
+        let x = (bytes as f64).log2();
+        let color = Palette99::pick(i + 1).to_rgba();
+        chart
+            .draw_series(LineSeries::new(vec![(x, 0.0), (x, ymax + 1.0)], color.stroke_width(1)))?
+            .label(format!("{name} beats copy from {bytes} B"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
     chart.configure_series_labels().border_style(BLACK).draw()?;
     root.present()?;
