@@ -43,26 +43,12 @@ fn row(ok: &mut bool, path: &str, bytes: usize, samples: usize, counted: u64, mu
     }
     let st = stats(&mut s[..n]);
     let insns = if counted > 0 { ring0_per_op(counted, &mut op) } else { None };
-    let mut ib = [0u8; 20];
-    let istr = match insns {
-        Some(i) => l4_rt_fmt(i, &mut ib),
-        None => "n/a",
+    let istr: &dyn core::fmt::Display = match &insns {
+        Some(i) => i,
+        None => &"n/a",
     };
     println!("ipcbench: {:<8} {:>8} {:>12} {:>12} {:>12} {:>9}", path, bytes, st.min, st.median, st.p99, istr);
     st.median
-}
-
-fn l4_rt_fmt(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    core::str::from_utf8(&buf[i..]).unwrap_or("?")
 }
 
 fn main() -> u64 {
