@@ -16,3 +16,11 @@ pub const STACK_SIZE: u64 = 64 * 1024;
 pub const IPC_BUFFER_VA: u64 = 0x0000_7fff_ffff_a000;
 /// The boot-info page (root task only): [`crate::bootinfo`].
 pub const BOOTINFO_VA: u64 = 0x0000_7fff_ffff_8000;
+/// IPC buffers of threads made with `ThreadCreate`: one page per kernel thread slot,
+/// above [`USER_MAP_MAX`] so that a task cannot unmap them.
+pub const THREAD_IPC_BUFFERS_VA: u64 = 0x0000_7fff_fff0_0000;
+
+/// The IPC buffer of the thread in kernel slot `slot` (made with `ThreadCreate`).
+pub const fn thread_ipc_buffer(slot: usize) -> u64 {
+    THREAD_IPC_BUFFERS_VA + slot as u64 * 4096
+}

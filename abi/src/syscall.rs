@@ -51,8 +51,8 @@ pub enum Sysno {
     ReplyRecv = 9,
     /// `(va, pages)`: map zeroed read-write memory at `va` in the caller's address space.
     MemMap = 10,
-    /// `(boot file slot, priority, fault endpoint slot) -> task slot`: load an ELF boot file
-    /// into a new task and start its first thread.
+    /// `(boot file slot, priority, fault endpoint slot, parent slot, arg) -> task slot`:
+    /// load an ELF boot file into a new task and start its first thread with `rdi = arg`.
     TaskSpawn = 11,
     /// `(task slot, my slot) -> their slot`: copy a capability into another task.
     CapGrant = 12,
@@ -103,6 +103,19 @@ pub enum Sysno {
     /// least `min` submissions are pending. `min` 0 returns at once. Returns the pending
     /// count; `BadArgument` if the ring's indices are garbage.
     RingEnter = 29,
+    /// `(entry, stack top, arg, cpu) -> ipc buffer va`: a new thread in the caller's
+    /// task (same address space and capabilities, the caller's priority and fault
+    /// endpoint) on `cpu`, starting at `entry` with `rsp = stack top - 8` (as if called;
+    /// the top must be 16-byte aligned), `rdi = arg` and `rsi` = its own IPC buffer,
+    /// mapped by the kernel at [`crate::layout::thread_ipc_buffer`].
+    ThreadCreate = 30,
+    /// `(code)`: end the calling thread; the last thread of a task ends the task with
+    /// `code`, as `TaskExit` would.
+    ThreadExit = 31,
+    /// `(mode) -> ()`: the floor of every IPC path. Mode 0 enters the kernel and
+    /// returns; mode 1 also switches to another address space and back on the way (the
+    /// two page-table switches of a round trip between two address spaces).
+    Null = 32,
 }
 
 /// `RingEnter` flag: the caller is the ring's server.
@@ -143,6 +156,9 @@ impl Sysno {
             27 => SetAffinity,
             28 => RingCreate,
             29 => RingEnter,
+            30 => ThreadCreate,
+            31 => ThreadExit,
+            32 => Null,
             _ => return None,
         })
     }
@@ -329,10 +345,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=29 {
+        for n in 0..=32 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(30), None);
+        assert_eq!(Sysno::from_u64(33), None);
         for n in 1..=13 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

@@ -220,7 +220,7 @@ pub struct Thread {
 }
 
 impl Thread {
-    const FREE: Thread = Thread {
+    pub(crate) const FREE: Thread = Thread {
         state: ThreadState::Free,
         task: 0,
         root: 0,
@@ -345,7 +345,7 @@ pub struct Kernel {
     /// The frame holding the user entry stub, mapped at `ENTRY_VA` everywhere.
     pub entry_frame: u64,
     slice_left: [u32; MAX_CPUS],
-    next_thread_id: u64,
+    pub(crate) next_thread_id: u64,
     /// Set once a MachineExit was requested.
     pub exit_code: Option<u8>,
 }
@@ -532,7 +532,14 @@ impl Kernel {
     }
 
     /// Maps `pages` zeroed, owned, user pages at `va` in `root`; undoes them all on failure.
-    fn map_zeroed<P: Platform>(&mut self, p: &mut P, root: u64, va: u64, pages: u64, flags: u64) -> Result<(), Error> {
+    pub(crate) fn map_zeroed<P: Platform>(
+        &mut self,
+        p: &mut P,
+        root: u64,
+        va: u64,
+        pages: u64,
+        flags: u64,
+    ) -> Result<(), Error> {
         for i in 0..pages {
             let r = match self.frames.alloc(p) {
                 Some(f) => vspace::map(p, &mut self.frames, root, va + i * PAGE_SIZE, f, flags | OWNED).map_err(|e| {
@@ -728,8 +735,28 @@ impl Kernel {
         self.tasks[ti] = Task::DEAD;
     }
 
+    /// Ends task `ti` on its own request, saying so on the console.
+    pub(crate) fn exit_task<P: Platform>(&mut self, p: &mut P, ti: usize, code: u64) {
+        let (mut b0, mut b1) = ([0u8; 20], [0u8; 20]);
+        let name = self.tasks[ti].name;
+        let n = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        say(
+            p,
+            &[
+                b"l4: task ",
+                num(ti as u64, &mut b0),
+                b" '",
+                &name[..n],
+                b"' exited with code ",
+                num(code, &mut b1),
+                b"\n",
+            ],
+        );
+        self.kill_task(p, ti);
+    }
+
     /// Takes thread `th` out of every queue and relation before it goes away.
-    fn detach_thread(&mut self, th: usize) {
+    pub(crate) fn detach_thread(&mut self, th: usize) {
         let prio = self.threads[th].prio as usize;
         match self.threads[th].state {
             ThreadState::Ready => self.runqs[self.threads[th].cpu as usize].remove(th, prio),
@@ -879,22 +906,24 @@ impl Kernel {
         Some(match s {
             Sysno::DebugWrite => self.debug_write(p, ti, r.rdi, r.rsi),
             Sysno::TaskExit => {
-                let (mut b0, mut b1) = ([0u8; 20], [0u8; 20]);
-                say(
-                    p,
-                    &[
-                        b"l4: task ",
-                        num(ti as u64, &mut b0),
-                        b" '",
-                        self.tasks[ti].name(),
-                        b"' exited with code ",
-                        num(r.rdi, &mut b1),
-                        b"\n",
-                    ],
-                );
-                self.kill_task(p, ti);
+                self.exit_task(p, ti, r.rdi);
                 return None;
             }
+            Sysno::ThreadExit => {
+                self.thread_exit(p, c, r.rdi);
+                return None;
+            }
+            Sysno::ThreadCreate => self.thread_create(p, c, r.rdi, r.rsi, r.rdx, r.r10).map(|th| {
+                self.threads[c].regs.rdi = crate::task::thread_ipc_buffer(th);
+            }),
+            Sysno::Null => match r.rdi {
+                0 => Ok(()),
+                1 => {
+                    p.bounce_root(self.kernel_root);
+                    Ok(())
+                }
+                _ => Err(Error::BadArgument),
+            },
             Sysno::RingCreate => self.ring_create(p, c, ti, r.rdi, r.rsi),
             Sysno::RingEnter => return self.ring_enter(p, c, ti, r.rdi, r.rdx, r.r10),
             Sysno::SetAffinity => (|| {
@@ -1106,7 +1135,8 @@ impl Kernel {
     }
 
     fn task_spawn<P: Platform>(&mut self, p: &mut P, c: usize, ti: usize, r: &UserRegs) -> Result<(), Error> {
-        // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot
+        // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot,
+        // r8: the first thread's rdi
         let file = self.tasks[ti].caps.get(r.rdi)?;
         let Object::BootFile(f) = file.object else { return Err(Error::WrongType) };
         let (fault_ep, fault_cap) = self.tasks[ti].caps.endpoint(r.rdx, rights::SEND)?;
@@ -1116,6 +1146,7 @@ impl Kernel {
             return Err(Error::BadArgument); // no priority above the spawner's
         }
         let (nt, nth) = self.spawn(p, f as usize, prio)?;
+        self.threads[nth].regs.rdi = r.r8;
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
         // The thread's fault endpoint stays alive as long as the thread: count it.
         self.endpoints[fault_ep as usize].refs += 1;

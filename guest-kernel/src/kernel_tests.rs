@@ -16,6 +16,8 @@ struct FakePlatform {
     boot: Vec<u8>,
     console: Vec<u8>,
     exited: Option<u8>,
+    /// `bounce_root` calls.
+    bounces: u32,
 }
 
 impl FakePlatform {
@@ -59,6 +61,9 @@ impl Platform for FakePlatform {
     }
     fn flush_tlb(&mut self, _: u64, _: u64) {}
     fn retire_root(&mut self, _: u64) {}
+    fn bounce_root(&mut self, _: u64) {
+        self.bounces += 1;
+    }
     fn trace(&mut self, _: u64) -> u64 {
         u64::from(u32::MAX)
     }
@@ -90,7 +95,8 @@ fn tiny_elf() -> Vec<u8> {
 /// A kernel with `n` tasks spawned from the tiny image, all at priority 5.
 fn setup(n: usize) -> (Box<Kernel>, FakePlatform, Vec<usize>) {
     let elf = tiny_elf();
-    let mut p = FakePlatform { mem: FakeMem::default(), boot: elf.clone(), console: Vec::new(), exited: None };
+    let mut p =
+        FakePlatform { mem: FakeMem::default(), boot: elf.clone(), console: Vec::new(), exited: None, bounces: 0 };
     let mut k = Box::new(Kernel::new());
     let kroot = 0x1000;
     k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], kroot, &[0xcc, 0xc3]).unwrap();
@@ -623,4 +629,87 @@ fn ring_enter_waits_wakes_refuses_garbage_and_reports_a_dead_client() {
     assert_eq!(result(&k, server), Some(Error::PartnerGone));
     sys(&mut k, &mut p, server, Sysno::RingEnter, sslot, 0, &[1, RING_SERVER]);
     assert_eq!(result(&k, server), Some(Error::PartnerGone), "no client any more");
+}
+
+#[test]
+fn a_second_thread_shares_the_address_space_and_capabilities_and_ends_alone() {
+    let (mut k, mut p, th) = setup(1);
+    let main = th[0];
+    let ti = k.threads[main].task;
+    let used = k.frames.used();
+    sys(&mut k, &mut p, main, Sysno::EndpointCreate, 0, 0, &[]);
+    let slot = k.threads[main].regs.rdi;
+    sys(&mut k, &mut p, main, Sysno::ThreadCreate, 0x400000, 0x7000_0000_0000, &[99, 0]);
+    assert_eq!(result(&k, main), None);
+    let second = (0..MAX_THREADS).find(|&t| t != main && k.threads[t].state != ThreadState::Free).unwrap();
+    let t = k.threads[second];
+    assert_eq!((t.task, t.root, t.prio), (ti, k.threads[main].root, k.threads[main].prio));
+    assert_eq!((t.regs.rip, t.regs.rsp, t.regs.rdi), (0x400000, 0x7000_0000_0000 - 8, 99));
+    assert_eq!(t.regs.rsi, l4_abi::layout::thread_ipc_buffer(second));
+    assert_eq!(k.threads[main].regs.rdi, t.regs.rsi, "the creator learns the buffer's address");
+    let (pa, _) = vspace::translate(&p, t.root, t.regs.rsi).expect("its IPC buffer is mapped");
+    assert_eq!(pa & !0xfff, t.ipc_buffer);
+    assert_ne!(t.ipc_buffer, k.threads[main].ipc_buffer, "a buffer of its own");
+    assert_eq!(k.frames.used(), used + 1);
+
+    // Same-address-space IPC through the shared capability table, with direct switch.
+    sys(&mut k, &mut p, second, Sysno::Recv, slot, 0, &[]);
+    sys(&mut k, &mut p, main, Sysno::Call, slot, MsgInfo::new(4, 1).0, &[5]);
+    assert_eq!(k.current(), Some(second));
+    assert_eq!(k.threads[second].regs.word(0), 5);
+    sys(&mut k, &mut p, second, Sysno::Reply, 0, MsgInfo::new(4, 1).0, &[6]);
+    assert_eq!(k.threads[main].regs.word(0), 6);
+
+    // The second thread ends: its buffer goes, the task stays.
+    sys(&mut k, &mut p, second, Sysno::ThreadExit, 0, 0, &[]);
+    assert_eq!(k.threads[second].state, ThreadState::Free);
+    assert!(vspace::translate(&p, k.threads[main].root, l4_abi::layout::thread_ipc_buffer(second)).is_none());
+    assert_eq!(k.frames.used(), used);
+    assert!(k.tasks[ti as usize].alive);
+    // The last thread ends the task with its code.
+    sys(&mut k, &mut p, main, Sysno::ThreadExit, 3, 0, &[]);
+    assert!(!k.tasks[ti as usize].alive);
+    assert!(String::from_utf8_lossy(&p.console).contains("exited with code 3"));
+}
+
+#[test]
+fn thread_create_checks_its_arguments() {
+    let (mut k, mut p, th) = setup(1);
+    let main = th[0];
+    let used = k.frames.used();
+    for (entry, stack, cpu, want) in [
+        (0x400000, 0x7000_0000_0000, 1, Error::BadArgument), // one CPU online
+        (0x400000, 0x7000_0000_0008, 0, Error::BadAddress),  // misaligned stack
+        (0xffff_8000_0000_0000, 0x7000_0000_0000, 0, Error::BadAddress),
+        (0x400000, 0xffff_8000_0000_0000, 0, Error::BadAddress),
+        (0x400000, 0, 0, Error::BadAddress),
+    ] {
+        sys(&mut k, &mut p, main, Sysno::ThreadCreate, entry, stack, &[0, cpu]);
+        assert_eq!(result(&k, main), Some(want), "entry {entry:#x} stack {stack:#x} cpu {cpu}");
+    }
+    assert_eq!(k.frames.used(), used, "nothing allocated for a refused thread");
+    // Slots run out with a typed error, not a crash.
+    let mut made = 0;
+    loop {
+        sys(&mut k, &mut p, main, Sysno::ThreadCreate, 0x400000, 0x7000_0000_0000, &[0, 0]);
+        match result(&k, main) {
+            None => made += 1,
+            Some(e) => {
+                assert_eq!(e, Error::NoSlots);
+                break;
+            }
+        }
+    }
+    assert_eq!(made, MAX_THREADS - 1);
+}
+
+#[test]
+fn the_null_call_enters_and_optionally_switches_address_spaces() {
+    let (mut k, mut p, th) = setup(1);
+    sys(&mut k, &mut p, th[0], Sysno::Null, 0, 0, &[]);
+    assert_eq!((result(&k, th[0]), p.bounces), (None, 0));
+    sys(&mut k, &mut p, th[0], Sysno::Null, 1, 0, &[]);
+    assert_eq!((result(&k, th[0]), p.bounces), (None, 1));
+    sys(&mut k, &mut p, th[0], Sysno::Null, 2, 0, &[]);
+    assert_eq!(result(&k, th[0]), Some(Error::BadArgument));
 }

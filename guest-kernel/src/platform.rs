@@ -15,6 +15,9 @@ pub trait Platform: PhysMem {
     /// Drops stale translations for `va` in the address space `root`, on every CPU that
     /// has it loaded, before returning.
     fn flush_tlb(&mut self, root: u64, va: u64);
+    /// Loads the address space `via` on this CPU and then the one loaded before: the
+    /// page-table switches of an IPC round trip between two address spaces, alone.
+    fn bounce_root(&mut self, via: u64);
     /// The address space `root` is about to be freed: no CPU may keep it loaded.
     fn retire_root(&mut self, root: u64);
 }

@@ -1,3 +1,6 @@
 //! Threads and scheduling.
 
 pub mod sched;
+pub mod thread;
+
+pub use thread::thread_ipc_buffer;

@@ -83,9 +83,9 @@ fn cmdline() -> &'static str {
     core::str::from_utf8(bytes).unwrap_or("")
 }
 
-/// Root's policy for where a task runs: `pin=NAME:CPU,...` on the kernel command line.
-fn pinned(name: &str) -> Option<u64> {
-    let list = cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("pin="))?;
+/// The number given to `name` in a `KEY=NAME:N,...` list on the kernel command line.
+fn per_task(key: &str, name: &str) -> Option<u64> {
+    let list = cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('='))?;
     list.split(',').find_map(|p| {
         let (n, c) = p.split_once(':')?;
         if n == name {
@@ -94,6 +94,17 @@ fn pinned(name: &str) -> Option<u64> {
             None
         }
     })
+}
+
+/// Root's policy for where a task runs: `pin=NAME:CPU,...` on the kernel command line.
+fn pinned(name: &str) -> Option<u64> {
+    per_task("pin", name)
+}
+
+/// The word a task starts with (`l4_rt::start_arg`): `arg=NAME:N,...` on the kernel
+/// command line, 0 by default.
+fn start_arg(name: &str) -> u64 {
+    per_task("arg", name).unwrap_or(0)
 }
 
 /// Root's policy for which boot files to start: `run=a,b,...` on the kernel command line
@@ -137,7 +148,7 @@ fn main() -> u64 {
             println!("root: out of capability slots");
             break;
         };
-        match sys::task_spawn(slot, priority(c.name()), fault, parent) {
+        match sys::task_spawn(slot, priority(c.name()), fault, parent, start_arg(c.name())) {
             Ok(task) => {
                 c.task = task;
                 match pinned(c.name()) {

@@ -5,6 +5,7 @@
 //! - [`ipc`]: typed messages and endpoint operations;
 //! - [`println!`]: formatted output through the kernel console;
 //! - [`names`]: the root task's name service protocol.
+//! - [`thread`]: more threads in the same address space;
 #![no_std]
 
 pub mod io;
@@ -15,6 +16,7 @@ pub mod ring;
 pub mod ringclient;
 pub mod service;
 pub mod sys;
+pub mod thread;
 pub mod time;
 pub mod transfer;
 
@@ -27,11 +29,22 @@ macro_rules! entry {
     ($main:path) => {
         #[no_mangle]
         #[link_section = ".text._start"]
-        pub extern "C" fn _start() -> ! {
+        pub extern "C" fn _start(arg: u64) -> ! {
+            $crate::START_ARG.store(arg, core::sync::atomic::Ordering::Relaxed);
             let code: u64 = $main();
             $crate::sys::task_exit(code)
         }
     };
+}
+
+/// The word the spawner passed to this task (`TaskSpawn`'s `arg`; the root task passes
+/// `arg=NAME:N` from the kernel command line). Set by [`entry!`] before `main` runs.
+#[doc(hidden)]
+pub static START_ARG: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The word the spawner passed to this task (0 if none).
+pub fn start_arg() -> u64 {
+    START_ARG.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 #[panic_handler]

@@ -98,8 +98,32 @@ pub fn mem_unmap(va: u64, pages: u64) -> Result<(), Error> {
 
 /// Starts boot file `file` as a task at `prio`; faults go to `fault_ep`; `parent` lands in
 /// the new task's slot 0. Returns the task capability's slot.
-pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8) -> Result<u8, Error> {
-    call0(Sysno::TaskSpawn, file as u64, prio, fault_ep as u64, parent as u64).map(|r| r.rdi as u8)
+pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, arg: u64) -> Result<u8, Error> {
+    raw(Sysno::TaskSpawn, file as u64, prio, [fault_ep as u64, parent as u64, arg, 0, 0, 0, 0, 0])
+        .ok()
+        .map(|r| r.rdi as u8)
+}
+
+/// A new thread in this task on `cpu`: `entry(arg, its IPC buffer address)` on the stack
+/// below `stack_top` (16-byte aligned). Returns the thread's IPC buffer address.
+pub fn thread_create(entry: extern "C" fn(u64, u64) -> !, stack_top: u64, arg: u64, cpu: u64) -> Result<u64, Error> {
+    call0(Sysno::ThreadCreate, entry as usize as u64, stack_top, arg, cpu).map(|r| r.rdi)
+}
+
+/// Ends the calling thread (the task, with `code`, if it is the last one).
+pub fn thread_exit(code: u64) -> ! {
+    let _ = raw(Sysno::ThreadExit, code, 0, [0; 8]);
+    // The kernel never returns from ThreadExit.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The null system call: enters the kernel and returns; with `switch_spaces`, the kernel
+/// also loads another address space and this one again on the way (the floor of an IPC
+/// round trip between two address spaces).
+pub fn null(switch_spaces: bool) -> Result<(), Error> {
+    call0(Sysno::Null, switch_spaces as u64, 0, 0, 0).map(|_| ())
 }
 
 /// Copies my capability `slot` into `task`; returns its slot there.

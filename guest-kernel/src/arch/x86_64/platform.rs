@@ -102,6 +102,17 @@ impl Platform for Machine {
             super::smp::shootdown(super::percpu::this_cpu(), cpus, root, false);
         }
     }
+    fn bounce_root(&mut self, via: u64) {
+        let mine = super::cpu::cr3();
+        // SAFETY: `via` is a root the kernel built (it maps the kernel half, so this code
+        // keeps running), and `mine` is reloaded at once. Both happen under the big
+        // kernel lock, so no shootdown can need the loaded-root record in between, which
+        // stays that of `mine`.
+        unsafe {
+            super::cpu::set_cr3(via);
+            super::cpu::set_cr3(mine);
+        }
+    }
     fn retire_root(&mut self, root: u64) {
         // SAFETY: as above.
         let (cpus, kroot) = unsafe {
