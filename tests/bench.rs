@@ -34,6 +34,7 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
     for path in [
         "floor",
         "sync",
+        "ipcbuf",
         "copy",
         "cow",
         "shared",
@@ -43,13 +44,14 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
         "linux-unix",
         "linux-eventfd",
         "linux-futex",
+        "linux-spin",
     ] {
         assert!(scenarios.iter().any(|s| s["path"] == path), "no {path} scenario in {json}");
     }
     // io_uring may be forbidden on the host (sysctl, container seccomp): then it must say so.
     let uring_rows = scenarios.iter().filter(|s| s["path"] == "linux-io_uring").count();
     match env["linux_io_uring"].as_str() {
-        Some("ok") => assert_eq!(uring_rows, 3, "io_uring rows for batches 1, 16, 256"),
+        Some("ok") => assert_eq!(uring_rows, 5, "io_uring rows for batches 1, 4, 16, 64, 256"),
         Some(why) => assert!(why.starts_with("unavailable: ") && uring_rows == 0, "{why}"),
         None => panic!("no linux_io_uring in {env}"),
     }
@@ -58,14 +60,34 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
             (s["min_ns"].as_f64().unwrap(), s["median_ns"].as_f64().unwrap(), s["p99_ns"].as_f64().unwrap());
         assert!(min > 0.0 && min <= med && med <= p99, "bad numbers in {s}");
         assert!(s["ops_per_sec"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["samples"].as_u64().is_some_and(|n| n > 0), "{s}");
+    }
+    // Synchronous round trips in every placement; the ring paths at every batch size.
+    for placement in ["same-as", "cross-as", "cross-vcpu"] {
+        assert!(
+            scenarios.iter().any(|s| s["path"] == "sync" && s["placement"] == placement),
+            "no sync {placement} row"
+        );
+    }
+    for path in ["ring", "ring-poll"] {
+        let batches: Vec<u64> =
+            scenarios.iter().filter(|s| s["path"] == path).map(|s| s["batch"].as_u64().unwrap()).collect();
+        assert_eq!(batches, [1, 4, 16, 64, 256], "{path}");
     }
     // The register path runs on the fast path: l4vmm counts its ring-0 instructions.
-    let sync = scenarios.iter().find(|s| s["path"] == "sync").unwrap();
+    let sync = scenarios.iter().find(|s| s["path"] == "sync" && s["placement"] == "cross-as").unwrap();
     assert!(sync["ring0_instructions_per_op"].as_f64().is_some_and(|n| n > 0.0), "{sync}");
 
-    // Guest rows carry their ratio to the null-entry floor; the floor's own ratio is 1.
-    let floor = scenarios.iter().find(|s| s["path"] == "floor").unwrap();
-    assert_eq!(floor["ratio_to_floor"].as_f64(), Some(1.0), "{floor}");
+    // Two floors (a null entry; one with an address-space switch), each its own ratio 1;
+    // every guest row names the floor it is divided by.
+    for placement in ["same-as", "cross-as"] {
+        let floor = scenarios.iter().find(|s| s["path"] == "floor" && s["placement"] == placement).unwrap();
+        assert_eq!(floor["ratio_to_floor"].as_f64(), Some(1.0), "{floor}");
+    }
+    for s in scenarios.iter().filter(|s| s["placement"] != "host") {
+        let f = s["floor"].as_str().unwrap_or_else(|| panic!("no floor in {s}"));
+        assert!(scenarios.iter().any(|x| x["name"] == f && x["path"] == "floor"), "{s}");
+    }
     assert!(sync["ratio_to_floor"].as_f64().is_some_and(|r| r > 1.0), "a round trip costs more than one entry: {sync}");
     // Crossovers are reported (a size, or null when not within the measured sizes), not asserted.
     for key in ["cow_beats_copy_from_bytes", "shared_beats_copy_from_bytes"] {

@@ -42,29 +42,40 @@ fn l4vmm() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// Maps ipcbench's path names to results.json's.
-fn path_of(row: &str) -> Option<(&'static str, &'static str)> {
+/// Maps ipcbench's row names to results.json's path, scenario name and placement (ring
+/// rows cross vCPUs when ringsrv is pinned to another one, see `run`).
+fn path_of(row: &str) -> Option<(&'static str, &'static str, &'static str)> {
     Some(match row {
-        "null" => ("floor", "null-syscall"),
-        "register" => ("sync", "call-reply"),
-        "ipcbuf" => ("ipcbuf", "call-reply-120-words"),
-        "copy" => ("copy", "copy"),
-        "cow" => ("cow", "copy-on-write"),
-        "shared" => ("shared", "shared-region"),
-        "ring" => ("ring", "ring-kernel-entry"),
-        "ring-poll" => ("ring-poll", "ring-polling"),
+        "null" => ("floor", "null-syscall", "same-as"),
+        "null+as" => ("floor", "as-switch", "cross-as"),
+        "register@same" => ("sync", "call-reply-same-as", "same-as"),
+        "register" => ("sync", "call-reply", "cross-as"),
+        "register@vcpu" => ("sync", "call-reply-cross-vcpu", "cross-vcpu"),
+        "ipcbuf" => ("ipcbuf", "call-reply-ipcbuf", "cross-as"),
+        "copy" => ("copy", "copy", "cross-as"),
+        "cow" => ("cow", "copy-on-write", "cross-as"),
+        "shared" => ("shared", "shared-region", "cross-as"),
+        "ring" => ("ring", "ring-kernel-entry", "cross-as"),
+        "ring-poll" => ("ring-poll", "ring-polling", "cross-as"),
         _ => return None,
     })
 }
 
-pub fn run(vcpus: u32) -> Result<Guest, String> {
+/// Boots the guest; `quick` keeps ipcbench's transfers at 1 MiB or less (its default),
+/// otherwise it runs its full set (up to 64 MiB, more samples) in a bigger guest.
+pub fn run(vcpus: u32, quick: bool) -> Result<Guest, String> {
     let bin = l4vmm()?;
     let mut cmdline = String::from("run=echo,ringsrv,ipcbench");
     if vcpus >= 2 {
         cmdline.push_str(" pin=ringsrv:1");
     }
+    // The full run maps 64 MiB twice (a staging buffer and a shared region).
+    let mem = if quick { "256" } else { "512" };
+    if !quick {
+        cmdline.push_str(" arg=ipcbench:1");
+    }
     let out = Command::new(&bin)
-        .args(["--vcpus", &vcpus.to_string(), "--timeout", "900", "--cmdline", &cmdline])
+        .args(["--vcpus", &vcpus.to_string(), "--mem", mem, "--timeout", "900", "--cmdline", &cmdline])
         .env("RUST_LOG", "info")
         .output()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
@@ -87,12 +98,12 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
     let mut scenarios = Vec::new();
     for line in stdout.lines().filter_map(|l| l.strip_prefix("ipcbench: ")) {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() != 6 {
+        if w.len() != 7 {
             continue;
         }
-        let Some((path, name)) = path_of(w[0]) else { continue };
-        let (Ok(n), Ok(min), Ok(median), Ok(p99)) =
-            (w[1].parse::<u64>(), w[2].parse::<f64>(), w[3].parse::<f64>(), w[4].parse::<f64>())
+        let Some((path, name, placement)) = path_of(w[0]) else { continue };
+        let (Ok(n), Ok(min), Ok(median), Ok(p99), Ok(samples)) =
+            (w[1].parse::<u64>(), w[2].parse::<f64>(), w[3].parse::<f64>(), w[4].parse::<f64>(), w[6].parse::<u64>())
         else {
             continue;
         };
@@ -101,11 +112,7 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
         let sqe = std::mem::size_of::<l4_abi::ring::Sqe>() as u64;
         let (size, batch) = if ring { (sqe, n) } else { (n, 1) };
         // With 2+ vCPUs ringsrv is pinned to vCPU 1, so both ring paths cross vCPUs.
-        let placement = match path {
-            "floor" => "same-as",
-            "ring" | "ring-poll" if vcpus >= 2 => "cross-vcpu",
-            _ => "cross-as",
-        };
+        let placement = if ring && vcpus >= 2 { "cross-vcpu" } else { placement };
         scenarios.push(Scenario {
             name: format!("{name}-{n}"),
             path: path.to_string(),
@@ -118,6 +125,8 @@ pub fn run(vcpus: u32) -> Result<Guest, String> {
             ops_per_sec: 1e9 / ns(median),
             ring0_instructions_per_op: w[5].parse::<f64>().ok(),
             ratio_to_floor: None,
+            floor: None,
+            samples: Some(samples),
         });
     }
     if scenarios.is_empty() {

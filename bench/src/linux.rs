@@ -99,6 +99,8 @@ pub fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
         ops_per_sec: 1e9 / median,
         ring0_instructions_per_op: None,
         ratio_to_floor: None,
+        floor: None,
+        samples: Some(ns.len() as u64),
     }
 }
 

@@ -17,7 +17,8 @@ use indicatif::ProgressBar;
 #[derive(Parser, Debug)]
 #[command(name = "bench", version)]
 struct Args {
-    /// Fewer samples for the Linux baselines (the guest's sample counts are fixed and take ~5 s).
+    /// The short run (under a minute): transfers up to 1 MiB (copies up to 64 KiB), fewer
+    /// samples. Without it: transfers up to 64 MiB and more samples (minutes on PVM).
     #[arg(long)]
     quick: bool,
     /// Where to write results.json, results.md and the plots.
@@ -41,9 +42,14 @@ pub struct Scenario {
     pub min_ns: f64,
     pub ops_per_sec: f64,
     pub ring0_instructions_per_op: Option<f64>,
-    /// Guest rows: median over the null kernel entry's median (the floor measured in the
-    /// same guest). None for host rows.
+    /// Guest rows: median over the median of the floor measured in the same guest that
+    /// this path must pay: the address-space switch for cross-address-space rows, the
+    /// null kernel entry otherwise. None for host rows.
     pub ratio_to_floor: Option<f64>,
+    /// The name of that floor scenario.
+    pub floor: Option<String>,
+    /// Measured runs behind min, median and p99.
+    pub samples: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -55,7 +61,7 @@ fn main() -> ExitCode {
     let steps = 3;
     let bar = ProgressBar::new(steps);
     bar.set_message("guest");
-    let guest = match guest::run(args.vcpus) {
+    let guest = match guest::run(args.vcpus, args.quick) {
         Ok(g) => g,
         Err(e) => {
             bar.abandon();
@@ -78,9 +84,16 @@ fn main() -> ExitCode {
         }
     };
     bar.inc(1);
-    let floor = scenarios.iter().find(|x| x.path == "floor").map(|x| x.median_ns);
-    for x in scenarios.iter_mut().filter(|x| x.placement != "host") {
-        x.ratio_to_floor = floor.map(|f| x.median_ns / f);
+    let floor_of = |placement: &str| {
+        let want = if placement == "cross-as" { "floor-cross-as" } else { "floor-same-as" };
+        scenarios.iter().find(|x| format!("{}-{}", x.path, x.placement) == want).map(|x| (x.name.clone(), x.median_ns))
+    };
+    let floors: Vec<_> = scenarios.iter().map(|x| floor_of(&x.placement)).collect();
+    for (x, f) in scenarios.iter_mut().zip(floors).filter(|(x, _)| x.placement != "host") {
+        if let Some((name, ns)) = f {
+            x.ratio_to_floor = Some(x.median_ns / ns);
+            x.floor = Some(name);
+        }
     }
     bar.set_message("report");
     let r = report::write(&args.out, &guest, &scenarios, args.vcpus, &io_uring);

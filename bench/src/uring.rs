@@ -10,7 +10,7 @@ use io_uring::{opcode, IoUring};
 use crate::Scenario;
 
 /// The batch sizes the guest's ring rows use.
-pub const BATCHES: [u32; 3] = [1, 16, 256];
+pub const BATCHES: [u32; 5] = [1, 4, 16, 64, 256];
 
 /// One scenario per batch size, or why io_uring cannot be used here.
 pub fn run(quick: bool) -> Result<Vec<Scenario>, String> {

@@ -48,7 +48,7 @@ pub const KV_GET: u32 = 0x209;
 pub const SERVER_SHARED_VA: u64 = 0x0000_0040_0000_0000;
 pub const SERVER_WINDOW_VA: u64 = 0x0000_0030_0000_0000;
 /// The largest transfer the server accepts by pages or shared region (its window size).
-pub const MAX_PAGES_BYTES: usize = 4 << 20;
+pub const MAX_PAGES_BYTES: usize = 64 << 20;
 
 /// Where each path starts to pay off.
 #[derive(Clone, Copy, Debug)]
