@@ -18,6 +18,10 @@ pub fn run(name: &str) {
         // Halt forever with interrupts off: the vCPU sleeps inside KVM.
         "hang" => arch::ktest::hang(),
         "panic" => panic!("ktest=panic"),
+        // Every kind of device access l4vmm does not expect, then a clean exit 0.
+        "hostile" => arch::ktest::hostile(),
+        // Port writes as fast as the vCPU can make them, for ever (--timeout ends it).
+        "flood" => arch::ktest::flood(),
         // A page fault in ring 0 with the IDT set up: the kernel's fault report.
         "kernel-fault" => {
             arch::init_cpu();

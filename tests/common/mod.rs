@@ -107,15 +107,17 @@ pub fn spawn(mut cmd: Command) -> Child {
 pub fn finish(mut child: Child, deadline: Duration) -> Run {
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
+    // Lossy: a guest may print any bytes (the hostile-guest test does).
     let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
     });
+    // Lossy: a guest may print any bytes (the hostile-guest test does).
     let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
     });
     let start = Instant::now();
     let status = loop {

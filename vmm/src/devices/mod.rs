@@ -126,6 +126,11 @@ impl Devices {
         self.last_count.store(n.unwrap_or(u64::from(COUNT_UNSUPPORTED)), Ordering::Relaxed);
     }
 
+    /// Guest accesses to ports or MMIO addresses without a device so far.
+    pub fn unknown_accesses(&self) -> u64 {
+        self.unknown_accesses.load(Ordering::Relaxed)
+    }
+
     /// When the guest first wrote `marker`.
     pub fn marker_time(&self, marker: Marker) -> Option<Instant> {
         self.markers.lock().ok()?.get(&(marker as u8)).copied()

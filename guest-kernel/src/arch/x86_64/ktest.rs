@@ -1,5 +1,7 @@
 //! The machine-level halves of `crate::ktest`.
 
+use crate::console::Hex;
+
 /// Loads an empty IDT and raises #UD: no handler can be found, so the CPU escalates to a
 /// double fault and then a triple fault (shutdown).
 pub fn triple_fault() -> ! {
@@ -33,4 +35,61 @@ pub fn kernel_page_fault() -> ! {
     let v = unsafe { p.read_volatile() };
     crate::kprintln!("l4: read ", v, " from unmapped memory (must not happen)");
     super::exit(l4_abi::exit::FAILURE)
+}
+
+/// Unbacked guest-physical memory for the MMIO accesses (neither RAM nor a device).
+const NO_DEVICE: u64 = 0xc000_0000;
+
+/// A hostile guest, for l4vmm's robustness tests: reads and writes garbage on every I/O
+/// port (except the exit device), garbage to the UART's registers (then sets it up
+/// again), frame numbers outside RAM to the zeroing device, unknown trace markers,
+/// MMIO reads and writes where nothing is mapped, and a flood of exits. Ends with exit 0:
+/// l4vmm must still be there to see it.
+pub fn hostile() -> ! {
+    use super::port::{inb, inl, outb, outl};
+    use l4_abi::port::{COM1, EXIT, ZERO};
+    let mut sum = 0u64;
+    for port in 0..=u16::MAX {
+        if port == EXIT {
+            continue;
+        }
+        outb(port, 0xa5);
+        sum = sum.wrapping_add(u64::from(inb(port)));
+    }
+    for reg in 0..8 {
+        for v in [0x00, 0x80, 0xff, 0x5a] {
+            outb(COM1 + reg, v);
+            sum = sum.wrapping_add(u64::from(inb(COM1 + reg)));
+        }
+    }
+    super::serial::init();
+    crate::kprintln!("l4: hostile: every port written and read; the UART set up again");
+    for pfn in [u32::MAX, 0x10_0000, 0xc_0000] {
+        outl(ZERO, pfn);
+    }
+    sum = sum.wrapping_add(u64::from(inl(0x1234)));
+    let mut mmio = 0u64;
+    for page in 0..256u64 {
+        let p = (super::PHYS_OFFSET + NO_DEVICE + page * 4096) as *mut u64;
+        // SAFETY: the boot page tables map all of the first 4 GiB through the direct map;
+        // nothing backs this range, so KVM turns each access into an MMIO exit that
+        // l4vmm must answer (reads as all-ones); no Rust object lives there.
+        unsafe {
+            p.write_volatile(0xdead_beef_dead_beef);
+            mmio = mmio.wrapping_add(p.read_volatile());
+        }
+    }
+    crate::kprintln!("l4: hostile: 256 MMIO writes and reads where nothing is mapped, read ", Hex(mmio));
+    for _ in 0..100_000 {
+        outb(0x80, 0);
+    }
+    crate::kprintln!("l4: hostile: 100000 exits in a row; checksum ", sum, "; done");
+    super::exit(0)
+}
+
+/// Writes to a port without a device, for ever, as fast as the vCPU can.
+pub fn flood() -> ! {
+    loop {
+        super::port::outb(0x80, 0);
+    }
 }
