@@ -52,4 +52,8 @@ pub struct Cli {
     /// With --gdb: hold the guest before its first instruction until gdb continues it.
     #[arg(long)]
     pub gdb_wait: bool,
+
+    /// Run without the seccomp filter (for debugging l4vmm itself; see docs/SECURITY.md).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }

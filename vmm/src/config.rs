@@ -70,6 +70,8 @@ pub struct Config {
     pub gdb: Option<GdbAddr>,
     /// Hold the guest until gdb continues it.
     pub gdb_wait: bool,
+    /// Confine l4vmm's threads with the seccomp filter once the VM is built.
+    pub seccomp: bool,
 }
 
 impl Config {
@@ -111,6 +113,7 @@ impl Config {
             timeout,
             gdb,
             gdb_wait: cli.gdb_wait,
+            seccomp: !cli.no_seccomp,
         })
     }
 }

@@ -27,6 +27,8 @@ pub enum Error {
     Host { what: &'static str, source: std::io::Error },
     #[error("cannot listen for gdb on {addr}: {source}")]
     GdbListen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::Error),
     #[error("event loop: {0:?}")]
     EventLoop(event_manager::Error),
 }

@@ -14,6 +14,7 @@ mod host;
 mod image;
 mod memory;
 mod paging;
+mod seccomp;
 mod signals;
 mod terminal;
 mod vcpu;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use seccompiler::BpfProgram;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -133,6 +134,7 @@ pub fn run_loop(
     memory: GuestMemoryMmap,
     shared: Arc<Shared>,
     gdb: Option<VcpuPort>,
+    filter: Option<Arc<BpfProgram>>,
 ) {
     // After gdb resumes a vCPU it runs at least once (a single step) before parking again.
     let mut resumed = false;
@@ -142,6 +144,13 @@ pub fn run_loop(
     // exact profile of the kernel paths being counted.
     let mut trace =
         std::env::var_os("L4VMM_COUNT_TRACE").and_then(|p| std::fs::File::create(p).ok()).map(std::io::BufWriter::new);
+    // Confined before the guest's first instruction on this vCPU.
+    if let Some(p) = &filter {
+        if let Err(e) = crate::seccomp::install(p) {
+            shared.finish(Outcome::RunFailed(e.to_string()));
+            return;
+        }
+    }
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(port) = &gdb {
             if !resumed && port.pause_requested() {

@@ -35,6 +35,7 @@ use crate::devices::Devices;
 use crate::error::{Error, Result};
 use crate::exit_status::ExitStatus;
 use crate::host::HostKvm;
+use crate::seccomp;
 use crate::signals::{self, StopSignals};
 use crate::terminal::TerminalGuard;
 use crate::vcpu::{self, Outcome, Shared};
@@ -110,13 +111,26 @@ impl Vmm {
             log::info!("gdb: the guest waits for gdb before its first instruction");
         }
 
+        let filter = if config.seccomp {
+            let extra = match &config.gdb {
+                Some(gdb::GdbAddr::Unix(_)) => seccomp::UNIX_SOCKET_CLEANUP,
+                _ => &[],
+            };
+            let p = Arc::new(seccomp::program(extra)?);
+            log::info!("seccomp: every l4vmm thread limited to {} system calls", seccomp::ALLOWED.len() + extra.len());
+            Some(p)
+        } else {
+            log::warn!("seccomp: off (--no-seccomp): l4vmm runs unconfined");
+            None
+        };
         let mut threads = Vec::with_capacity(vcpus.len());
         for (id, fd) in vcpus.into_iter().enumerate() {
             let (devices, memory, shared) = (devices.clone(), memory.clone(), shared.clone());
             let port = ports[id].take();
+            let filter = filter.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu::run_loop(fd, id as u8, devices, memory, shared, port))
+                .spawn(move || vcpu::run_loop(fd, id as u8, devices, memory, shared, port, filter))
                 .map_err(Error::host("spawning a vCPU thread"))?;
             threads.push(t);
         }
@@ -124,17 +138,19 @@ impl Vmm {
             (Some(listener), Some(mut side)) => {
                 side.set_threads(threads.iter().map(|t| t.as_pthread_t()).collect());
                 let hub = side.hub().clone();
-                let (memory, shared) = (memory.clone(), shared.clone());
+                let (memory, shared, filter) = (memory.clone(), shared.clone(), filter.clone());
                 let t = std::thread::Builder::new()
                     .name("gdb".into())
-                    .spawn(move || gdb::serve(listener, side, memory, kvm, vm, shared))
+                    .spawn(move || gdb::serve(listener, side, memory, kvm, vm, shared, filter))
                     .map_err(Error::host("spawning the gdb thread"))?;
                 Some((t, hub))
             }
             _ => None,
         };
 
-        let ended = event_loop(&config, &devices, &shared, stop_signals);
+        // The main thread is confined last, once it has spawned the others and set up its
+        // event loop (clone, timerfd_create and epoll_create are not on the list).
+        let ended = event_loop(&config, &devices, &shared, stop_signals, filter.as_deref());
         if let Some((t, hub)) = gdb_thread {
             // Tell gdb how the guest ended, give it a moment to hear it, then go on.
             let code = match &ended {
@@ -180,6 +196,10 @@ impl Vmm {
                 ExitStatus::Signal(sig)
             }
         };
+        let unknown = devices.unknown_accesses();
+        if unknown > 0 {
+            log::info!("the guest made {unknown} accesses to ports or addresses without a device (ignored)");
+        }
         log::info!(
             "exit status {}: kernel entry at {}, end at {:.3} ms after l4vmm started",
             status.code(),
@@ -323,7 +343,13 @@ impl MutEventSubscriber for Controller {
     }
 }
 
-fn event_loop(config: &Config, devices: &Arc<Devices>, shared: &Arc<Shared>, signals: StopSignals) -> Result<LoopEnd> {
+fn event_loop(
+    config: &Config,
+    devices: &Arc<Devices>,
+    shared: &Arc<Shared>,
+    signals: StopSignals,
+    filter: Option<&seccompiler::BpfProgram>,
+) -> Result<LoopEnd> {
     let timer = match config.timeout {
         Some(d) => {
             let mut t = TimerFd::new().map_err(|e| Error::host("timerfd")(e.into()))?;
@@ -342,6 +368,9 @@ fn event_loop(config: &Config, devices: &Arc<Devices>, shared: &Arc<Shared>, sig
     }));
     let mut manager: EventManager<Arc<Mutex<Controller>>> = EventManager::new().map_err(Error::EventLoop)?;
     manager.add_subscriber(controller.clone());
+    if let Some(p) = filter {
+        seccomp::install(p)?;
+    }
     loop {
         manager.run().map_err(Error::EventLoop)?;
         let mut c = controller.lock().map_err(|_| Error::Memory("event loop state poisoned".into()))?;

@@ -127,7 +127,15 @@ pub fn serve(
     kvm: Arc<Kvm>,
     vm: Arc<VmFd>,
     shared: Arc<Shared>,
+    filter: Option<Arc<seccompiler::BpfProgram>>,
 ) {
+    // Confined before the first connection.
+    if let Some(p) = &filter {
+        if let Err(e) = crate::seccomp::install(p) {
+            log::error!("gdb: {e}; the gdb stub is off");
+            return;
+        }
+    }
     let mut target = target::L4Target::new(vcpus, memory, kvm, vm);
     loop {
         let (conn_ready, _) = poll2(listener.fd(), target.wake_fd());
