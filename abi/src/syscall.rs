@@ -51,8 +51,9 @@ pub enum Sysno {
     ReplyRecv = 9,
     /// `(va, pages)`: map zeroed read-write memory at `va` in the caller's address space.
     MemMap = 10,
-    /// `(boot file slot, priority, fault endpoint slot, parent slot, arg) -> task slot`:
-    /// load an ELF boot file into a new task and start its first thread with `rdi = arg`.
+    /// `(boot file slot, priority, fault endpoint slot, parent slot, arg, arg2) -> task
+    /// slot`: load an ELF boot file into a new task and start its first thread with
+    /// `rdi = arg`, `rsi = arg2`.
     TaskSpawn = 11,
     /// `(task slot, my slot) -> their slot`: copy a capability into another task.
     CapGrant = 12,

@@ -264,8 +264,13 @@ impl Task {
 pub enum Waiting {
     #[default]
     Nobody,
-    Senders,
     Receivers,
+    Senders,
+    /// The task that created the endpoint died: every send and receive on it fails with
+    /// `PartnerGone` (so callers of a crashed server get an error instead of waiting for
+    /// ever), until its last capability goes. After `Senders`, so that "senders queued
+    /// or closed" is one comparison on the fast path.
+    Closed,
 }
 
 /// An IPC endpoint: a FIFO of blocked senders or of blocked receivers.
@@ -273,13 +278,15 @@ pub enum Waiting {
 pub struct Endpoint {
     /// Capabilities naming it (0: free).
     pub refs: u32,
+    /// The task that created it (its server): when that task dies the endpoint closes.
+    pub owner: u16,
     pub waiting: Waiting,
     pub head: u16,
     pub tail: u16,
 }
 
 impl Endpoint {
-    const FREE: Endpoint = Endpoint { refs: 0, waiting: Waiting::Nobody, head: NONE, tail: NONE };
+    const FREE: Endpoint = Endpoint { refs: 0, owner: NONE, waiting: Waiting::Nobody, head: NONE, tail: NONE };
 }
 
 /// A notification: signal bits and at most one waiting thread.
@@ -584,23 +591,34 @@ impl Kernel {
                 return Err(e);
             }
         };
-        let t = &mut self.threads[th];
-        *t = Thread::FREE;
-        t.task = ti as u16;
-        t.root = root;
-        t.cpu = self.cpu as u8;
-        t.prio = prio as u8;
-        t.id = self.next_thread_id;
-        self.next_thread_id += 1;
-        t.regs.rip = entry;
+        let cpu = self.cpu as u8;
         // As if `_start` had been called: rsp = 8 mod 16 at its first instruction.
-        t.regs.rsp = STACK_TOP - 8;
-        t.regs.cs = USER_CS;
-        t.regs.ss = USER_SS;
-        t.regs.rflags = USER_RFLAGS;
-        t.ipc_buffer = vspace::translate(p, root, IPC_BUFFER_VA).map_or(0, |(pa, _)| pa);
+        self.fresh_thread(p, th, (ti as u16, root), (prio as u8, cpu), (entry, STACK_TOP - 8), IPC_BUFFER_VA);
         self.make_ready(th);
         Ok((ti, th))
+    }
+
+    /// Fills slot `th` with a new user thread of `task` (index, page-table root) at
+    /// (priority, CPU), starting at `start` (rip, rsp) with interrupts on, whose IPC buffer is the
+    /// page mapped at `buffer_va`. Returns it for the caller's remaining registers.
+    pub(crate) fn fresh_thread<P: Platform>(
+        &mut self,
+        p: &P,
+        th: usize,
+        task: (u16, u64),
+        (prio, cpu): (u8, u8),
+        start: (u64, u64),
+        buffer_va: u64,
+    ) -> &mut Thread {
+        let id = self.next_thread_id;
+        self.next_thread_id += 1;
+        let t = &mut self.threads[th];
+        *t = Thread::FREE;
+        (t.task, t.root, t.prio, t.cpu, t.id) = (task.0, task.1, prio, cpu, id);
+        (t.regs.rip, t.regs.rsp) = start;
+        (t.regs.cs, t.regs.ss, t.regs.rflags) = (USER_CS, USER_SS, USER_RFLAGS);
+        t.ipc_buffer = vspace::translate(p, task.1, buffer_va).map_or(0, |(pa, _)| pa);
+        t
     }
 
     /// Maps the ELF segments, the stack and the entry page into `root`.
@@ -722,6 +740,15 @@ impl Kernel {
                 }
             }
         }
+        // Its endpoints close: whoever waits on them (callers queued at a crashed
+        // server) gets PartnerGone now, later sends and receives get it at once.
+        for e in 0..MAX_ENDPOINTS {
+            if self.endpoints[e].refs > 0 && self.endpoints[e].owner == ti as u16 {
+                self.fail_waiters(e);
+                self.endpoints[e].waiting = Waiting::Closed;
+                self.endpoints[e].owner = NONE;
+            }
+        }
         let caps = self.tasks[ti].caps;
         for (_, c) in caps.iter() {
             self.drop_cap(p, c);
@@ -810,14 +837,20 @@ impl Kernel {
             let e = e as usize;
             self.endpoints[e].refs = self.endpoints[e].refs.saturating_sub(1);
             if self.endpoints[e].refs == 0 {
-                while let Some(t) = self.ep_pop(e) {
-                    self.threads[t].regs.set_result(Err(Error::PartnerGone));
-                    if self.threads[t].fault.is_some() {
-                        self.threads[t].state = ThreadState::Faulted;
-                    } else {
-                        self.make_ready(t);
-                    }
-                }
+                self.fail_waiters(e);
+            }
+        }
+    }
+
+    /// Wakes every thread queued on endpoint `e` with `PartnerGone` (a queued fault
+    /// message's thread just stays faulted).
+    fn fail_waiters(&mut self, e: usize) {
+        while let Some(t) = self.ep_pop(e) {
+            self.threads[t].regs.set_result(Err(Error::PartnerGone));
+            if self.threads[t].fault.is_some() {
+                self.threads[t].state = ThreadState::Faulted;
+            } else {
+                self.make_ready(t);
             }
         }
     }
@@ -955,7 +988,7 @@ impl Kernel {
             Sysno::EndpointCreate => (|| {
                 let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
                 let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
-                self.endpoints[e] = Endpoint { refs: 1, ..Endpoint::FREE };
+                self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
                 self.threads[c].regs.rdi = slot as u64;
                 Ok(())
             })(),
@@ -1126,17 +1159,26 @@ impl Kernel {
     fn mem_unmap<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
         Self::check_user_pages(va, pages)?;
         let root = self.tasks[ti].root;
-        for i in 0..pages {
-            if vspace::unmap(p, &mut self.frames, root, va + i * PAGE_SIZE) != 0 {
-                p.flush_tlb(root, va + i * PAGE_SIZE);
+        let end = va + pages * PAGE_SIZE;
+        let mut at = va;
+        while at < end {
+            // Skip what no page table covers (cost per existing table, not per page).
+            let next = vspace::next_candidate(p, root, at);
+            if next != at {
+                at = next;
+                continue;
             }
+            if vspace::unmap(p, &mut self.frames, root, at) != 0 {
+                p.flush_tlb(root, at);
+            }
+            at += PAGE_SIZE;
         }
         Ok(())
     }
 
     fn task_spawn<P: Platform>(&mut self, p: &mut P, c: usize, ti: usize, r: &UserRegs) -> Result<(), Error> {
         // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot,
-        // r8: the first thread's rdi
+        // r8, r9: the first thread's rdi and rsi
         let file = self.tasks[ti].caps.get(r.rdi)?;
         let Object::BootFile(f) = file.object else { return Err(Error::WrongType) };
         let (fault_ep, fault_cap) = self.tasks[ti].caps.endpoint(r.rdx, rights::SEND)?;
@@ -1147,6 +1189,7 @@ impl Kernel {
         }
         let (nt, nth) = self.spawn(p, f as usize, prio)?;
         self.threads[nth].regs.rdi = r.r8;
+        self.threads[nth].regs.rsi = r.r9;
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
         // The thread's fault endpoint stays alive as long as the thread: count it.
         self.endpoints[fault_ep as usize].refs += 1;

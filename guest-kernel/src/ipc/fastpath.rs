@@ -75,7 +75,8 @@ impl Kernel {
         if sysno == Sysno::ReplyRecv as u64 {
             let client = self.threads[c].reply_to as usize;
             if cap.rights & rights::RECV == 0
-                || self.endpoints[e].waiting == Waiting::Senders
+                // Senders queued (or the endpoint closed): the slow path.
+                || matches!(self.endpoints[e].waiting, Waiting::Senders | Waiting::Closed)
                 || client >= self.threads.len()
                 || !matches!(self.threads[client].state, ThreadState::BlockedReply { server } if server as usize == c)
                 || self.threads[client].cpu as usize != self.cpu

@@ -156,6 +156,9 @@ impl Kernel {
             Err(err) => return Some(Err(err)),
         };
         let e = e as usize;
+        if self.endpoints[e].waiting == Waiting::Closed {
+            return Some(Err(Error::PartnerGone));
+        }
         if self.endpoints[e].waiting == Waiting::Receivers {
             let r = self.endpoints[e].head as usize;
             if let Err(err) = self.transfer(p, c, r, cap.badge) {
@@ -182,7 +185,7 @@ impl Kernel {
 
     /// Queues the faulted thread `c`'s fault message on endpoint `e`, or delivers it.
     pub(crate) fn send_fault<P: Platform>(&mut self, p: &mut P, c: usize, e: usize) {
-        if self.endpoints[e].refs == 0 {
+        if self.endpoints[e].refs == 0 || self.endpoints[e].waiting == Waiting::Closed {
             return;
         }
         if self.endpoints[e].waiting == Waiting::Receivers {
@@ -216,6 +219,7 @@ impl Kernel {
     ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
         match self.tasks[ti].caps.endpoint(slot, rights::SEND) {
+            Ok((e, _)) if self.endpoints[e as usize].waiting == Waiting::Closed => Some(Err(Error::PartnerGone)),
             Ok((e, _)) if self.endpoints[e as usize].waiting != Waiting::Receivers => Some(Err(Error::WouldBlock)),
             Ok(_) => self.ipc_send(p, c, slot, info, false),
             Err(err) => Some(Err(err)),
@@ -234,6 +238,9 @@ impl Kernel {
             Ok((e, _)) => e as usize,
             Err(err) => return Some(Err(err)),
         };
+        if self.endpoints[e].waiting == Waiting::Closed {
+            return Some(Err(Error::PartnerGone));
+        }
         while self.endpoints[e].waiting == Waiting::Senders {
             let s = self.ep_pop(e).expect("a waiting sender");
             let badge = self.threads[s].send_badge;

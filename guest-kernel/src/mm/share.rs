@@ -65,6 +65,11 @@ impl Kernel {
         if win_pages < pages {
             return Err(Error::WindowTooSmall);
         }
+        // Within one address space the pages must not come from the window they go to:
+        // placing page i would replace (and free) a page not yet moved.
+        if src == dst && va < win + len && win < va + len {
+            return Err(Error::BadArgument);
+        }
         // Every page must be the sender's own, mapped memory.
         for i in 0..pages {
             let e = vspace::lookup(p, src, va + i * PAGE_SIZE);
@@ -75,6 +80,10 @@ impl Kernel {
         for i in 0..pages {
             let (s, d) = (va + i * PAGE_SIZE, win + i * PAGE_SIZE);
             let e = vspace::lookup(p, src, s);
+            // Checked above, and nothing since unmapped it (the ranges do not overlap).
+            if e & PRESENT == 0 {
+                return Err(Error::BadAddress);
+            }
             let f = vspace::entry_addr(e);
             if vspace::unmap(p, &mut self.frames, dst, d) != 0 {
                 p.flush_tlb(dst, d);

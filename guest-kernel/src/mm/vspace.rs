@@ -83,6 +83,26 @@ pub fn map<M: PhysMem + ?Sized>(
 }
 
 /// The leaf entry slot for `va`, if all tables above it exist.
+/// The first page at or after `va` that can hold a mapping in `root`: where a page table
+/// along the way is missing, the whole range it would cover is skipped. Range operations
+/// use it to cost per page table that exists, not per page asked for (a task asking to
+/// unmap 256 MiB of nothing must not hold the kernel for seconds).
+pub fn next_candidate<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> u64 {
+    if va >= USER_TOP {
+        return va;
+    }
+    let mut table = root;
+    for level in (1..4).rev() {
+        let e = mem.read_u64(table + index(va, level) * 8);
+        if e & PRESENT == 0 || e & HUGE != 0 {
+            let span = 1u64 << (12 + 9 * level);
+            return (va & !(span - 1)).saturating_add(span);
+        }
+        table = e & ADDR;
+    }
+    va
+}
+
 fn leaf_slot<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Option<u64> {
     if va >= USER_TOP {
         return None;

@@ -12,7 +12,7 @@ use l4_abi::layout::{USER_MAP_MAX, USER_MIN};
 use l4_abi::syscall::Error;
 
 use crate::cap::{Cap, Object};
-use crate::kernel::{Kernel, Thread, ThreadState, NONE, USER_CS, USER_RFLAGS, USER_SS};
+use crate::kernel::{Kernel, Thread, ThreadState, NONE};
 use crate::mm::vspace::{self, WRITABLE};
 use crate::platform::Platform;
 
@@ -47,23 +47,17 @@ impl Kernel {
         if let Some((ep, _)) = creator.fault_ep {
             self.add_ref(Cap::new(Object::Endpoint(ep), 0));
         }
-        let t = &mut self.threads[th];
-        *t = Thread::FREE;
-        t.task = creator.task;
-        t.root = creator.root;
-        t.prio = creator.prio;
-        t.cpu = cpu as u8;
+        let t = self.fresh_thread(
+            p,
+            th,
+            (creator.task, creator.root),
+            (creator.prio, cpu as u8),
+            (entry, stack_top - 8),
+            buf,
+        );
         t.fault_ep = creator.fault_ep;
-        t.id = self.next_thread_id;
-        self.next_thread_id += 1;
-        t.regs.rip = entry;
-        t.regs.rsp = stack_top - 8;
         t.regs.rdi = arg;
         t.regs.rsi = buf;
-        t.regs.cs = USER_CS;
-        t.regs.ss = USER_SS;
-        t.regs.rflags = USER_RFLAGS;
-        t.ipc_buffer = vspace::translate(p, creator.root, buf).map_or(0, |(pa, _)| pa);
         self.make_ready(th);
         Ok(th)
     }
