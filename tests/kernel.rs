@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 9 boot files",
+            "l4: 11 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -35,6 +35,8 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 6: 'ipctest'",
             "boot file 7: 'ringsrv'",
             "boot file 8: 'ringtest'",
+            "boot file 9: 'fuzz'",
+            "boot file 10: 'crashtest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -45,7 +47,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 9 boot files",
+            "root: started, 11 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",

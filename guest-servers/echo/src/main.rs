@@ -7,8 +7,8 @@
 use l4_rt::ipc::{self, Msg, Received};
 use l4_rt::service::Kv;
 use l4_rt::transfer::{
-    checksum, COW_READ, COW_WRITE, KV_GET, KV_PUT, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA, SHARED_WRITE,
-    SINK_COPY, SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
+    checksum, COW_READ, COW_WRITE, CRASH, KV_GET, KV_PUT, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA,
+    SHARED_WRITE, SINK_COPY, SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
 };
 use l4_rt::{names, println, sys};
 
@@ -61,6 +61,17 @@ impl Sink {
                 Some(v) => Msg::new(KV_GET, &[1, v]),
                 None => Msg::new(KV_GET, &[0, 0]),
             },
+            CRASH => {
+                // Busy for ~1 ms (callers on other vCPUs queue up), then a null read.
+                let t0 = l4_rt::time::cycles();
+                while l4_rt::time::cycles().wrapping_sub(t0) < 2_000_000 {
+                    core::hint::spin_loop();
+                }
+                // SAFETY: deliberately not: this read faults, which is the point (the
+                // supervisor restarts echo; the kernel tells its callers).
+                let v = unsafe { core::ptr::null::<u64>().read_volatile() };
+                Msg::new(CRASH, &[v])
+            }
             // The badge of the capability the caller used.
             WHO => Msg::new(WHO, &[got.badge]),
             // Reads byte `w0` of the last pages received, then writes `w1` there.

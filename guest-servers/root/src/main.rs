@@ -1,7 +1,15 @@
 //! The root task: the first boot file. It starts every other boot file as a task, gives
 //! each a badged capability to its own endpoint (the name service), serves names, reports
-//! faults, and when every non-server task has finished, stops the servers, checks that
-//! frame accounting is back where it started, and ends the machine with the result.
+//! faults, restarts servers that fault (a supervisor, like Hubris's or Minix's
+//! reincarnation server), and when every non-server task has finished, stops the servers,
+//! checks that frame accounting is back where it started, and ends the machine with the
+//! result.
+//!
+//! Restart policy: a task that registered a name (a server) and faults is started again
+//! from its boot file with the same arguments, up to `MAX_RESTARTS` times; its names are
+//! dropped at once, so clients find the new instance once it registers again. Clients
+//! blocked on the old one get `PartnerGone` from the kernel (the dead task's endpoints
+//! close). Tasks that never registered a name stay stopped (`faulty` in the demo).
 #![no_std]
 #![no_main]
 
@@ -31,6 +39,9 @@ fn priority(name: &str) -> u64 {
 /// Badges: children's requests carry `1 + index`, their faults `FAULT_BADGE + index`.
 const FAULT_BADGE: u64 = 0x1000;
 
+/// How often one server is restarted before root gives up on it.
+const MAX_RESTARTS: u32 = 1000;
+
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum State {
     #[default]
@@ -44,13 +55,16 @@ enum State {
 #[derive(Clone, Copy)]
 struct Child {
     name: [u8; NAME_BYTES],
+    /// Its boot file's capability slot (to start it again).
+    file: u8,
     task: u8,
     state: State,
+    restarts: u32,
 }
 
 impl Default for Child {
     fn default() -> Self {
-        Child { name: [0; NAME_BYTES], task: 0, state: State::Running }
+        Child { name: [0; NAME_BYTES], file: 0, task: 0, state: State::Running, restarts: 0 }
     }
 }
 
@@ -65,6 +79,34 @@ impl Child {
 struct Name {
     key: [u64; 2],
     slot: u8,
+    /// The child that registered it.
+    owner: usize,
+}
+
+/// Starts child `i` (`c`) from its boot file: badged capabilities to the name service as
+/// its parent and fault endpoints, its priority, arguments and CPU. Returns its task slot.
+fn start(c: &Child, i: usize, ns: u8) -> Result<u8, l4_abi::syscall::Error> {
+    let parent = sys::cap_derive(ns, rights::SEND | rights::GRANT, 1 + i as u64)?;
+    let fault = match sys::cap_derive(ns, rights::SEND, FAULT_BADGE + i as u64) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = sys::cap_delete(parent);
+            return Err(e);
+        }
+    };
+    let r = sys::task_spawn(c.file, priority(c.name()), fault, parent, start_args(c.name()));
+    // The child holds its own copies now.
+    let _ = sys::cap_delete(parent);
+    let _ = sys::cap_delete(fault);
+    let task = r?;
+    match pinned(c.name()) {
+        Some(cpu) => match sys::set_affinity(task, cpu) {
+            Ok(()) => println!("root: started '{}' on cpu {}", c.name(), cpu),
+            Err(e) => println!("root: started '{}' (cannot pin it to cpu {}: {})", c.name(), cpu, e.name()),
+        },
+        None => println!("root: started '{}'", c.name()),
+    }
+    Ok(task)
 }
 
 fn word(i: usize) -> u64 {
@@ -101,18 +143,37 @@ fn pinned(name: &str) -> Option<u64> {
     per_task("pin", name)
 }
 
-/// The word a task starts with (`l4_rt::start_arg`): `arg=NAME:N,...` on the kernel
-/// command line, 0 by default.
-fn start_arg(name: &str) -> u64 {
-    per_task("arg", name).unwrap_or(0)
+/// The value of `KEY=N` on the kernel command line.
+fn number(key: &str) -> Option<u64> {
+    cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+/// `fuzz` on the kernel command line: run the system-call fuzzer alone (with `seed=S`
+/// and `count=N`), and fail the run if it faults.
+fn fuzzing() -> bool {
+    cmdline().split_ascii_whitespace().any(|t| t == "fuzz")
+}
+
+/// The two words a task starts with (`l4_rt::start_args`): `arg=NAME:N,...` on the kernel
+/// command line gives the first (0 by default); the fuzzer gets its seed and count.
+fn start_args(name: &str) -> [u64; 2] {
+    if name == "fuzz" {
+        let verbose = cmdline().split_ascii_whitespace().any(|t| t == "verbose");
+        let count = number("count").unwrap_or(10_000) & !(1 << 63);
+        return [number("seed").unwrap_or(1), count | (verbose as u64) << 63];
+    }
+    [per_task("arg", name).unwrap_or(0), 0]
 }
 
 /// Root's policy for which boot files to start: `run=a,b,...` on the kernel command line
-/// names them; by default every boot file except the test servers (`*test`).
+/// names them; by default every boot file except the test servers (`*test`, `fuzz`).
 fn wanted(name: &str) -> bool {
+    if fuzzing() {
+        return name == "fuzz";
+    }
     match cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("run=")) {
         Some(list) => list.split(',').any(|n| n == name),
-        None => !name.ends_with("test"),
+        None => !name.ends_with("test") && name != "fuzz",
     }
 }
 
@@ -134,38 +195,21 @@ fn main() -> u64 {
     let mut n = 0;
     for i in 1..nfiles.min(MAX + 1) {
         let base = 4 + i * FILE_WORDS;
-        let slot = word(base) as u8;
-        let mut c = Child::default();
+        let mut c = Child { file: word(base) as u8, ..Child::default() };
         for k in 0..NAME_BYTES / 8 {
             c.name[k * 8..k * 8 + 8].copy_from_slice(&word(base + 2 + k).to_le_bytes());
         }
         if !wanted(c.name()) {
             continue;
         }
-        let parent = sys::cap_derive(ns, rights::SEND | rights::GRANT, 1 + n as u64);
-        let fault = sys::cap_derive(ns, rights::SEND, FAULT_BADGE + n as u64);
-        let (Ok(parent), Ok(fault)) = (parent, fault) else {
-            println!("root: out of capability slots");
-            break;
-        };
-        match sys::task_spawn(slot, priority(c.name()), fault, parent, start_arg(c.name())) {
+        match start(&c, n, ns) {
             Ok(task) => {
                 c.task = task;
-                match pinned(c.name()) {
-                    Some(cpu) => match sys::set_affinity(task, cpu) {
-                        Ok(()) => println!("root: started '{}' on cpu {}", c.name(), cpu),
-                        Err(e) => println!("root: started '{}' (cannot pin it to cpu {}: {})", c.name(), cpu, e.name()),
-                    },
-                    None => println!("root: started '{}'", c.name()),
-                }
                 children[n] = c;
                 n += 1;
             }
             Err(e) => println!("root: cannot start '{}': {}", c.name(), e.name()),
         }
-        // The children hold their own copies now.
-        let _ = sys::cap_delete(parent);
-        let _ = sys::cap_delete(fault);
     }
 
     let mut names = [Name::default(); MAX];
@@ -189,8 +233,31 @@ fn main() -> u64 {
                     m.words[2],
                     m.words[3]
                 );
+                let server = c.state == State::Server;
                 c.state = State::Faulted;
                 let _ = sys::task_kill(c.task);
+                // Its names go at once: lookups fail until the new instance registers.
+                let mut k = 0;
+                while k < nnames {
+                    if names[k].owner == i {
+                        let _ = sys::cap_delete(names[k].slot);
+                        names[k] = names[nnames - 1];
+                        nnames -= 1;
+                    } else {
+                        k += 1;
+                    }
+                }
+                if server && c.restarts < MAX_RESTARTS {
+                    c.restarts += 1;
+                    match start(c, i, ns) {
+                        Ok(task) => {
+                            c.task = task;
+                            c.state = State::Running;
+                            println!("root: restarted '{}' (restart {})", c.name(), c.restarts);
+                        }
+                        Err(e) => println!("root: cannot restart '{}': {}", c.name(), e.name()),
+                    }
+                }
             }
             continue; // a fault message wants no reply
         }
@@ -201,9 +268,20 @@ fn main() -> u64 {
         }
         reply = Some(match m.label {
             REGISTER => match m.cap {
-                Some(slot) if nnames < MAX => {
-                    names[nnames] = Name { key: [m.words[0], m.words[1]], slot };
-                    nnames += 1;
+                Some(slot) if nnames < MAX || names[..nnames].iter().any(|x| x.key == [m.words[0], m.words[1]]) => {
+                    // A name registered again (a restarted server) replaces the old entry.
+                    let key = [m.words[0], m.words[1]];
+                    let at = match names[..nnames].iter().position(|x| x.key == key) {
+                        Some(k) => {
+                            let _ = sys::cap_delete(names[k].slot);
+                            k
+                        }
+                        None => {
+                            nnames += 1;
+                            nnames - 1
+                        }
+                    };
+                    names[at] = Name { key, slot, owner: i };
                     children[i].state = State::Server;
                     let mut b = [0u8; 16];
                     println!(
@@ -250,7 +328,8 @@ fn main() -> u64 {
         used,
         if used == baseline { "back to baseline" } else { "LEAKED" }
     );
-    let code = if failed == 0 && used == baseline { 0 } else { 1 };
+    // The fuzzer must never fault (in the default run `faulty` faults on purpose).
+    let code = if failed == 0 && used == baseline && !(fuzzing() && faulted > 0) { 0 } else { 1 };
     let _ = sys::machine_exit(machine, code);
     code as u64
 }

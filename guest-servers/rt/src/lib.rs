@@ -29,8 +29,9 @@ macro_rules! entry {
     ($main:path) => {
         #[no_mangle]
         #[link_section = ".text._start"]
-        pub extern "C" fn _start(arg: u64) -> ! {
+        pub extern "C" fn _start(arg: u64, arg2: u64) -> ! {
             $crate::START_ARG.store(arg, core::sync::atomic::Ordering::Relaxed);
+            $crate::START_ARG2.store(arg2, core::sync::atomic::Ordering::Relaxed);
             let code: u64 = $main();
             $crate::sys::task_exit(code)
         }
@@ -42,9 +43,17 @@ macro_rules! entry {
 #[doc(hidden)]
 pub static START_ARG: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+#[doc(hidden)]
+pub static START_ARG2: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The word the spawner passed to this task (0 if none).
 pub fn start_arg() -> u64 {
     START_ARG.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Both words the spawner passed (`TaskSpawn`'s two arguments; 0 if none).
+pub fn start_args() -> (u64, u64) {
+    (start_arg(), START_ARG2.load(core::sync::atomic::Ordering::Relaxed))
 }
 
 #[panic_handler]

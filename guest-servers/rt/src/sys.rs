@@ -25,6 +25,12 @@ impl Ret {
 /// The raw call: `rax` = number, `rdi`, `rsi`, and eight words in rdx, r10, r8, r9, r12-r15.
 #[inline(always)]
 pub fn raw(n: Sysno, rdi: u64, rsi: u64, w: [u64; 8]) -> Ret {
+    raw_number(n as u64, rdi, rsi, w)
+}
+
+/// [`raw`] with any number in `rax`, valid or not (for the fuzzer).
+#[inline(always)]
+pub fn raw_number(n: u64, rdi: u64, rsi: u64, w: [u64; 8]) -> Ret {
     let mut r = Ret::default();
     // SAFETY: the kernel entry page at ENTRY_VA is mapped in every address space and
     // follows this register contract; rcx and r11 are declared clobbered; the call pushes
@@ -32,7 +38,7 @@ pub fn raw(n: Sysno, rdi: u64, rsi: u64, w: [u64; 8]) -> Ret {
     unsafe {
         core::arch::asm!(
             "call rcx",
-            inout("rax") n as u64 => r.rax,
+            inout("rax") n => r.rax,
             inout("rdi") rdi => r.rdi,
             inout("rsi") rsi => r.rsi,
             inout("rdx") w[0] => r.words[0],
@@ -98,8 +104,8 @@ pub fn mem_unmap(va: u64, pages: u64) -> Result<(), Error> {
 
 /// Starts boot file `file` as a task at `prio`; faults go to `fault_ep`; `parent` lands in
 /// the new task's slot 0. Returns the task capability's slot.
-pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, arg: u64) -> Result<u8, Error> {
-    raw(Sysno::TaskSpawn, file as u64, prio, [fault_ep as u64, parent as u64, arg, 0, 0, 0, 0, 0])
+pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2]) -> Result<u8, Error> {
+    raw(Sysno::TaskSpawn, file as u64, prio, [fault_ep as u64, parent as u64, args[0], args[1], 0, 0, 0, 0])
         .ok()
         .map(|r| r.rdi as u8)
 }

@@ -44,6 +44,9 @@ pub const SHARED_WRITE: u32 = 0x207;
 pub const KV_PUT: u32 = 0x208;
 /// `KV_GET(key)`: answers `[found, value]`.
 pub const KV_GET: u32 = 0x209;
+/// `CRASH()`: the server faults while handling it (after ~1 ms of work, so that other
+/// callers queue meanwhile): fault injection for the supervisor's tests.
+pub const CRASH: u32 = 0x20a;
 /// Where the server maps the shared region and where it receives pages.
 pub const SERVER_SHARED_VA: u64 = 0x0000_0040_0000_0000;
 pub const SERVER_WINDOW_VA: u64 = 0x0000_0030_0000_0000;

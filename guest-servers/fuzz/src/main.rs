@@ -1,0 +1,414 @@
+//! A seeded system-call fuzzer: `l4vmm --cmdline "fuzz seed=S count=N"` (the root task
+//! starts only this server and passes it S and N).
+//!
+//! Each step draws a system call and its arguments from a xorshift generator seeded with
+//! S: random numbers (valid and not), capability slots (valid, empty, out of range),
+//! pointers (kernel half, non-canonical, unmapped, unaligned, ours), lengths (0, small,
+//! huge), message infos with random words, capabilities and page flags, ring indices
+//! scribbled with garbage, and random objects to aim at (an endpoint answered by a second
+//! thread of this task, a notification, memory objects, rings, threads that end at once).
+//! Every call must come back with 0 or a defined error code; anything else stops the run
+//! with the seed and the step, so `fuzz seed=S count=STEP+1` replays it (the calls drawn
+//! depend only on S: the run prints a digest of them). `fuzz verbose` prints every call
+//! before it is made, for a call that never comes back.
+//!
+//! What is not drawn, and why (everything else is): calls that would end this task
+//! (`TaskExit`, `ThreadExit` from the main thread) or block it for ever by design (a
+//! receive nobody sends to, a ring wait nobody completes), and `Trace` start/stop (it
+//! masks the timer until stopped); unmapping this program's own code or stack; deleting
+//! the three capabilities the run reports through; and mapping or creating more than 64
+//! pages at a time in our own range (valid and only slow: zeroed frame by frame).
+#![no_std]
+#![no_main]
+
+use l4_abi::layout::{ELF_BASE, USER_MAP_MAX};
+use l4_abi::syscall::{Error, MsgInfo, Sysno};
+use l4_rt::ipc::{self, Msg};
+use l4_rt::{names, println, sys, thread};
+
+l4_rt::entry!(main);
+
+/// Our playground: mappings, windows and memory objects go here.
+const ARENA: u64 = 0x0000_0060_0000_0000;
+const ARENA_PAGES: u64 = 1024;
+/// The responder thread's stack and receive window.
+const RESPONDER_STACK: u64 = 0x0000_0070_0000_0000;
+const WINDOW: u64 = 0x0000_0071_0000_0000;
+const WINDOW_PAGES: u64 = 256;
+/// Stacks for threads that end at once.
+const SHORT_STACKS: u64 = 0x0000_0072_0000_0000;
+/// Where our ring's memory is mapped (its indices get scribbled on).
+const RING_VA: u64 = 0x0000_0073_0000_0000;
+
+/// xorshift64*: small, fast, and the same sequence for the same seed everywhere.
+struct Rng(u64);
+
+impl Rng {
+    /// Seeded through splitmix64, so that nearby seeds give unrelated sequences.
+    fn new(seed: u64) -> Self {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    /// One of `xs`, or (as often as each of them) a random word.
+    fn pick_r(&mut self, xs: &[u64]) -> u64 {
+        match self.below(xs.len() as u64 + 1) as usize {
+            i if i < xs.len() => xs[i],
+            _ => self.next(),
+        }
+    }
+}
+
+/// The objects the run aims at (slots in our capability table).
+struct Targets {
+    responder: u8,
+    notification: u8,
+    /// A ring's client and server capabilities (nobody serves it).
+    ring: [u8; 2],
+    /// Slots the run must keep: the parent (name service), the responder's endpoint, the
+    /// notification.
+    protected: [u8; 3],
+}
+
+/// A drawn call: number and registers.
+#[derive(Clone, Copy)]
+struct Drawn {
+    n: u64,
+    rdi: u64,
+    rsi: u64,
+    w: [u64; 8],
+}
+
+fn slot(r: &mut Rng, t: &Targets) -> u64 {
+    match r.below(6) {
+        0 => t.responder as u64,
+        1 => t.notification as u64,
+        2 => t.ring[r.below(2) as usize] as u64,
+        3 => r.below(64),
+        4 => r.pick(&[64, 255, 256, u64::MAX, 1 << 40]),
+        _ => r.next(),
+    }
+}
+
+/// An address: ours (arena), a code or stack address of ours (only where the call cannot
+/// take them away), or a bad one.
+fn address(r: &mut Rng, may_be_code: bool) -> u64 {
+    match r.below(if may_be_code { 9 } else { 8 }) {
+        0 | 1 => ARENA + r.below(ARENA_PAGES) * 4096,
+        2 => ARENA + r.below(ARENA_PAGES * 4096), // unaligned
+        3 => r.pick(&[0, 8, 0xfff, 0x1000, USER_MAP_MAX - 4096, USER_MAP_MAX, USER_MAP_MAX + 4096]),
+        4 => r.pick(&[0xffff_8000_0000_0000, 0xffff_ffff_8000_0000, 0xffff_8000_0010_0000, !0xfff]),
+        5 => r.pick(&[0x0000_8000_0000_0000, 0x8000_0000_0000_0000, 0x1234_5678_9abc_d000]), // non-canonical
+        6 => r.next(),
+        7 => WINDOW + r.below(WINDOW_PAGES) * 4096,
+        _ => ELF_BASE + r.below(16) * 4096,
+    }
+}
+
+fn pages(r: &mut Rng, small_only: bool) -> u64 {
+    match r.below(if small_only { 2 } else { 4 }) {
+        0 => r.below(4),
+        1 => r.below(65),
+        2 => r.pick(&[65_536, 65_537, 1 << 20, 512 * 512 + 1]),
+        _ => r.next(),
+    }
+}
+
+fn info(r: &mut Rng) -> u64 {
+    match r.below(4) {
+        0 => MsgInfo::new(r.below(1 << 20) as u32, r.below(9) as usize).0,
+        1 => MsgInfo::new(r.next() as u32, r.below(121) as usize).0,
+        2 => {
+            let m = MsgInfo::new(r.next() as u32, 8);
+            let m = if r.below(2) == 0 { m.with_cap(r.below(70) as u8) } else { m };
+            m.with_pages(r.pick(&[MsgInfo::COW, MsgInfo::GRANT, 3])).0
+        }
+        _ => r.next(),
+    }
+}
+
+fn words(r: &mut Rng) -> [u64; 8] {
+    let mut w = [0u64; 8];
+    for x in w.iter_mut() {
+        *x = if r.below(2) == 0 { r.below(4096) } else { r.next() };
+    }
+    // Words 6 and 7 are (address, length) of pages sent with a message.
+    w[6] = address(r, false);
+    w[7] = r.pick(&[0, 4096, 8192, 4096 * 64, 4097, u64::MAX, 4096 * 1024]);
+    w
+}
+
+/// Draws one call. Calls that could block for ever aim at a bad slot or are made
+/// non-blocking; see the module comment for what is never drawn.
+fn draw(r: &mut Rng, t: &Targets) -> Drawn {
+    use Sysno::*;
+    let mut c = Drawn { n: 0, rdi: 0, rsi: 0, w: [0; 8] };
+    let kinds = [
+        DebugWrite,
+        Yield,
+        EndpointCreate,
+        CapDerive,
+        CapDelete,
+        Send,
+        Recv,
+        Call,
+        ReplyRecv,
+        MemMap,
+        TaskSpawn,
+        CapGrant,
+        FrameStats,
+        TaskKill,
+        MachineExit,
+        MemUnmap,
+        Reply,
+        NotifyCreate,
+        Signal,
+        Wait,
+        Trace,
+        SetRecvWindow,
+        MemCreate,
+        MemMapObj,
+        SendNB,
+        RecvNB,
+        SetAffinity,
+        RingCreate,
+        RingEnter,
+        ThreadCreate,
+        Null,
+    ];
+    if r.below(40) == 0 {
+        // A number that is no system call.
+        c.n = r.pick_r(&[33, 34, 100, 1 << 32, u64::MAX]);
+        c.rdi = r.next();
+        c.rsi = r.next();
+        c.w = words(r);
+        return c;
+    }
+    let k = r.pick(&kinds);
+    c.n = k as u64;
+    c.w = words(r);
+    match k {
+        DebugWrite => {
+            c.rdi = address(r, true);
+            // Our own memory only with length 0 (no console spam); bad pointers with any.
+            c.rsi = if c.rdi >= ARENA && c.rdi < USER_MAP_MAX { 0 } else { r.pick_r(&[0, 1, 4096, u64::MAX]) };
+        }
+        CapDerive => {
+            c.rdi = slot(r, t);
+            c.rsi = r.next() & 0xf;
+            c.w[0] = r.pick_r(&[0, 1]);
+        }
+        CapDelete => {
+            let s = slot(r, t);
+            c.rdi = if t.protected.contains(&(s as u8)) && s < 64 { 63 } else { s };
+        }
+        Send | Call => {
+            // To the responder (which answers) or to a bad slot; never to an endpoint
+            // nobody receives on.
+            c.rdi = if r.below(3) == 0 { t.responder as u64 } else { bad_slot(r, t) };
+            c.rsi = info(r);
+        }
+        Recv | ReplyRecv | Wait => {
+            // Blocking receives: only at slots that cannot block (bad ones).
+            c.rdi = bad_slot(r, t);
+            c.rsi = info(r);
+        }
+        SendNB | RecvNB => {
+            c.rdi = slot(r, t);
+            c.rsi = info(r);
+        }
+        Reply => c.rsi = info(r),
+        MemMap => {
+            c.rdi = address(r, false);
+            let in_ours = c.rdi >= ARENA && c.rdi < USER_MAP_MAX;
+            c.rsi = pages(r, in_ours);
+        }
+        MemUnmap => {
+            c.rdi = address(r, false);
+            c.rsi = pages(r, false);
+        }
+        SetRecvWindow => {
+            c.rdi = address(r, true);
+            c.rsi = pages(r, false);
+        }
+        // Valid sizes up to 64 pages (an object of 65,536 pages is valid and only slow:
+        // zeroed frame by frame), and sizes past the limit.
+        MemCreate => c.rdi = r.pick_r(&[0, 1, 2, 16, 64, 512 * 512 + 1, u64::MAX]),
+        MemMapObj => {
+            c.rdi = slot(r, t);
+            c.rsi = address(r, false);
+        }
+        Signal => {
+            c.rdi = slot(r, t);
+            c.rsi = r.next();
+        }
+        Trace => c.rdi = r.pick(&[2, 3, 4, u64::MAX]),
+        RingCreate => {
+            c.rdi = r.pick(&[0, 1, 2, 3, 16, 64, 100, 4096, 4097, 1 << 20, u64::MAX]);
+            c.rsi = r.pick(&[0, 1, 4, 64, 65, 1 << 20, u64::MAX]);
+        }
+        RingEnter => {
+            c.rdi = slot(r, t);
+            // min 0: never wait (nobody serves these rings).
+            c.w[0] = 0;
+            c.w[1] = r.pick(&[0, 1, 2, u64::MAX]);
+        }
+        ThreadCreate => {
+            let good = r.below(2) == 0;
+            c.rdi = if good { short_thread as *const () as u64 } else { address(r, false) };
+            c.rsi = if good {
+                SHORT_STACKS + (r.below(8) + 1) * 0x10_0000
+            } else {
+                r.pick_r(&[0, 8, 0xffff_8000_0000_0000, ARENA + 8])
+            };
+            c.w[0] = r.next();
+            c.w[1] = r.pick(&[0, 0, 1, 2, 16, u64::MAX]);
+        }
+        Null => c.rdi = r.pick(&[0, 1, 2, u64::MAX]),
+        _ => {
+            c.rdi = slot(r, t);
+            c.rsi = r.next();
+        }
+    }
+    c
+}
+
+/// A slot that names nothing we could block on: out of range, or garbage. (Every slot
+/// in range may hold an endpoint the fuzzer made, which nobody serves.)
+fn bad_slot(r: &mut Rng, _t: &Targets) -> u64 {
+    r.pick_r(&[64, 65, 255, 256, 1 << 32, u64::MAX])
+}
+
+/// Threads the fuzzer creates end at once.
+extern "C" fn short_thread(_arg: u64, _buf: u64) -> ! {
+    sys::thread_exit(0)
+}
+
+/// The responder: answers every message on its endpoint with an empty register message.
+fn responder(ep: u64) -> u64 {
+    let _ = sys::set_recv_window(WINDOW, WINDOW_PAGES);
+    let mut got = ipc::recv(ep as u8);
+    loop {
+        got = match got {
+            Ok(m) => ipc::reply_recv(ep as u8, &Msg::new(m.msg.label, &[])),
+            Err(_) => ipc::recv(ep as u8),
+        };
+    }
+}
+
+fn fnv(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+fn main() -> u64 {
+    let (seed, count) = l4_rt::start_args();
+    // Bit 63 of the count: print every call before making it (`fuzz verbose`), to find
+    // the call that never returns if the kernel ever hangs.
+    let verbose = count >> 63 != 0;
+    let count = count & !(1 << 63);
+    let count = if count == 0 { 10_000 } else { count };
+    println!("fuzz: seed {} count {}", seed, count);
+    let setup = || -> Result<Targets, Error> {
+        let responder_ep = sys::endpoint_create()?;
+        let notification = sys::notify_create()?;
+        thread::spawn(RESPONDER_STACK, 16, 0, responder, responder_ep as u64)?;
+        // Stacks for the short threads (one page each, at the top of each 1 MiB slot).
+        for i in 1..=8u64 {
+            sys::mem_map(SHORT_STACKS + i * 0x10_0000 - 4096, 1)?;
+        }
+        let (ring, _mem, server) = l4_rt::ring::create(64, 1, RING_VA)?;
+        Ok(Targets {
+            responder: responder_ep,
+            notification,
+            ring: [ring.slot, server],
+            protected: [l4_abi::bootinfo::PARENT_SLOT, responder_ep, notification],
+        })
+    };
+    let t = match setup() {
+        Ok(t) => t,
+        Err(e) => {
+            println!("fuzz: cannot set up: {}", e.name());
+            let _ = names::done(1);
+            return 1;
+        }
+    };
+    let mut r = Rng::new(seed);
+    let mut digest = 0xcbf2_9ce4_8422_2325u64;
+    let mut errors = [0u64; 16];
+    for step in 0..count {
+        let c = draw(&mut r, &t);
+        for x in [c.n, c.rdi, c.rsi].iter().chain(c.w.iter()) {
+            digest = fnv(digest, *x);
+        }
+        // Sometimes scribble on our ring's indices, so that RingEnter meets garbage.
+        if r.below(8) == 0 {
+            use l4_abi::ring::{CQ_HEAD, CQ_TAIL, SQ_HEAD, SQ_TAIL};
+            let off = r.pick(&[SQ_HEAD, SQ_TAIL, CQ_HEAD, CQ_TAIL]) as u64;
+            let v = r.pick_r(&[0, 1, 64, 65, u64::from(u32::MAX)]) as u32;
+            digest = fnv(digest, off ^ u64::from(v) << 16);
+            // SAFETY: the ring's memory object is mapped writable at RING_VA for the whole
+            // run (nothing the fuzzer draws unmaps it: no address it draws falls there);
+            // the indices are u32s at these offsets in its first page.
+            unsafe { ((RING_VA + off) as *mut u32).write_volatile(v) };
+        }
+        if verbose {
+            println!("fuzz: step {}: call {} ({:#x}, {:#x}, {:x?})", step, c.n, c.rdi, c.rsi, c.w);
+        }
+        let ret = sys::raw_number(c.n, c.rdi, c.rsi, c.w);
+        match ret.rax {
+            0 => errors[0] += 1,
+            e => match Error::from_u64(e) {
+                Some(e) => errors[(e as usize).min(15)] += 1,
+                None => {
+                    println!(
+                        "fuzz: FAIL seed {} step {}: call {} ({:#x}, {:#x}, {:x?}) returned {:#x}, not a defined result",
+                        seed, step, c.n, c.rdi, c.rsi, c.w, e
+                    );
+                    let _ = names::done(1);
+                    return 1;
+                }
+            },
+        }
+        // Keep the capability table from filling for good: drop a few unprotected slots.
+        if r.below(8) == 0 {
+            let s = r.below(64) as u8;
+            if !t.protected.contains(&s) {
+                let _ = sys::cap_delete(s);
+            }
+        }
+    }
+    println!(
+        "fuzz: {} calls done, every one came back with a defined result (seed {}, digest {:#x})",
+        count, seed, digest
+    );
+    println!(
+        "fuzz: results: ok {}, invalid syscall {}, invalid cap {}, wrong type {}, no rights {}, bad argument {}, \
+         bad address {}, out of memory {}, no slots {}, partner gone {}, other {}",
+        errors[0],
+        errors[1],
+        errors[2],
+        errors[3],
+        errors[4],
+        errors[5],
+        errors[6],
+        errors[7],
+        errors[8],
+        errors[9],
+        errors[10..].iter().sum::<u64>()
+    );
+    let _ = names::done(0);
+    0
+}
