@@ -222,3 +222,151 @@ fn malformed_and_oversized_packets_do_not_hurt_l4vmm() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert_eq!(wait_exit(child), 143);
 }
+
+/// xorshift64: the packet generator's randomness, the same for the same seed.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// One random gdb packet payload: a real command with hostile arguments. Never `k`,
+/// `vKill` or `D` (they end the session by design), nor register writes (`G`, `P`) or
+/// memory writes inside the kernel (they may kill the guest, which is gdb's right but not
+/// what this test is about).
+fn random_packet(s: &mut u64) -> String {
+    const CMDS: &[&str] = &[
+        "?",
+        "g",
+        "m",
+        "M",
+        "X",
+        "p",
+        "c",
+        "s",
+        "Z0,",
+        "Z1,",
+        "Z2,",
+        "Z3,",
+        "Z4,",
+        "z0,",
+        "z1,",
+        "z2,",
+        "z3,",
+        "Hg",
+        "Hc",
+        "T",
+        "qSupported:",
+        "qfThreadInfo",
+        "qsThreadInfo",
+        "qC",
+        "qAttached",
+        "qOffsets",
+        "qXfer:features:read:target.xml:",
+        "qRcmd,",
+        "vCont?",
+        "vCont;",
+        "vMustReplyEmpty",
+        "!",
+        "qTStatus",
+    ];
+    // Addresses that are never the kernel's: unmapped user-half addresses above the boot
+    // identity map, non-canonical, the top. (Reads also get low, identity-mapped ones.)
+    let addr = |s: &mut u64, write: bool| match next(s) % if write { 3 } else { 4 } {
+        0 => format!("{:x}", 0x0000_4000_0000_0000u64 | (next(s) % (1 << 40))),
+        1 => format!("{:x}", 0x0000_8000_0000_0000u64 | (next(s) % 0x1_0000_0000)),
+        2 => "ffffffffffffffff".to_string(),
+        _ => format!("{:x}", next(s) % 0x1000_0000),
+    };
+    let cmd = CMDS[(next(s) % CMDS.len() as u64) as usize];
+    let mut p = cmd.to_string();
+    match cmd {
+        "m" | "Z0," | "Z1," | "Z2," | "Z3," | "Z4," | "z0," | "z1," | "z2," | "z3," => {
+            p += &addr(s, cmd.starts_with('Z'));
+            p += &format!(",{:x}", next(s) % [1, 8, 0x1000, u64::MAX][(next(s) % 4) as usize].max(1));
+        }
+        "M" | "X" => {
+            let n = next(s) % 16;
+            p += &format!("{},{:x}:", addr(s, true), n);
+            for _ in 0..n {
+                p += &format!("{:02x}", next(s) as u8);
+            }
+        }
+        _ => {
+            // Random printable garbage (no packet framing characters).
+            for _ in 0..next(s) % 40 {
+                let c = (0x20 + next(s) % 0x5f) as u8 as char;
+                if !"$#}*".contains(c) {
+                    p.push(c);
+                }
+            }
+        }
+    }
+    p
+}
+
+#[test]
+fn seeded_random_gdb_packets_are_answered_and_l4vmm_survives_them() {
+    use std::io::{Read, Write};
+    let corpus = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/gdb/packets.txt"))
+        .expect("the gdb packet corpus");
+    let mut packets: Vec<String> =
+        corpus.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    let from_corpus = packets.len();
+    let mut seed = 0x6764_6266_757a_7a31u64;
+    packets.extend((0..1500).map(|_| random_packet(&mut seed)));
+    let connect = |port: u16| {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        Some(s)
+    };
+    let dir = TempDir::new("gdbfuzz");
+    let (mut child, mut port, mut err_file) = start(&dir, "ktest=spin");
+    let mut s = connect(port).expect("connect to the stub");
+    let (mut answered, mut reconnects, mut guest_deaths) = (0, 0, 0);
+    for (i, p) in packets.iter().enumerate() {
+        let sum = p.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+        let mut frame = format!("${p}#{sum:02x}").into_bytes();
+        if p.starts_with('c') || p.starts_with("vCont;") || p.starts_with('s') {
+            // A resume: interrupt it right after, so the next packet meets a stopped target.
+            frame.push(0x03);
+        }
+        let mut buf = [0u8; 4096];
+        if s.write_all(&frame).is_ok() && !matches!(s.read(&mut buf), Ok(0)) {
+            answered += 1;
+            continue;
+        }
+        // The stub closed the connection (gdbstub ends a session on some protocol
+        // errors): connect again, as gdb would.
+        reconnects += 1;
+        if let Some(again) = connect(port) {
+            s = again;
+            continue;
+        }
+        // No stub: the guest died under what the packets did to it (gdb may write
+        // registers, set breakpoints and resume). That must be a reported guest outcome,
+        // never an l4vmm failure; then go on with a fresh l4vmm.
+        let code = wait_exit(child);
+        let log = std::fs::read_to_string(&err_file).unwrap_or_default();
+        assert!(matches!(code, 65 | 66), "after packet {i} {p:?} l4vmm ended with {code}\n{log}");
+        guest_deaths += 1;
+        (child, port, err_file) = start(&dir, "ktest=spin");
+        s = connect(port).expect("connect to the new stub");
+    }
+    drop(s);
+    eprintln!(
+        "{} packets ({from_corpus} from the corpus): {answered} answered, {reconnects} reconnects, \
+         {guest_deaths} guests killed by what the packets did (reported, l4vmm fine)",
+        packets.len()
+    );
+    assert!(answered > packets.len() / 2, "{answered} of {} packets answered", packets.len());
+    assert!(guest_deaths < 10, "{guest_deaths} guest deaths");
+    // l4vmm is alive, and a real gdb can still attach.
+    assert!(child.try_wait().unwrap().is_none(), "l4vmm died from gdb packets");
+    let out = gdb(port, &["info registers rip", "detach"]);
+    assert!(out.contains("rip") && out.contains("detached"), "{out}");
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(wait_exit(child), 143);
+}

@@ -11,6 +11,8 @@ mod error;
 mod exit_status;
 mod gdb;
 mod host;
+#[cfg(test)]
+mod host_fuzz;
 mod image;
 mod memory;
 mod paging;
