@@ -812,7 +812,7 @@ fn host_fuzz_one(seed: u64, steps: usize) {
     };
     let first = (0..MAX_THREADS).find(|&t| k.threads[t].state != ThreadState::Free).unwrap();
     sys(&mut k, &mut p, first, Sysno::ThreadCreate, 0x400000, 0x7000_0000_0000, &[0, 0]);
-    let va = |r: u64| 0x60_0000_0000 + (r % 32) * 4096;
+    let va = |r: u64| 0x60_0000_0000 + (r % 256) * 4096;
     let mut log = Vec::new();
     for step in 0..steps {
         let runnable: Vec<usize> = (0..MAX_THREADS)
@@ -828,23 +828,23 @@ fn host_fuzz_one(seed: u64, steps: usize) {
             continue;
         }
         let t = runnable[(rnd() % runnable.len() as u64) as usize];
-        let slot = rnd() % 16;
-        let (n, rdi, rsi, w): (Sysno, u64, u64, [u64; 8]) = match rnd() % 20 {
-            0 => (Sysno::MemMap, va(rnd()), 1 + rnd() % 4, [0; 8]),
-            1 => (Sysno::MemUnmap, va(rnd()), 1 + rnd() % 8, [0; 8]),
-            2 => (Sysno::MemCreate, 1 + rnd() % 4, 0, [0; 8]),
+        let slot = rnd() % 64;
+        let (n, rdi, rsi, w): (Sysno, u64, u64, [u64; 8]) = match rnd() % 24 {
+            0 => (Sysno::MemMap, va(rnd()), 1 + rnd() % 16, [0; 8]),
+            1 => (Sysno::MemUnmap, va(rnd()), 1 + rnd() % 64, [0; 8]),
+            2 => (Sysno::MemCreate, 1 + rnd() % 64, 0, [0; 8]),
             3 => (Sysno::MemMapObj, slot, va(rnd()), [0; 8]),
-            4 => (Sysno::SetRecvWindow, va(rnd()), 1 + rnd() % 8, [0; 8]),
+            4 => (Sysno::SetRecvWindow, va(rnd()), 1 + rnd() % 64, [0; 8]),
             5 => (Sysno::EndpointCreate, 0, 0, [0; 8]),
             6 => (Sysno::CapDerive, slot, rnd() & 7, [rnd() % 3, 0, 0, 0, 0, 0, 0, 0]),
             7 => (Sysno::CapDelete, slot, 0, [0; 8]),
             8 | 9 | 10 => {
                 let kind = [MsgInfo::COW, MsgInfo::GRANT, 0][(rnd() % 3) as usize];
                 let info = MsgInfo::new(1, 8).with_pages(kind);
-                let info = if rnd() % 4 == 0 { info.with_cap((rnd() % 16) as u8) } else { info };
+                let info = if rnd() % 4 == 0 { info.with_cap((rnd() % 64) as u8) } else { info };
                 let mut w = [0u64; 8];
                 w[6] = va(rnd());
-                w[7] = 4096 * (1 + rnd() % 3);
+                w[7] = 4096 * (1 + rnd() % 64);
                 let n = [Sysno::Call, Sysno::SendNB, Sysno::Send][(rnd() % 3) as usize];
                 (n, slot, info.0, w)
             }
@@ -855,7 +855,11 @@ fn host_fuzz_one(seed: u64, steps: usize) {
             16 => (Sysno::RingEnter, slot, 0, [0, rnd() % 2, 0, 0, 0, 0, 0, 0]),
             17 => (Sysno::ThreadCreate, 0x400000, 0x7000_0000_0000, [0; 8]),
             18 => (Sysno::ThreadExit, 0, 0, [0; 8]),
-            _ => (Sysno::CapGrant, slot, rnd() % 16, [0; 8]),
+            19 => (Sysno::NotifyCreate, 0, 0, [0; 8]),
+            20 => (Sysno::Signal, slot, rnd(), [0; 8]),
+            21 => (Sysno::RingCreate, [1, 64, 4096][(rnd() % 3) as usize], rnd() % 8, [0; 8]),
+            22 => (Sysno::EndpointCreate, 0, 0, [0; 8]),
+            _ => (Sysno::CapGrant, slot, rnd() % 64, [0; 8]),
         };
         log.push((step, t, n, rdi, rsi, w[6], w[7]));
         sys(&mut k, &mut p, t, n, rdi, rsi, &w);

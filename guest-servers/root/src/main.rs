@@ -262,6 +262,14 @@ fn main() -> u64 {
             continue; // a fault message wants no reply
         }
         let i = r.badge.wrapping_sub(1) as usize;
+        // A capability root did not ask for (with anything but a REGISTER it accepts) is
+        // dropped at once: kept, it would keep its object, and its memory, alive.
+        let registers = m.label == REGISTER
+            && i < n
+            && (nnames < MAX || names[..nnames].iter().any(|x| x.key == [m.words[0], m.words[1]]));
+        if let (Some(slot), false) = (m.cap, registers) {
+            let _ = sys::cap_delete(slot);
+        }
         if i >= n {
             reply = Some(Msg::new(NOT_FOUND, &[]));
             continue;
