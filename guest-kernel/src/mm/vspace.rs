@@ -82,7 +82,28 @@ pub fn map<M: PhysMem + ?Sized>(
     Ok(())
 }
 
+/// Walks the tables of user address `va`: the leaf entry's slot, or `Err(span)` with the
+/// size of the range (2 MiB, 1 GiB or 512 GiB) the first missing table would cover.
+fn walk<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Result<u64, u64> {
+    let mut table = root;
+    for level in (1..4).rev() {
+        let e = mem.read_u64(table + index(va, level) * 8);
+        if e & PRESENT == 0 || e & HUGE != 0 {
+            return Err(1u64 << (12 + 9 * level));
+        }
+        table = e & ADDR;
+    }
+    Ok(table + index(va, 0) * 8)
+}
+
 /// The leaf entry slot for `va`, if all tables above it exist.
+fn leaf_slot<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Option<u64> {
+    if va >= USER_TOP {
+        return None;
+    }
+    walk(mem, root, va).ok()
+}
+
 /// The first page at or after `va` that can hold a mapping in `root`: where a page table
 /// along the way is missing, the whole range it would cover is skipped. Range operations
 /// use it to cost per page table that exists, not per page asked for (a task asking to
@@ -91,31 +112,10 @@ pub fn next_candidate<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> u64 {
     if va >= USER_TOP {
         return va;
     }
-    let mut table = root;
-    for level in (1..4).rev() {
-        let e = mem.read_u64(table + index(va, level) * 8);
-        if e & PRESENT == 0 || e & HUGE != 0 {
-            let span = 1u64 << (12 + 9 * level);
-            return (va & !(span - 1)).saturating_add(span);
-        }
-        table = e & ADDR;
+    match walk(mem, root, va) {
+        Ok(_) => va,
+        Err(span) => (va & !(span - 1)).saturating_add(span),
     }
-    va
-}
-
-fn leaf_slot<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64) -> Option<u64> {
-    if va >= USER_TOP {
-        return None;
-    }
-    let mut table = root;
-    for level in (1..4).rev() {
-        let e = mem.read_u64(table + index(va, level) * 8);
-        if e & PRESENT == 0 || e & HUGE != 0 {
-            return None;
-        }
-        table = e & ADDR;
-    }
-    Some(table + index(va, 0) * 8)
 }
 
 /// The leaf entry for the user page containing `va` (0 if none).

@@ -264,9 +264,9 @@ fn main() -> u64 {
         let i = r.badge.wrapping_sub(1) as usize;
         // A capability root did not ask for (with anything but a REGISTER it accepts) is
         // dropped at once: kept, it would keep its object, and its memory, alive.
-        let registers = m.label == REGISTER
-            && i < n
-            && (nnames < MAX || names[..nnames].iter().any(|x| x.key == [m.words[0], m.words[1]]));
+        let key = [m.words[0], m.words[1]];
+        let room = nnames < MAX || names[..nnames].iter().any(|x| x.key == key);
+        let registers = m.label == REGISTER && i < n && room;
         if let (Some(slot), false) = (m.cap, registers) {
             let _ = sys::cap_delete(slot);
         }
@@ -276,9 +276,8 @@ fn main() -> u64 {
         }
         reply = Some(match m.label {
             REGISTER => match m.cap {
-                Some(slot) if nnames < MAX || names[..nnames].iter().any(|x| x.key == [m.words[0], m.words[1]]) => {
+                Some(slot) if room => {
                     // A name registered again (a restarted server) replaces the old entry.
-                    let key = [m.words[0], m.words[1]];
                     let at = match names[..nnames].iter().position(|x| x.key == key) {
                         Some(k) => {
                             let _ = sys::cap_delete(names[k].slot);
