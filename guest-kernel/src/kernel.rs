@@ -723,22 +723,7 @@ impl Kernel {
             if self.threads[th].state == ThreadState::Free || self.threads[th].task as usize != ti {
                 continue;
             }
-            self.detach_thread(th);
-            if let Some((ep, _)) = self.threads[th].fault_ep {
-                self.drop_cap(p, Cap::new(Object::Endpoint(ep), 0));
-            }
-            self.threads[th] = Thread::FREE;
-            if self.current == th as u16 {
-                self.current = NONE;
-            }
-            // Running on another CPU: that CPU notices at its next entry (its current
-            // thread is gone) and is interrupted now so that it enters soon.
-            for c in 0..self.cpus {
-                if c != self.cpu && self.currents[c] == th as u16 {
-                    self.currents[c] = NONE;
-                    self.wake |= 1 << c;
-                }
-            }
+            self.retire_thread(p, th);
         }
         // Its endpoints close: whoever waits on them (callers queued at a crashed
         // server) gets PartnerGone now, later sends and receives get it at once.
@@ -780,6 +765,27 @@ impl Kernel {
             ],
         );
         self.kill_task(p, ti);
+    }
+
+    /// Ends thread `th`: out of every queue and relation, its fault endpoint's reference
+    /// dropped, its slot free. (Its memory belongs to its task.)
+    pub(crate) fn retire_thread<P: Platform>(&mut self, p: &mut P, th: usize) {
+        self.detach_thread(th);
+        if let Some((ep, _)) = self.threads[th].fault_ep {
+            self.drop_cap(p, Cap::new(Object::Endpoint(ep), 0));
+        }
+        self.threads[th] = Thread::FREE;
+        if self.current == th as u16 {
+            self.current = NONE;
+        }
+        // Running on another CPU: that CPU notices at its next entry (its current thread
+        // is gone) and is interrupted now so that it enters soon.
+        for c in 0..self.cpus {
+            if c != self.cpu && self.currents[c] == th as u16 {
+                self.currents[c] = NONE;
+                self.wake |= 1 << c;
+            }
+        }
     }
 
     /// Takes thread `th` out of every queue and relation before it goes away.

@@ -12,7 +12,7 @@ use l4_abi::layout::{USER_MAP_MAX, USER_MIN};
 use l4_abi::syscall::Error;
 
 use crate::cap::{Cap, Object};
-use crate::kernel::{Kernel, Thread, ThreadState, NONE};
+use crate::kernel::{Kernel, ThreadState};
 use crate::mm::vspace::{self, WRITABLE};
 use crate::platform::Platform;
 
@@ -71,19 +71,12 @@ impl Kernel {
             self.exit_task(p, ti, code);
             return;
         }
-        self.detach_thread(c);
         let root = self.threads[c].root;
         let buf = thread_ipc_buffer(c);
         if vspace::translate(p, root, buf).is_some_and(|(pa, _)| pa & !0xfff == self.threads[c].ipc_buffer) {
             vspace::unmap(p, &mut self.frames, root, buf);
             p.flush_tlb(root, buf);
         }
-        if let Some((ep, _)) = self.threads[c].fault_ep {
-            self.drop_cap(p, Cap::new(Object::Endpoint(ep), 0));
-        }
-        self.threads[c] = Thread::FREE;
-        if self.current == c as u16 {
-            self.current = NONE;
-        }
+        self.retire_thread(p, c);
     }
 }
