@@ -17,6 +17,9 @@ pub const USAGE: u8 = 2;
 pub const KERNEL_PANIC: u8 = 3;
 /// The kernel took an exception in ring 0 (a kernel bug, not a user fault).
 pub const KERNEL_FAULT: u8 = 4;
+/// The kernel caught the (virtual) CPU breaking an architectural rule it relies on, e.g.
+/// an interrupt delivered while interrupts are disabled: the host cannot run it reliably.
+pub const HOST_FAULT: u8 = 5;
 /// The highest exit code the guest may use.
 pub const GUEST_MAX: u8 = 63;
 

@@ -22,8 +22,10 @@ pub const ZERO_MAGIC: u32 = 0x4c34_5a30; // "L4Z0"
 /// device (writes dropped, reads all-ones).
 pub const MARKER: u16 = 0xea;
 
-/// What a count read returns where counting is not possible (no device, gdb attached, or
-/// single-stepping gave no exits).
+/// What a count read returns where counting is not possible or not exact (no device, gdb
+/// attached, or the calibration at boot did not count exactly: on hardware KVM
+/// single-stepping rides on RFLAGS.TF, which `syscall` and interrupt gates clear, so kernel
+/// entries from user mode go uncounted).
 pub const COUNT_UNSUPPORTED: u32 = u32::MAX;
 
 /// Values written to [`MARKER`].
@@ -36,7 +38,15 @@ pub enum Marker {
     CountStart = 2,
     /// Stop counting.
     CountStop = 3,
+    /// The last two counts were the kernel's calibration windows, which differ by exactly
+    /// [`CALIBRATION_INSTRUCTIONS`] ring-0 instructions reached through a user-mode entry:
+    /// the VMM reports counts only if it counted that difference exactly.
+    CountVerify = 4,
 }
+
+/// How many more ring-0 instructions the kernel's second calibration window runs than its
+/// first (see [`Marker::CountVerify`]).
+pub const CALIBRATION_INSTRUCTIONS: u64 = 64;
 
 impl Marker {
     /// Decodes a byte written to the marker port.
@@ -45,6 +55,7 @@ impl Marker {
             1 => Some(Marker::KernelEntry),
             2 => Some(Marker::CountStart),
             3 => Some(Marker::CountStop),
+            4 => Some(Marker::CountVerify),
             _ => None,
         }
     }

@@ -117,6 +117,10 @@ pub enum Sysno {
     /// returns; mode 1 also switches to another address space and back on the way (the
     /// two page-table switches of a round trip between two address spaces).
     Null = 32,
+    /// `() -> (cpu, cpus online)`: the CPU the calling thread runs on (it stays there
+    /// until `SetAffinity` moves it). A server can tell its clients where it runs, so no
+    /// one has to guess placement from timing.
+    ThisCpu = 33,
 }
 
 /// `RingEnter` flag: the caller is the ring's server.
@@ -160,6 +164,7 @@ impl Sysno {
             30 => ThreadCreate,
             31 => ThreadExit,
             32 => Null,
+            33 => ThisCpu,
             _ => return None,
         })
     }
@@ -346,10 +351,10 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=32 {
+        for n in 0..=33 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(33), None);
+        assert_eq!(Sysno::from_u64(34), None);
         for n in 1..=13 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }

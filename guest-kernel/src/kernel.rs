@@ -719,6 +719,11 @@ impl Kernel {
         if !self.tasks.get(ti).is_some_and(|t| t.alive) {
             return;
         }
+        // First every other CPU leaves the address space (and so the task's threads,
+        // which it may be running): only then are their TCBs freed, so no CPU can still
+        // be writing an entry frame into a TCB that is reused.
+        let root = self.tasks[ti].root;
+        p.retire_root(root);
         for th in 0..MAX_THREADS {
             if self.threads[th].state == ThreadState::Free || self.threads[th].task as usize != ti {
                 continue;
@@ -741,8 +746,6 @@ impl Kernel {
         for t in self.tasks.iter_mut().filter(|t| t.alive) {
             t.caps.revoke(Object::Task(ti as u16));
         }
-        let root = self.tasks[ti].root;
-        p.retire_root(root);
         vspace::destroy(p, &mut self.frames, root);
         self.tasks[ti] = Task::DEAD;
     }
@@ -1052,6 +1055,11 @@ impl Kernel {
                 self.threads[c].regs.rdi = slot as u64;
                 Ok(())
             })(),
+            Sysno::ThisCpu => {
+                self.threads[c].regs.rdi = self.cpu as u64;
+                self.threads[c].regs.rsi = self.cpus as u64;
+                Ok(())
+            }
             Sysno::FrameStats => {
                 self.threads[c].regs.rdi = self.frames.free();
                 self.threads[c].regs.rsi = self.frames.used();

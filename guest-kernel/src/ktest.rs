@@ -22,6 +22,13 @@ pub fn run(name: &str) {
         "hostile" => arch::ktest::hostile(),
         // Port writes as fast as the vCPU can make them, for ever (--timeout ends it).
         "flood" => arch::ktest::flood(),
+        // The interrupt flag, checked: a fast timer, long stretches with interrupts off
+        // full of VM exits, each followed by a short window with them on. An interrupt taken inside a
+        // stretch is the host's fault: the kernel survives it and exits 5 (HOST_FAULT).
+        "irq-mask" => {
+            arch::init_cpu();
+            arch::ktest::irq_mask()
+        }
         // A page fault in ring 0 with the IDT set up: the kernel's fault report.
         "kernel-fault" => {
             arch::init_cpu();

@@ -188,10 +188,11 @@ fn draw(r: &mut Rng, t: &Targets) -> Drawn {
         RingEnter,
         ThreadCreate,
         Null,
+        ThisCpu,
     ];
     if r.below(40) == 0 {
         // A number that is no system call.
-        c.n = r.pick_r(&[33, 34, 100, 1 << 32, u64::MAX]);
+        c.n = r.pick_r(&[34, 35, 100, 1 << 32, u64::MAX]);
         c.rdi = r.next();
         c.rsi = r.next();
         c.w = words(r);
@@ -364,10 +365,14 @@ fn main() -> u64 {
             // the indices are u32s at these offsets in its first page.
             unsafe { ((RING_VA + off) as *mut u32).write_volatile(v) };
         }
+        // Random RFLAGS too (NT, AC, DF, the arithmetic flags): `syscall` keeps what the
+        // user set unless the kernel masks it (NT once crashed the kernel's iretq).
+        let flags = if r.below(2) == 0 { r.next() & sys::USER_SETTABLE_RFLAGS } else { 0 };
+        digest = fnv(digest, flags);
         if verbose {
-            println!("fuzz: step {}: call {} ({:#x}, {:#x}, {:x?})", step, c.n, c.rdi, c.rsi, c.w);
+            println!("fuzz: step {}: call {} ({:#x}, {:#x}, {:x?}) rflags {:#x}", step, c.n, c.rdi, c.rsi, c.w, flags);
         }
-        let ret = sys::raw_number(c.n, c.rdi, c.rsi, c.w);
+        let ret = sys::raw_number_flags(c.n, c.rdi, c.rsi, c.w, flags);
         match ret.rax {
             0 => errors[0] += 1,
             e => match Error::from_u64(e) {

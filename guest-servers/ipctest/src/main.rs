@@ -69,6 +69,27 @@ fn main() -> u64 {
     let mut t = Tests { failed: 0 };
 
     t.check(
+        "user rflags do not reach the kernel",
+        (|| {
+            // Every RFLAGS bit a user can set before a system call, alone and all at
+            // once: the call must come back normally (a user's NT once made the kernel's
+            // own iretq fault on hosts where `syscall` enters ring 0).
+            let all = sys::USER_SETTABLE_RFLAGS;
+            for bit in (0..22).map(|b| 1u64 << b).filter(|b| all & b != 0).chain([all]) {
+                let r = sys::raw_number_flags(Sysno::Null as u64, 0, 0, [0; 8], bit);
+                if r.rax != 0 {
+                    return Err("a system call with user flags set failed");
+                }
+                let r = ipc::call(echo, &Msg::new(9, &[bit]));
+                if !r.is_ok_and(|m| m.words() == [bit]) {
+                    return Err("a call after one with user flags set failed");
+                }
+            }
+            Ok(())
+        })(),
+    );
+
+    t.check(
         "order",
         (|| {
             for i in 0..100u64 {

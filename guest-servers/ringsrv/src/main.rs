@@ -104,7 +104,9 @@ fn main() -> u64 {
             (SETUP_MEM, Some(mem)) if ring_slot.is_some() => {
                 let slot = ring_slot.take().unwrap_or(0);
                 let ok = sys::mem_map_obj(mem, RING_VA).and_then(|_| Ring::at(slot, RING_VA));
-                let _ = ipc::reply(&Msg::new(SETUP_MEM, &[ok.is_ok() as u64]));
+                // Tell the client where this server runs (it stays there), so it knows
+                // whether polling can work without guessing from timing.
+                let _ = ipc::reply(&Msg::new(SETUP_MEM, &[ok.is_ok() as u64, sys::this_cpu().0]));
                 if let Ok(ring) = ok {
                     let pages = m.words[2];
                     let data_len = (pages * 4096) as usize;

@@ -17,6 +17,8 @@ pub struct Client {
     mem: u8,
     pages: u64,
     pub polling: bool,
+    /// The CPU the server said it runs on.
+    pub server_cpu: u64,
 }
 
 impl Client {
@@ -42,7 +44,7 @@ impl Client {
             return Err(Error::BadArgument);
         }
         let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
-        Ok(Client { ring: r, mem, pages, polling })
+        Ok(Client { ring: r, mem, pages, polling, server_cpu: reply.words[1] })
     }
 
     /// Submits `sqes` (all of them, waiting for room as needed) and waits for as many

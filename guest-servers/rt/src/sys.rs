@@ -56,6 +56,45 @@ pub fn raw_number(n: u64, rdi: u64, rsi: u64, w: [u64; 8]) -> Ret {
     r
 }
 
+/// RFLAGS bits a ring-3 `popfq` can change (TF excepted: it would trap this thread on the
+/// next instruction): CF, PF, AF, ZF, SF, DF, OF, NT, AC, ID. The rest are ignored in
+/// ring 3 or fixed.
+pub const USER_SETTABLE_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x4000 | 0x4_0000 | 0x20_0000;
+
+/// [`raw_number`] entered with RFLAGS = `rflags | 0x202` (for the fuzzer: whatever a user
+/// sets before a system call must not reach the kernel). The flags are reset to `0x202`
+/// right after the call returns, so DF and AC never leak into the Rust code around it.
+#[inline(always)]
+pub fn raw_number_flags(n: u64, rdi: u64, rsi: u64, w: [u64; 8], rflags: u64) -> Ret {
+    let mut r = Ret::default();
+    // SAFETY: as in raw_number; the flags are set by popfq just before the call (popfq in
+    // ring 3 cannot change IF, IOPL or VM) and put back to the ABI's state (DF clear)
+    // right after it, before any compiler-generated code runs.
+    unsafe {
+        core::arch::asm!(
+            "push r11",
+            "popfq",
+            "call rcx",
+            "push 0x202",
+            "popfq",
+            inout("rax") n => r.rax,
+            inout("rdi") rdi => r.rdi,
+            inout("rsi") rsi => r.rsi,
+            inout("rdx") w[0] => r.words[0],
+            inout("r10") w[1] => r.words[1],
+            inout("r8") w[2] => r.words[2],
+            inout("r9") w[3] => r.words[3],
+            inout("r12") w[4] => r.words[4],
+            inout("r13") w[5] => r.words[5],
+            inout("r14") w[6] => r.words[6],
+            inout("r15") w[7] => r.words[7],
+            inout("rcx") ENTRY_VA => _,
+            inout("r11") (rflags & USER_SETTABLE_RFLAGS) | 0x202 => _,
+        );
+    }
+    r
+}
+
 fn call0(n: Sysno, a: u64, b: u64, c: u64, d: u64) -> Result<Ret, Error> {
     raw(n, a, b, [c, d, 0, 0, 0, 0, 0, 0]).ok()
 }
@@ -138,6 +177,12 @@ pub fn cap_grant(task: u8, slot: u8) -> Result<u8, Error> {
 }
 
 /// (free frames, used frames).
+/// The CPU this thread runs on, and how many CPUs are online.
+pub fn this_cpu() -> (u64, u64) {
+    let r = raw(Sysno::ThisCpu, 0, 0, [0; 8]);
+    (r.rdi, r.rsi)
+}
+
 pub fn frame_stats() -> (u64, u64) {
     let r = raw(Sysno::FrameStats, 0, 0, [0; 8]);
     (r.rdi, r.rsi)

@@ -19,6 +19,14 @@ pub fn wrmsr(msr: u32, value: u64) {
     };
 }
 
+/// The time-stamp counter (a clock for bounded waits; never for anything else).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the counter (CR4.TSD is clear).
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
 pub fn cr2() -> u64 {
     let v;
     // SAFETY: reading CR2 has no side effects.

@@ -114,18 +114,34 @@ isr_\n:
 
 isr_common:
     testb $3, 24(%rsp)              /* from user? (CS above vector and error code) */
-    jz 3f
+    jz 1f
     swapgs                          /* GS base: this CPU's per-CPU block */
-3:  SAVE_GPRS
+    SAVE_GPRS
     cld
     movq %rsp, %rdi
-    testb $3, 144(%rsp)             /* CS of the interrupted code */
-    jz 2f
     movq %gs:{pc_kstack}, %rsp      /* this CPU's kernel stack */
     call trap_from_user             /* never returns */
     ud2
-2:  call trap_from_kernel
-    RESTORE_GPRS
+    /* From kernel mode: on a correct CPU only the idle loop's `sti; hlt` (or a kernel
+       bug), always with the kernel's GS. A broken host can deliver an interrupt anywhere
+       with IF=0 (QEMU's emulated SVM does: docs/HOSTS.md), e.g. between return_to_user's
+       swapgs and iretq. So trust GS_BASE, not CS: a user's GS base is 0 (users cannot set
+       it), the kernel's is in the top half; swap in, and back out before returning. */
+1:  SAVE_GPRS
+    cld
+    movl ${gs_base}, %ecx
+    rdmsr
+    xorl %ebx, %ebx
+    testl %edx, %edx
+    jnz 2f
+    swapgs
+    incl %ebx
+2:  movq %rsp, %rdi
+    call trap_from_kernel           /* preserves rbx */
+    testl %ebx, %ebx
+    jz 3f
+    swapgs
+3:  RESTORE_GPRS
     addq $16, %rsp
     iretq
 
@@ -170,6 +186,7 @@ isr_table:
     pc_user_rsp = const super::percpu::USER_RSP,
     pc_frame_top = const super::percpu::FRAME_TOP,
     pc_kstack = const super::percpu::KSTACK,
+    gs_base = const super::percpu::IA32_GS_BASE,
     options(att_syntax)
 );
 

@@ -93,3 +93,36 @@ pub fn flood() -> ! {
         super::port::outb(0x80, 0);
     }
 }
+
+/// `ktest=irq-mask`: see the kernel's ktest module. 2,000 rounds of 200 VM exits (port
+/// 0x80 writes, which no device serves) with interrupts off, each followed by a short
+/// bounded window with interrupts on (a spin, not `hlt`: on a host that loses timer
+/// interrupts the test must still end); the timer fires every 100 µs.
+pub fn irq_mask() -> ! {
+    use core::sync::atomic::Ordering;
+    super::apic::start_timer(100_000);
+    for _ in 0..2_000 {
+        for _ in 0..200 {
+            super::port::outb(0x80, 0);
+        }
+        // SAFETY: a short window with interrupts on, on the boot stack; the handler
+        // returns here.
+        unsafe {
+            core::arch::asm!(
+                "sti",
+                "mov {n:e}, 2000",
+                "2: dec {n:e}",
+                "jnz 2b",
+                "cli",
+                n = out(reg) _,
+                options(nostack)
+            )
+        };
+    }
+    super::apic::mask_timer(true);
+    let n = super::trap::KERNEL_IRQS.load(Ordering::Relaxed);
+    let bad = super::trap::IF0_IRQS.load(Ordering::Relaxed);
+    crate::kprintln!("l4: ktest=irq-mask: ", n, " interrupts, ", bad, " of them with interrupts disabled");
+    // Exit 0 only on a host that keeps x86's interrupt flag.
+    super::exit(if bad == 0 { l4_abi::exit::SUCCESS } else { l4_abi::exit::HOST_FAULT })
+}

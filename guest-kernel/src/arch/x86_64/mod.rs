@@ -80,6 +80,15 @@ pub fn kernel_root() -> u64 {
     core::ptr::addr_of!(boot_pml4) as u64
 }
 
+/// Virtual range of the kernel image (linked in the top 2 GiB).
+pub fn kernel_virt_range() -> (u64, u64) {
+    extern "C" {
+        static __kernel_virt_start: u8;
+        static __kernel_virt_end: u8;
+    }
+    (core::ptr::addr_of!(__kernel_virt_start) as u64, core::ptr::addr_of!(__kernel_virt_end) as u64)
+}
+
 /// Physical range of the kernel image.
 pub fn kernel_image() -> (u64, u64) {
     extern "C" {

@@ -36,7 +36,7 @@ static mut PERCPU: [PerCpu; MAX_CPUS] =
     [const { PerCpu { self_ptr: 0, user_rsp: 0, frame_top: 0, cpu: 0, kstack: 0 } }; MAX_CPUS];
 static mut KSTACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KSTACK_SIZE]) }; MAX_CPUS];
 
-const IA32_GS_BASE: u32 = 0xc000_0101;
+pub const IA32_GS_BASE: u32 = 0xc000_0101;
 const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// Sets up CPU `n`'s block and points this CPU's GS base at it. Call once per CPU.

@@ -147,11 +147,15 @@ pub fn my_apic_id() -> u64 {
 /// Physical page of the AP start code (below 1 MiB, not used by the loaders' data).
 const TRAMPOLINE: u64 = 0x8000;
 
+/// How long the BSP waits for an AP to come up, in TSC cycles (2^33: ~3 s at 2.6 GHz).
+const AP_START_CYCLES: u64 = 1 << 33;
+
 core::arch::global_asm!(
     r#"
     .section .rodata.ap_trampoline, "a"
     .global ap_trampoline_start
     .global ap_trampoline_end
+    .p2align 3                      /* the quads below stay 8-aligned when copied */
     .code16
 ap_trampoline_start:
     cli
@@ -185,11 +189,22 @@ tr_pm:
     ljmpl $0x18, ${t} + (tr_lm - ap_trampoline_start)
     .code64
 tr_lm:
+    /* Claim this start: read the ticket, then the parameters it stands for, then take the
+       ticket (compare-and-swap to 0). A late AP whose ticket the BSP already withdrew,
+       or one that read parameters of a newer ticket, loses the swap and halts for good,
+       so two CPUs can never run on one stack or one per-CPU index. */
+    movq {t} + (tr_claim - ap_trampoline_start), %rax
+    testq %rax, %rax
+    jz 2f
     movq {t} + (tr_stack - ap_trampoline_start), %rsp
     movq {t} + (tr_cpu - ap_trampoline_start), %rdi
-    movq {t} + (tr_entry - ap_trampoline_start), %rax
-    callq *%rax
-2:  hlt
+    movq {t} + (tr_entry - ap_trampoline_start), %rsi
+    xorl %edx, %edx
+    lock cmpxchgq %rdx, {t} + (tr_claim - ap_trampoline_start)
+    jnz 2f
+    callq *%rsi
+2:  cli
+    hlt
     jmp 2b
     .p2align 3
 tr_gdt:
@@ -206,6 +221,7 @@ tr_cr3: .quad 0
 tr_stack: .quad 0
 tr_cpu: .quad 0
 tr_entry: .quad 0
+tr_claim: .quad 0
 ap_trampoline_end:
     "#,
     t = const TRAMPOLINE,
@@ -234,30 +250,47 @@ pub fn start_aps(apic_ids: &[u8], kernel_root: u64, entry: extern "C" fn(u64) ->
     // assembled code above.
     unsafe { core::ptr::copy_nonoverlapping(start as *const u8, dst, len) };
     let field = |name_off: usize| (PHYS_OFFSET + TRAMPOLINE + name_off as u64) as *mut u64;
-    let off = len - 32; // tr_cr3, tr_stack, tr_cpu, tr_entry are the last four quads
+    // tr_cr3, tr_stack, tr_cpu, tr_entry, tr_claim are the last five quads.
+    let off = len - 40;
+    // SAFETY: tr_claim, an aligned quad of the copied trampoline that only this function
+    // and the APs' `lock cmpxchg` touch, for as long as the kernel runs.
+    let claim = unsafe { AtomicU64::from_ptr(field(off + 32)) };
     let mut n = 1;
+    let mut ticket = 0u64;
     for &id in apic_ids.iter().filter(|&&id| u64::from(id) != me).take(MAX_CPUS - 1) {
         APIC_ID[n].store(u64::from(id), Ordering::Relaxed);
-        // SAFETY: the four quads at the end of the copied trampoline.
+        // SAFETY: the parameter quads at the end of the copied trampoline; no AP reads
+        // them until the ticket below is published (an AP that reads them for an older,
+        // withdrawn ticket loses its claim and halts).
         unsafe {
-            *field(off) = kernel_root;
-            *field(off + 8) = super::percpu::kstack(n);
-            *field(off + 16) = n as u64;
-            *field(off + 24) = entry as u64;
+            field(off).write_volatile(kernel_root);
+            field(off + 8).write_volatile(super::percpu::kstack(n));
+            field(off + 16).write_volatile(n as u64);
+            field(off + 24).write_volatile(entry as u64);
         }
+        ticket += 1;
+        claim.store(ticket, Ordering::Release);
         let before = ONLINE.load(Ordering::Acquire);
         icr(u64::from(id), 0x4500); // INIT, assert
         for _ in 0..2 {
             icr(u64::from(id), 0x4600 | (TRAMPOLINE >> 12) as u32); // STARTUP
         }
-        let mut spins = 0u64;
-        while ONLINE.load(Ordering::Acquire) == before && spins < 50_000 {
+        // Wait by the clock, not by a spin count: how fast a vCPU thread gets to run
+        // depends on the host (a nested host with 8 vCPUs on 2 CPUs takes its time).
+        let start = cpu::rdtsc();
+        while ONLINE.load(Ordering::Acquire) == before && cpu::rdtsc().wrapping_sub(start) < AP_START_CYCLES {
             core::hint::spin_loop();
-            spins += 1;
         }
         if ONLINE.load(Ordering::Acquire) == before {
-            crate::kprintln!("l4: cpu with local APIC ID ", id, " did not come up");
-            continue;
+            if claim.swap(0, Ordering::AcqRel) == ticket {
+                // Withdrawn before it claimed it: if it ever runs, it halts.
+                crate::kprintln!("l4: cpu with local APIC ID ", id, " did not come up");
+                continue;
+            }
+            // It claimed the start just now and is on its way with index n.
+            while ONLINE.load(Ordering::Acquire) == before {
+                core::hint::spin_loop();
+            }
         }
         n += 1;
     }

@@ -19,7 +19,7 @@ use super::gdt::MAX_CPUS;
 use super::platform::Machine;
 use super::{apic, cpu, percpu, smp};
 use crate::console::Hex;
-use crate::kprintln;
+use crate::{kprint, kprintln};
 
 static mut KERNEL: Kernel = Kernel::new();
 static mut MACHINE: Machine = Machine { vmm_zero: false };
@@ -72,11 +72,50 @@ pub fn setup_syscall_msrs() {
     // STAR: kernel CS 0x08 (SS 0x10); sysret base 0x10 (user SS 0x1b, CS 0x23).
     cpu::wrmsr(cpu::IA32_STAR, (0x10u64 << 48) | (0x08u64 << 32));
     cpu::wrmsr(cpu::IA32_LSTAR, entry::syscall_entry_addr());
-    // Clear IF, DF, TF and AC on entry.
-    cpu::wrmsr(cpu::IA32_FMASK, 0x4_0700);
+    cpu::wrmsr(cpu::IA32_FMASK, SYSCALL_FMASK);
 }
 
-/// Chooses the user entry mechanism, then calls `then` (in trap context).
+/// The RFLAGS bits `syscall` clears on entry: every bit a user can set that the kernel
+/// does not want, as Linux's entry does. A user's NT would make the kernel's own `iretq`
+/// raise #GP (the `int3` gate clears NT, so only `syscall` hosts see it), TF would
+/// single-step the kernel, AC and DF change what kernel code does, IF must be off; the
+/// arithmetic flags are cleared so the kernel never starts from user-chosen state. The
+/// user's own RFLAGS are kept in R11 and restored on the way out.
+pub const SYSCALL_FMASK: u64 = {
+    const CF: u64 = 1 << 0;
+    const PF: u64 = 1 << 2;
+    const AF: u64 = 1 << 4;
+    const ZF: u64 = 1 << 6;
+    const SF: u64 = 1 << 7;
+    const TF: u64 = 1 << 8;
+    const IF: u64 = 1 << 9;
+    const DF: u64 = 1 << 10;
+    const OF: u64 = 1 << 11;
+    const IOPL: u64 = 3 << 12;
+    const NT: u64 = 1 << 14;
+    const RF: u64 = 1 << 16;
+    const AC: u64 = 1 << 18;
+    const ID: u64 = 1 << 21;
+    CF | PF | AF | ZF | SF | TF | IF | DF | OF | IOPL | NT | RF | AC | ID
+};
+
+/// Where boot is with the user entry: probing which one works, calibrating the VMM's
+/// ring-0 instruction counter through it (`step` of the calibration), or done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Probing,
+    Calibrating(u64),
+    Running,
+}
+
+static mut PHASE: Phase = Phase::Probing;
+/// The probe thread's register frame (probing and calibration run on it).
+static mut PROBE_FRAME: UserRegs = UserRegs::ZERO;
+/// The probe address space's one code frame.
+static mut PROBE_CODE: u64 = 0;
+
+/// Chooses the user entry mechanism, calibrates the ring-0 instruction counter with it,
+/// then calls `then` (in trap context).
 ///
 /// `forced`: from the command line (`entry=syscall|int3`). Otherwise a probe thread in
 /// ring 3 executes `syscall`: if that lands in the kernel's `syscall` entry, `syscall`
@@ -87,11 +126,6 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
     setup_syscall_msrs();
     // SAFETY: boot, interrupts off.
     let (k, m) = unsafe { state() };
-    if let Some(mode) = forced {
-        // One CPU so far: no lock (start_aps takes it before a second CPU runs).
-        k.enter_cpu(0);
-        finish_probe(mode, then);
-    }
     // A one-page address space: `syscall; ud2` at 0x10000.
     let root = vspace::new_root(m, &mut k.frames, k.kernel_root).expect("frames for the entry probe");
     let code = k.frames.alloc(m).expect("frames for the entry probe");
@@ -100,33 +134,115 @@ pub fn choose_entry(forced: Option<EntryMode>, then: fn()) -> ! {
     // SAFETY: boot, single CPU.
     unsafe {
         PROBE_ROOT = root;
+        PROBE_CODE = code;
         AFTER_PROBE = Some(then);
+        cpu::set_cr3(root);
     }
+    if let Some(mode) = forced {
+        // One CPU so far: no lock (start_aps takes it before a second CPU runs).
+        k.enter_cpu(0);
+        finish_probe(mode);
+    }
+    enter_probe()
+}
+
+/// Runs the probe thread from the start of its code page.
+fn enter_probe() -> ! {
     let frame = UserRegs { rip: 0x10000, cs: 0x23, ss: 0x1b, rflags: 0x2, rsp: 0, ..UserRegs::default() };
-    static mut PROBE_FRAME: UserRegs = UserRegs::ZERO;
-    // SAFETY: the probe frame is a static; the probe address space maps the kernel half.
+    // SAFETY: boot, one CPU; the probe frame is a static, and the probe address space
+    // (loaded) maps the kernel half.
     unsafe {
         let pf = addr_of_mut!(PROBE_FRAME);
         *pf = frame;
         entry::set_frame_top(0, pf as u64 + core::mem::size_of::<UserRegs>() as u64);
-        cpu::set_cr3(root);
         entry::return_to_user(pf)
     }
 }
 
-fn finish_probe(mode: EntryMode, then: fn()) -> ! {
-    // SAFETY: trap context or boot, interrupts off.
+/// The entry mechanism is known: fill the entry page, then calibrate the counter with it.
+fn finish_probe(mode: EntryMode) -> ! {
+    // SAFETY: trap context or boot, interrupts off; single CPU.
     let (k, m) = unsafe { state() };
-    // SAFETY: as above; single CPU.
-    unsafe {
-        ENTRY_MODE = mode;
-        if PROBE_ROOT != 0 {
-            cpu::set_cr3(k.kernel_root);
-            vspace::destroy(m, &mut k.frames, PROBE_ROOT);
-            PROBE_ROOT = 0;
-        }
-    }
+    // SAFETY: as above.
+    unsafe { ENTRY_MODE = mode };
     l4_kernel::mm::PhysMem::write_bytes(m, k.entry_frame, entry_code(mode));
+    // The calibration loop: enter the kernel, jump back, enter again.
+    let code: &[u8] = match mode {
+        EntryMode::Syscall => &[0x0f, 0x05, 0xeb, 0xfc], // 1: syscall; jmp 1b
+        _ => &[0xcc, 0xeb, 0xfd],                        // 1: int3; jmp 1b
+    };
+    // SAFETY: as above.
+    unsafe {
+        l4_kernel::mm::PhysMem::write_bytes(m, PROBE_CODE, code);
+        PHASE = Phase::Calibrating(0);
+    }
+    enter_probe()
+}
+
+core::arch::global_asm!(
+    r#"
+    /* The end of a calibration window: with %rdi = 1 it first runs exactly {n} more
+       instructions than with %rdi = 0; then it stops the count. */
+    .section .text, "ax"
+    .global calibration_window_end
+calibration_window_end:
+    testq %rdi, %rdi
+    jz 1f
+    .rept {n}
+    addq $1, %rcx
+    .endr
+1:  movb ${stop}, %al
+    outb %al, ${port}
+    ret
+"#,
+    n = const l4_abi::port::CALIBRATION_INSTRUCTIONS,
+    stop = const l4_abi::port::Marker::CountStop as u8,
+    port = const l4_abi::port::MARKER,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn calibration_window_end(long: u64);
+}
+
+/// One kernel entry of the counter's calibration (see vmm/src/devices/counter.rs): two
+/// windows, each from a `CountStart` through the return to user mode, the entry back and
+/// this code, to `calibration_window_end`; the second runs its extra instructions; then
+/// `CountVerify` lets the VMM judge the difference. Both windows take exactly the same
+/// path otherwise (same code, same branches). An entry that is not the chosen mechanism
+/// (a forced `syscall` that faults) ends the calibration unverified: counts read n/a.
+#[inline(never)]
+fn calibration_step(step: u64, expected_entry: bool) -> ! {
+    if !expected_entry {
+        finish_boot();
+    }
+    if step > 0 {
+        // SAFETY: plain code that clobbers only rax, rcx and flags (caller-saved).
+        unsafe { calibration_window_end(step - 1) };
+    }
+    if step < 2 {
+        // SAFETY: boot, one CPU.
+        unsafe { PHASE = Phase::Calibrating(step + 1) };
+        super::port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountStart as u8);
+        // SAFETY: the probe frame holds the probe thread's state, saved by this entry.
+        unsafe { entry::return_to_user(core::ptr::addr_of!(PROBE_FRAME)) }
+    }
+    super::port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountVerify as u8);
+    finish_boot()
+}
+
+/// Probing and calibration are over: drop the probe address space, start the system.
+fn finish_boot() -> ! {
+    // SAFETY: trap context, interrupts off; single CPU.
+    let (k, m) = unsafe { state() };
+    // SAFETY: as above.
+    let (mode, then) = unsafe {
+        PHASE = Phase::Running;
+        cpu::set_cr3(k.kernel_root);
+        vspace::destroy(m, &mut k.frames, PROBE_ROOT);
+        PROBE_ROOT = 0;
+        (ENTRY_MODE, AFTER_PROBE.expect("probe continuation"))
+    };
     kprintln!(
         "l4: user entry: ",
         if mode == EntryMode::Syscall { "syscall" } else { "int3 (syscall does not enter ring 0 here)" }
@@ -140,6 +256,13 @@ fn finish_probe(mode: EntryMode, then: fn()) -> ! {
 /// through [`trap_slow`].
 #[no_mangle]
 extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
+    // What entered, read before anything else: the frame lies in the interrupted thread's
+    // TCB, and another CPU may be killing that thread right now. It cannot free the TCB
+    // before this CPU has answered its shootdown below (a dying task's address space is
+    // retired before its threads), but once this CPU waits for the lock it may, and reuse
+    // the slot; then the frame is someone else's and only this vector is ours.
+    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
+    let (vector, rip) = unsafe { ((*frame).vector, (*frame).rip) };
     // SAFETY: trap context, interrupts off; the big kernel lock is taken right below
     // before anything is touched (with one CPU there is nobody to contend with).
     let (k, _) = unsafe { state() };
@@ -149,8 +272,6 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
         smp::lock(me);
         k.enter_cpu(me);
     }
-    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
-    let (vector, rip) = unsafe { ((*frame).vector, (*frame).rip) };
     let is_syscall =
         vector == SYSCALL_VECTOR || (vector == 3 && rip == ENTRY_VA + 1 && entry_mode() == EntryMode::Int3);
     if is_syscall {
@@ -158,22 +279,27 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
             enter_user(k, k.current as usize);
         }
     }
-    trap_slow(frame, is_syscall)
+    trap_slow(frame, vector, is_syscall)
 }
 
+/// Everything but the fast path. `frame` is the current thread's saved state if this CPU
+/// still has a current thread (the entry's thread); if another CPU killed that thread
+/// meanwhile there is none, and only `vector` is used (an interrupt is still
+/// acknowledged).
 #[inline(never)]
-fn trap_slow(frame: *mut UserRegs, is_syscall: bool) -> ! {
+fn trap_slow(frame: *mut UserRegs, vector: u64, is_syscall: bool) -> ! {
     // SAFETY: trap context, interrupts off.
     let (k, m) = unsafe { state() };
-    // SAFETY: as in trap_from_user.
-    let f = unsafe { *frame };
-    if entry_mode() == EntryMode::Probing {
-        // SAFETY: set before the probe ran.
-        let then = unsafe { AFTER_PROBE.expect("probe continuation") };
-        let mode = if f.vector == SYSCALL_VECTOR { EntryMode::Syscall } else { EntryMode::Int3 };
-        finish_probe(mode, then);
+    // SAFETY: written only at boot, on one CPU.
+    match unsafe { PHASE } {
+        Phase::Probing => finish_probe(if vector == SYSCALL_VECTOR { EntryMode::Syscall } else { EntryMode::Int3 }),
+        Phase::Calibrating(step) => {
+            let expected = if entry_mode() == EntryMode::Syscall { SYSCALL_VECTOR } else { 3 };
+            calibration_step(step, vector == expected)
+        }
+        Phase::Running => {}
     }
-    match f.vector {
+    match vector {
         _ if is_syscall => k.syscall(m),
         TIMER_VECTOR => {
             apic::eoi();
@@ -185,9 +311,12 @@ fn trap_slow(frame: *mut UserRegs, is_syscall: bool) -> ! {
             k.reschedule();
         }
         SPURIOUS_VECTOR => {}
-        v if v < 32 => {
+        v if v < 32 && k.current().is_some() => {
             let addr = if v == 14 { cpu::cr2() } else { 0 };
-            k.fault(m, v, f.error, addr);
+            // SAFETY: this CPU's current thread is the one that entered, so the frame
+            // (its TCB's registers) is still its own.
+            let error = unsafe { (*frame).error };
+            k.fault(m, v, error, addr);
         }
         _ => {}
     }
@@ -199,10 +328,19 @@ fn trap_slow(frame: *mut UserRegs, is_syscall: bool) -> ! {
 extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
     // SAFETY: the stub passes the frame it pushed on the kernel stack.
     let f = unsafe { *frame };
+    // The kernel runs with interrupts off except in the idle loop's `sti; hlt`: an
+    // external interrupt whose frame says IF=0 is the (virtual) CPU breaking x86's rules
+    // (QEMU's emulated SVM does, see docs/HOSTS.md). The entry stub has fixed GS for it;
+    // what it interrupted holds no lock of ours it could need, so acknowledging it, as in
+    // the idle loop, is all it takes. Counted, and reported once.
+    if matches!(f.vector, TIMER_VECTOR | IPI_VECTOR) && f.rflags & RFLAGS_IF == 0 {
+        note_host_fault(&f);
+    }
     match f.vector {
         // In the idle loop: the loop itself looks at the run queue once it has the lock.
         TIMER_VECTOR | IPI_VECTOR => {
             apic::eoi();
+            KERNEL_IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             smp::answer_shootdown(percpu::this_cpu());
         }
         SPURIOUS_VECTOR => {}
@@ -212,8 +350,46 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
             kprintln!("  cr2 ", Hex(cpu::cr2()), " cr3 ", Hex(cpu::cr3()));
             kprintln!("  rax ", Hex(f.rax), " rbx ", Hex(f.rbx), " rcx ", Hex(f.rcx), " rdx ", Hex(f.rdx));
             kprintln!("  rsi ", Hex(f.rsi), " rdi ", Hex(f.rdi), " rbp ", Hex(f.rbp));
+            // The stack the fault interrupted (a nested fault has the first one's frame
+            // there), if it lies in the kernel image (mapped in every address space).
+            let (lo, hi) = super::kernel_virt_range();
+            if f.rsp >= lo && f.rsp % 8 == 0 && f.rsp.saturating_add(48 * 8) <= hi {
+                kprint!("  stack:");
+                for i in 0..48u64 {
+                    // SAFETY: inside the kernel image, aligned: mapped and readable.
+                    let w = unsafe { ((f.rsp + i * 8) as *const u64).read_volatile() };
+                    if i % 4 == 0 {
+                        kprint!("\n   ");
+                    }
+                    kprint!(" ", Hex(w));
+                }
+                kprintln!();
+            }
             super::exit(exit::KERNEL_FAULT);
         }
+    }
+}
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Interrupts the kernel took in kernel mode: all of them, and those that arrived with
+/// interrupts disabled (the host's fault), for `ktest=irq-mask` and the report.
+pub static KERNEL_IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+pub static IF0_IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The host delivered an interrupt while interrupts were disabled: say so the first time.
+fn note_host_fault(f: &UserRegs) {
+    if IF0_IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) == 0 {
+        kprintln!(
+            "l4: warning: the host delivered interrupt vector ",
+            f.vector,
+            " while interrupts were disabled (rflags ",
+            Hex(f.rflags),
+            ", rip ",
+            Hex(f.rip),
+            "): its virtual CPU breaks x86's interrupt flag; tolerated (docs/HOSTS.md)"
+        );
     }
 }
 
