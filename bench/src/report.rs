@@ -18,6 +18,13 @@ fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Whether the machine bench ran on has CPUID's hypervisor bit (its CPU is virtual).
+fn host_cpu_virtual() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor")))
+        .unwrap_or(false)
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -34,6 +41,7 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &s
         "cpu": cpu_model(),
         "host_kvm": guest.host_kvm,
         "host_kvm_detail": guest.host_kvm_detail,
+        "host_cpu_virtual": host_cpu_virtual(),
         "linux_io_uring": io_uring,
         "vcpus": vcpus,
         "tsc_khz": guest.tsc_khz,

@@ -151,9 +151,17 @@ pub fn run_loop(
             return;
         }
     }
+    // Whether the last exit was port I/O or MMIO that KVM completes on the next KVM_RUN.
+    let mut io_pending = false;
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(port) = &gdb {
             if !resumed && port.pause_requested() {
+                // Never park in the middle of an instruction: gdb would see (and might
+                // change) registers of a half-done `in`/`out`.
+                if io_pending {
+                    complete_pending_io(&mut vcpu);
+                    io_pending = false;
+                }
                 port.park(&mut vcpu, EventKind::Paused, &shared.stop);
                 resumed = true;
                 continue;
@@ -161,6 +169,10 @@ pub fn run_loop(
         }
         resumed = false;
         let exit = vcpu.run();
+        io_pending = matches!(
+            exit,
+            Ok(VcpuExit::IoOut(..) | VcpuExit::IoIn(..) | VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..))
+        );
         let outcome = match exit {
             Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
                 PioAction::Continue => None,
@@ -220,7 +232,14 @@ pub fn run_loop(
             // With the in-kernel irqchip HLT waits inside KVM; an exit here is spurious.
             Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Shutdown) => {
-                eprintln!("l4vmm: vCPU {id}: guest triple fault (shutdown)\n{}", dump_state(&vcpu, &memory));
+                let lost = if in_reset_state(&vcpu) {
+                    "\n  the state before the triple fault is lost: KVM on AMD (SVM) resets a vCPU when it \
+                     intercepts the shutdown (on Intel and PVM hosts it is kept); the registers below are the \
+                     reset state"
+                } else {
+                    ""
+                };
+                eprintln!("l4vmm: vCPU {id}: guest triple fault (shutdown){lost}\n{}", dump_state(&vcpu, &memory));
                 Some(Outcome::Shutdown)
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
@@ -272,7 +291,37 @@ pub fn run_loop(
             shared.finish(o);
             break;
         }
+        // A single step over port I/O or MMIO: the exit came in the middle of the
+        // instruction. Complete it, and the step is done (KVM does not always report the
+        // step's debug exit after completing I/O: PVM's emulator does not, so the step
+        // would run on into the next instruction).
+        if io_pending {
+            if let Some(port) = gdb.as_ref().filter(|p| p.is_stepping()) {
+                let arch = finish_io_step(&mut vcpu);
+                io_pending = false;
+                port.park(&mut vcpu, EventKind::Debug(arch), &shared.stop);
+                resumed = true;
+            }
+        }
     }
+}
+
+/// Completes the instruction whose I/O l4vmm just served, without running further, and
+/// returns the single-step stop it ends with: KVM's own debug exit where it reports one
+/// after completing the I/O, else a single-step (DR6.BS) stop at the next instruction.
+fn finish_io_step(vcpu: &mut VcpuFd) -> kvm_bindings::kvm_debug_exit_arch {
+    vcpu.set_kvm_immediate_exit(1);
+    let exit = match vcpu.run() {
+        Ok(VcpuExit::Debug(arch)) => Some(arch),
+        _ => None,
+    };
+    vcpu.set_kvm_immediate_exit(0);
+    exit.unwrap_or_else(|| kvm_bindings::kvm_debug_exit_arch {
+        exception: 1,
+        dr6: 0xffff_4ff0, // BS: a single-step trap
+        pc: vcpu.get_regs().map(|r| r.rip).unwrap_or(0),
+        ..Default::default()
+    })
 }
 
 /// Starts counting ring-0 instructions by single-stepping (KVM_GUESTDBG_SINGLESTEP gives
@@ -300,6 +349,15 @@ fn complete_pending_io(vcpu: &mut VcpuFd) {
     vcpu.set_kvm_immediate_exit(1);
     let _ = vcpu.run();
     vcpu.set_kvm_immediate_exit(0);
+}
+
+/// Whether the vCPU is in the architectural reset state (real mode at 0xf000:0xfff0), which
+/// is where KVM on AMD leaves a vCPU after a shutdown intercept: no kernel of ours runs there.
+fn in_reset_state(vcpu: &VcpuFd) -> bool {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(sr)) => r.rip == 0xfff0 && sr.cs.selector == 0xf000 && sr.cr0 & 1 == 0,
+        _ => false,
+    }
 }
 
 /// The vCPU's registers and, when readable, the bytes at RIP, for a crash report.

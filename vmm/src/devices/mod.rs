@@ -5,6 +5,7 @@
 //! ports without a device read as all-ones and are otherwise ignored (counted, and logged
 //! at debug level).
 
+pub mod counter;
 pub mod serial;
 
 use std::collections::HashMap;
@@ -12,9 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use l4_abi::port::{Marker, COM1, COUNT_UNSUPPORTED, EXIT, MARKER, ZERO, ZERO_MAGIC};
+use l4_abi::port::{Marker, CALIBRATION_INSTRUCTIONS, COM1, EXIT, MARKER, ZERO, ZERO_MAGIC};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use self::counter::{Counter, Exactness};
 use self::serial::Console;
 
 /// What a port write asked l4vmm to do.
@@ -37,8 +39,8 @@ pub struct Devices {
     /// When each marker was first written.
     markers: Mutex<HashMap<u8, Instant>>,
     unknown_accesses: AtomicU64,
-    /// The last ring-0 instruction count (what a read of the marker port returns).
-    last_count: AtomicU64,
+    /// The ring-0 instruction counter's results (what a read of the marker port returns).
+    counter: Counter,
 }
 
 impl Devices {
@@ -48,7 +50,7 @@ impl Devices {
             memory,
             markers: Mutex::new(HashMap::new()),
             unknown_accesses: AtomicU64::new(0),
-            last_count: AtomicU64::new(u64::from(COUNT_UNSUPPORTED)),
+            counter: Counter::default(),
         }
     }
 
@@ -71,6 +73,21 @@ impl Devices {
             MARKER => match Marker::from_u8(value) {
                 Some(Marker::CountStart) => return PioAction::CountStart,
                 Some(Marker::CountStop) => return PioAction::CountStop,
+                Some(Marker::CountVerify) => match self.counter.verify() {
+                    Exactness::Exact => log::info!(
+                        "ring-0 instruction counter: exact on this host (calibration: {CALIBRATION_INSTRUCTIONS} of \
+                         {CALIBRATION_INSTRUCTIONS} instructions)"
+                    ),
+                    Exactness::NotExact(Some(n)) => log::info!(
+                        "ring-0 instruction counter: not exact on this host (calibration counted {n} of \
+                         {CALIBRATION_INSTRUCTIONS} instructions: single-stepping misses kernel entries here); \
+                         counts read as n/a"
+                    ),
+                    Exactness::NotExact(None) | Exactness::Unverified => log::info!(
+                        "ring-0 instruction counter: unavailable (nothing could be counted, e.g. gdb owns \
+                         single-stepping); counts read as n/a"
+                    ),
+                },
                 Some(_) => {
                     if let Ok(mut m) = self.markers.lock() {
                         m.entry(value).or_insert_with(Instant::now);
@@ -88,14 +105,7 @@ impl Devices {
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {
             ZERO if data.len() == 4 => data.copy_from_slice(&ZERO_MAGIC.to_le_bytes()),
-            MARKER if data.len() == 4 => {
-                // Real counts saturate one below the "unsupported" value.
-                let n = match self.last_count.load(Ordering::Relaxed) {
-                    u if u == u64::from(COUNT_UNSUPPORTED) => COUNT_UNSUPPORTED,
-                    n => n.min(u64::from(COUNT_UNSUPPORTED - 1)) as u32,
-                };
-                data.copy_from_slice(&n.to_le_bytes());
-            }
+            MARKER if data.len() == 4 => data.copy_from_slice(&self.counter.read().to_le_bytes()),
             p if (COM1..COM1 + 8).contains(&p) => {
                 let v = self.console.read((p - COM1) as u8);
                 data.fill(0);
@@ -123,7 +133,7 @@ impl Devices {
 
     /// Records a finished ring-0 instruction count (`None`: counting was not possible).
     pub fn set_count(&self, n: Option<u64>) {
-        self.last_count.store(n.unwrap_or(u64::from(COUNT_UNSUPPORTED)), Ordering::Relaxed);
+        self.counter.record(n);
     }
 
     /// Guest accesses to ports or MMIO addresses without a device so far.

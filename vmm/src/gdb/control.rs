@@ -61,8 +61,12 @@ pub struct Event {
 
 /// State shared by the vCPU threads and the gdb thread.
 pub struct Hub {
-    /// While set, running vCPUs park at their next exit.
+    /// While set, running vCPUs park at their next exit (a stepping vCPU only once its
+    /// step is done, or when `interrupt` is set too).
     pub pause: AtomicBool,
+    /// Set by [`Vcpus::pause_all`] (gdb's Ctrl-C or a stop elsewhere): even a vCPU in the
+    /// middle of a single step parks (e.g. one halted in `hlt`).
+    pub interrupt: AtomicBool,
     events: Sender<Event>,
     /// Written with every event, so the gdb thread can poll it next to its socket.
     pub wake: EventFd,
@@ -84,6 +88,8 @@ pub struct VcpuPort {
     hub: Arc<Hub>,
     cmds: Receiver<Cmd>,
     replies: Sender<Reply>,
+    /// Whether gdb set this vCPU to single-step (its last `SetDebug`).
+    stepping: std::cell::Cell<bool>,
 }
 
 impl VcpuPort {
@@ -92,9 +98,16 @@ impl VcpuPort {
         &self.hub.traps
     }
 
-    /// Whether gdb wants this vCPU parked.
+    /// Whether gdb wants this vCPU parked now. A vCPU that is single-stepping keeps running
+    /// through exits that are not its step's debug exit (port I/O, MMIO: the instruction is
+    /// not done yet) unless gdb interrupts it.
     pub fn pause_requested(&self) -> bool {
-        self.hub.pause.load(Ordering::SeqCst)
+        self.hub.pause.load(Ordering::SeqCst) && (!self.stepping.get() || self.hub.interrupt.load(Ordering::SeqCst))
+    }
+
+    /// Whether gdb set this vCPU to single-step.
+    pub fn is_stepping(&self) -> bool {
+        self.stepping.get()
     }
 
     /// Parks: announces `kind` and serves commands until resumed or the VM stops.
@@ -112,7 +125,10 @@ impl VcpuPort {
                 Cmd::SetRegs(r) => vcpu.set_regs(&r).map(|_| Reply::Done),
                 Cmd::GetSregs => vcpu.get_sregs().map(|s| Reply::Sregs(Box::new(s))),
                 Cmd::GetFpu => vcpu.get_fpu().map(|f| Reply::Fpu(Box::new(f))),
-                Cmd::SetDebug(d) => vcpu.set_guest_debug(&d).map(|_| Reply::Done),
+                Cmd::SetDebug(d) => vcpu.set_guest_debug(&d).map(|_| {
+                    self.stepping.set(d.control & kvm_bindings::KVM_GUESTDBG_SINGLESTEP != 0);
+                    Reply::Done
+                }),
             };
             let _ = self.replies.send(reply.unwrap_or_else(|e| Reply::Failed(e.to_string())));
         }
@@ -139,13 +155,19 @@ pub struct Vcpus {
 pub fn channels(count: usize, start_paused: bool) -> Result<(Vcpus, Vec<VcpuPort>)> {
     let (etx, erx) = mpsc::channel();
     let wake = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::host("gdb eventfd"))?;
-    let hub = Arc::new(Hub { pause: AtomicBool::new(start_paused), events: etx, wake, traps: PageTraps::default() });
+    let hub = Arc::new(Hub {
+        pause: AtomicBool::new(start_paused),
+        interrupt: AtomicBool::new(false),
+        events: etx,
+        wake,
+        traps: PageTraps::default(),
+    });
     let mut ports = Vec::with_capacity(count);
     let mut remotes = Vec::with_capacity(count);
     for id in 0..count {
         let (ctx, crx) = mpsc::channel();
         let (rtx, rrx) = mpsc::channel();
-        ports.push(VcpuPort { id, hub: hub.clone(), cmds: crx, replies: rtx });
+        ports.push(VcpuPort { id, hub: hub.clone(), cmds: crx, replies: rtx, stepping: std::cell::Cell::new(false) });
         remotes.push(Remote { cmds: ctx, replies: rrx, parked: false });
     }
     Ok((Vcpus { hub, events: erx, remotes, threads: Vec::new() }, ports))
@@ -179,6 +201,7 @@ impl Vcpus {
     /// Parks every vCPU. Debug events that arrive meanwhile are returned (they are stops
     /// in their own right); an `Ended` event ends the wait.
     pub fn pause_all(&mut self) -> Vec<Event> {
+        self.hub.interrupt.store(true, Ordering::SeqCst);
         self.hub.pause.store(true, Ordering::SeqCst);
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -209,6 +232,7 @@ impl Vcpus {
     /// Resumes the given parked vCPUs. With `others_stay` false, the pause flag is lifted
     /// so that they keep running; otherwise they run until their next debug exit.
     pub fn resume(&mut self, which: &[usize], others_stay: bool) {
+        self.hub.interrupt.store(false, Ordering::SeqCst);
         self.hub.pause.store(others_stay, Ordering::SeqCst);
         for &i in which {
             if let Some(r) = self.remotes.get_mut(i) {

@@ -122,6 +122,21 @@ pub fn probe_sw_breakpoints(kvm: &Kvm) -> bool {
     probe_debug_exit(kvm, &[0xcc, 0xf4], &dbg) == Some(3)
 }
 
+/// Whether debug-register execution breakpoints fire in guest ring 0 on this host: a probe
+/// VM runs two `nop`s with a breakpoint on the second. They do on PVM and hardware KVM; on
+/// a kvm_amd host nested under QEMU's TCG they do not (TCG's SVM does not apply the debug
+/// registers to its guest: QEMU's own gdbstub with -enable-kvm misses them there too, see
+/// docs/DEBUGGING.md).
+pub fn probe_hw_breakpoints(kvm: &Kvm) -> bool {
+    let mut dbg = kvm_guest_debug { control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, ..Default::default() };
+    let mut slots = HwSlots::default();
+    let _ = slots.insert(Slot { addr: 0x1001, kind: SlotKind::Exec { from_sw: false } });
+    dbg.arch.debugreg[..4].copy_from_slice(&slots.addrs());
+    dbg.arch.debugreg[7] = slots.dr7();
+    // nop ; nop ; hlt
+    probe_debug_exit(kvm, &[0x90, 0x90, 0xf4], &dbg) == Some(1)
+}
+
 /// Whether debug-register data watchpoints fire for guest ring-0 writes on this host: a
 /// probe VM writes to a watched address. On PVM hosts, whose emulator does not check data
 /// breakpoints, they do not.
@@ -144,6 +159,8 @@ pub struct L4Target {
     /// Software breakpoints planted as `int3`: guest-virtual -> (guest-physical, old byte).
     sw: HashMap<u64, (u64, u8)>,
     sw_supported: Option<bool>,
+    /// Whether debug-register execution breakpoints fire here (probed at the first attach).
+    hw_supported: Option<bool>,
     stepping: Vec<usize>,
     ended: Option<Option<u8>>,
     vm: Arc<VmFd>,
@@ -165,6 +182,7 @@ impl L4Target {
             slots: HwSlots::default(),
             sw: HashMap::new(),
             sw_supported: None,
+            hw_supported: None,
             stepping: Vec::new(),
             ended: None,
             vm,
@@ -214,6 +232,15 @@ impl L4Target {
                 }
             );
             self.sw_supported = Some(s);
+            let h = probe_hw_breakpoints(&self.kvm);
+            if !h {
+                log::warn!(
+                    "gdb: hardware breakpoints do not fire in guest ring 0 on this host (its KVM does not apply \
+                     the debug registers to guests){}: gdb is refused them; stepping works",
+                    if s { "" } else { ", and int3 cannot be intercepted either, so breakpoints are refused too" }
+                );
+            }
+            self.hw_supported = Some(h);
             let w = probe_data_watchpoints(&self.kvm);
             log::info!(
                 "gdb: data watchpoints {}",
@@ -516,6 +543,10 @@ impl SwBreakpoint for L4Target {
             self.sw.entry(addr).or_insert((pa, old));
             return Ok(true);
         }
+        if self.hw_supported == Some(false) {
+            log::warn!("gdb: breakpoint at {addr:#x} refused: neither int3 nor the debug registers work on this host");
+            return Ok(false);
+        }
         let r = self.slots.insert(Slot { addr, kind: SlotKind::Exec { from_sw: true } });
         slot_result(r, "a breakpoint (served by a hardware slot on this host)")
     }
@@ -531,6 +562,10 @@ impl SwBreakpoint for L4Target {
 
 impl HwBreakpoint for L4Target {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.hw_supported == Some(false) {
+            log::warn!("gdb: hardware breakpoint at {addr:#x} refused: the debug registers do not work on this host");
+            return Ok(false);
+        }
         slot_result(self.slots.insert(Slot { addr, kind: SlotKind::Exec { from_sw: false } }), "a hardware breakpoint")
     }
 
