@@ -81,13 +81,17 @@ fn kernel_fault_prints_registers_and_the_address() {
 
 #[test]
 fn triple_fault_gives_its_own_status_and_registers() {
-    l4vmm(&["--cmdline", "ktest=triple-fault"])
-        .assert_code(65)
-        .assert_stderr_has("guest triple fault")
-        .assert_stderr_has("rip 0x")
-        .assert_stderr_has("cr3 0x")
+    let r = l4vmm(&["--cmdline", "ktest=triple-fault"]);
+    r.assert_code(65).assert_stderr_has("guest triple fault").assert_stderr_has("rip 0x").assert_stderr_has("cr3 0x");
+    if host() == Host::Amd {
+        // KVM on AMD resets the vCPU when it intercepts the shutdown: the report says so
+        // instead of passing the reset state off as the crash.
+        r.assert_stderr_has("the state before the triple fault is lost").assert_stderr_has("rip 0x000000000000fff0");
+    } else {
         // The faulting instruction is the ud2 (0f 0b) the kernel raised.
-        .assert_stderr_has("instruction bytes at rip: 0f 0b");
+        r.assert_stderr_has("instruction bytes at rip: 0f 0b");
+        assert!(!r.stderr.contains("is lost"), "{}", r.stderr);
+    }
 }
 
 #[test]
@@ -121,12 +125,26 @@ fn sigint_and_sigterm_stop_the_guest_cleanly() {
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
         let mut cmd = std::process::Command::new(l4vmm_path());
         cmd.args(["--cmdline", "ktest=spin", "--timeout", "60"]);
-        let child = spawn(cmd);
-        // Let it boot into the spin loop, then signal it.
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut child = spawn(cmd);
+        // Once the guest says it is in the spin loop, signal l4vmm.
+        read_stdout_until(&mut child, "l4: ktest=spin");
         // SAFETY: signals our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let r = finish(child, std::time::Duration::from_secs(20));
-        r.assert_code(code).assert_stderr_has("stopped by signal").assert_stdout_has("l4: ktest=spin");
+        r.assert_code(code).assert_stderr_has("stopped by signal");
     }
+}
+
+#[test]
+fn interrupts_never_arrive_while_the_kernel_has_them_off() {
+    // The host-fault check of tests/hwkvm.rs. A correct CPU never delivers one. On the
+    // nested kvm_amd host (which does) tests/hwkvm.rs runs it alone: its interrupt storm
+    // would disturb the suite's other guests there.
+    if host() != Host::Pvm {
+        return;
+    }
+    let r = l4vmm(&["--cmdline", "ktest=irq-mask"]);
+    r.assert_code(0).assert_stdout_has(" interrupts, 0 of them with interrupts disabled");
+    let n = r.stdout.split("ktest=irq-mask: ").nth(1).and_then(|t| t.split(' ').next()?.parse::<u64>().ok());
+    assert!(n.is_some_and(|n| n > 0), "the timer fired in the windows:\n{}", r.stdout);
 }

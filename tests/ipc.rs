@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
+    "ipctest: ok user rflags do not reach the kernel",
     "ipctest: ok order",
     "ipctest: ok key-value store over synchronous IPC",
     "ipctest: ok badges",

@@ -32,6 +32,32 @@ pub fn require_kvm() {
     }
 }
 
+/// The KVM this machine has (the tests run on PVM and, through tests/hwkvm.rs, on a
+/// nested kvm_amd host; some behaviour differs by design, e.g. which user entry works).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// kvm_pvm: guest ring 0 emulated, `syscall` does not enter ring 0.
+    Pvm,
+    /// kvm_amd (SVM).
+    Amd,
+    /// kvm_intel (VMX).
+    Intel,
+    Unknown,
+}
+
+pub fn host() -> Host {
+    let loaded = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+    if loaded("kvm_pvm") {
+        Host::Pvm
+    } else if loaded("kvm_amd") {
+        Host::Amd
+    } else if loaded("kvm_intel") {
+        Host::Intel
+    } else {
+        Host::Unknown
+    }
+}
+
 /// What a finished child printed and how it exited.
 #[derive(Debug)]
 pub struct Run {
@@ -101,6 +127,25 @@ pub fn spawn(mut cmd: Command) -> Child {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env("RUST_LOG", "info");
     cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// Reads `child`'s stdout until `needle` has appeared (the child keeps running and its
+/// stdout stays piped for `finish`); what was read. Panics if the child's stdout ends
+/// first. A test that must act once the guest is somewhere waits for the guest to say so,
+/// never for a guessed time.
+#[allow(dead_code)]
+pub fn read_stdout_until(child: &mut Child, needle: &str) -> String {
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match out.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => panic!("stdout ended before {needle:?}:\n{}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    child.stdout = Some(out);
+    String::from_utf8_lossy(&seen).into_owned()
 }
 
 /// Waits for `child` (killing it after `deadline`) and collects its output.
