@@ -207,7 +207,11 @@ pub fn run(packages: &Packages, image: &Image, scenarios: &[Scenario], opts: &Op
         });
     }
     if problem.is_none() && !parsed.done {
+        let panic_line = console_text.lines().find(|l| l.contains("Kernel panic - not syncing"));
         problem = Some(match status {
+            _ if panic_line.is_some() => {
+                format!("the nested host's kernel panicked: {}", panic_line.unwrap_or_default().trim())
+            }
             Some(st) => format!("QEMU ended ({st}) before the last scenario: {}", qemu_err.trim()),
             None => "the host stopped early".into(),
         });
