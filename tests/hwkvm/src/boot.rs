@@ -212,6 +212,11 @@ pub fn run(packages: &Packages, image: &Image, scenarios: &[Scenario], opts: &Op
             _ if panic_line.is_some() => {
                 format!("the nested host's kernel panicked: {}", panic_line.unwrap_or_default().trim())
             }
+            // -no-reboot: a host kernel that resets itself (a triple fault) ends QEMU
+            // with status 0.
+            Some(st) if st.success() => "the nested host's kernel panicked or reset itself: QEMU ended \
+                                          (-no-reboot) before the last scenario"
+                .to_string(),
             Some(st) => format!("QEMU ended ({st}) before the last scenario: {}", qemu_err.trim()),
             None => "the host stopped early".into(),
         });
