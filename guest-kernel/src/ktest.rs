@@ -34,6 +34,12 @@ pub fn run(name: &str) {
             arch::init_cpu();
             arch::ktest::kernel_page_fault()
         }
+        // One instruction of each kind a debugger steps over (cpuid, MSRs, CR3, a fault,
+        // sti; hlt, the exit), after a write gdb can watch: see tests/gdb.rs.
+        "steps" => {
+            arch::init_cpu();
+            arch::ktest::steps()
+        }
         _ => {
             if let Some(code) = name.strip_prefix("exit=").and_then(|c| c.parse::<u8>().ok()) {
                 arch::exit(code);

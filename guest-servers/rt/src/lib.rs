@@ -23,17 +23,34 @@ pub mod transfer;
 pub use l4_abi as abi;
 
 /// Defines the program's entry point: `_start` sets up nothing but a call to `main`, then
-/// ends the task with `main`'s return value.
+/// ends the task with `main`'s return value. `_start` is the outermost frame, marked so in
+/// its call-frame information (no return address): debuggers' backtraces end there.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
-        #[no_mangle]
-        #[link_section = ".text._start"]
-        pub extern "C" fn _start(arg: u64, arg2: u64) -> ! {
+        extern "C" fn __l4_rt_main(arg: u64, arg2: u64) -> ! {
             $crate::START_ARG.store(arg, core::sync::atomic::Ordering::Relaxed);
             $crate::START_ARG2.store(arg2, core::sync::atomic::Ordering::Relaxed);
             let code: u64 = $main();
             $crate::sys::task_exit(code)
+        }
+
+        /// The task's first instruction (the kernel starts it with the stack 8 bytes below
+        /// a 16-byte boundary, `arg` and `arg2` in %rdi and %rsi).
+        #[no_mangle]
+        #[link_section = ".text._start"]
+        #[unsafe(naked)]
+        pub extern "C" fn _start(arg: u64, arg2: u64) -> ! {
+            core::arch::naked_asm!(
+                ".cfi_startproc",
+                ".cfi_undefined rip",
+                "xor ebp, ebp",
+                "and rsp, -16",
+                "call {main}",
+                "ud2",
+                ".cfi_endproc",
+                main = sym __l4_rt_main,
+            )
         }
     };
 }

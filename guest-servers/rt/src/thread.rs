@@ -24,13 +24,29 @@ pub fn spawn(stack_va: u64, pages: u64, cpu: u64, f: fn(u64) -> u64, arg: u64) -
         (top as *mut fn(u64) -> u64).write(f);
         ((top + 8) as *mut u64).write(arg);
     }
-    match sys::thread_create(start, top, top, cpu) {
+    match sys::thread_create(thread_entry, top, top, cpu) {
         Ok(_) => Ok(()),
         Err(e) => {
             let _ = sys::mem_unmap(stack_va, pages);
             Err(e)
         }
     }
+}
+
+/// A new thread's first instruction: the outermost frame, marked so for debuggers (no
+/// return address), then a call to `start` with the stack aligned as the ABI wants.
+#[unsafe(naked)]
+extern "C" fn thread_entry(pair: u64, ipc_buffer: u64) -> ! {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        ".cfi_undefined rip",
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "call {start}",
+        "ud2",
+        ".cfi_endproc",
+        start = sym start,
+    )
 }
 
 extern "C" fn start(pair: u64, _ipc_buffer: u64) -> ! {

@@ -31,6 +31,10 @@ core::arch::global_asm!(
     .code32
     .global pvh_start
 pvh_start:
+    /* Unwind information for debuggers: the boot code is the outermost frame (no return
+       address), so a backtrace from kernel_main ends here. (DWARF register 16 is rip.) */
+    .cfi_startproc
+    .cfi_undefined 16
     movb ${marker}, %al
     outb %al, ${marker_port}
     cli
@@ -49,10 +53,10 @@ pvh_start:
     andl $0x9fffffff, %eax          /* clear CD, NW: caches on */
     orl $0x80010001, %eax           /* PG | WP | PE */
     movl %eax, %cr0
-    ljmpl $0x08, $boot_long
+    ljmpl $0x08, $.Lboot_long
 
     .code64
-boot_long:
+.Lboot_long:
     movl $0x10, %eax
     movl %eax, %ds
     movl %eax, %es
@@ -66,6 +70,7 @@ boot_long:
 2:  cli
     hlt
     jmp 2b
+    .cfi_endproc
 
     .section .boot.data, "aw"
     .p2align 3

@@ -76,6 +76,10 @@ isr_\n:
     .endm
 
     .section .text.entry, "ax"
+    /* Unwind information for debuggers: every kernel entry is an outermost frame (a
+       backtrace from a trap handler ends at the stub it came through). */
+    .cfi_startproc
+    .cfi_undefined rip
     ISR_NOERR 0
     ISR_NOERR 1
     ISR_NOERR 2
@@ -170,6 +174,7 @@ return_to_user:
     addq $16, %rsp
     swapgs                          /* back to the user's GS base */
     iretq
+    .cfi_endproc
 
     .section .rodata.isr_table, "a"
     .p2align 3

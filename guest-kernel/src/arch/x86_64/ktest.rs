@@ -126,3 +126,74 @@ pub fn irq_mask() -> ! {
     // Exit 0 only on a host that keeps x86's interrupt flag.
     super::exit(if bad == 0 { l4_abi::exit::SUCCESS } else { l4_abi::exit::HOST_FAULT })
 }
+
+/// Written with 1 just before [`steps`] runs its instructions and with 2 just before its
+/// exit: places for a debugger's write watchpoint (page trapping serves it on every host),
+/// from where it single-steps.
+#[used]
+pub static STEPS_MARK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// One of each instruction kind a kernel developer steps over, for the gdb tests: `cpuid`,
+/// `rdmsr`/`wrmsr`, a CR3 reload, a faulting `ud2` (the #UD handler skips it, see
+/// [`steps_fault_fixup`]), `sti; hlt` woken by the timer, and the exit device's `out`
+/// (exit 0).
+pub fn steps() -> ! {
+    super::start_timer();
+    STEPS_MARK.store(1, core::sync::atomic::Ordering::SeqCst);
+    unsafe extern "C" {
+        fn ktest_steps_body();
+    }
+    // SAFETY: cpuid, the KERNEL_GS_BASE MSR written back with the value just read, CR3
+    // reloaded with itself (a TLB flush), and a #UD that the handler resumes after; the
+    // interrupt window is the idle loop's (`sti; hlt`), whose timer interrupt the kernel
+    // handles. The body keeps the C ABI (rbx saved; rax, rcx, rdx are caller-saved).
+    unsafe { ktest_steps_body() };
+    // Interrupts are off again: a second watch stops here, and steps from here reach
+    // the exit device's `out` without a timer interrupt in between.
+    STEPS_MARK.store(2, core::sync::atomic::Ordering::SeqCst);
+    super::exit(0)
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.ktest_steps, \"ax\"",
+    ".global ktest_steps_body",
+    "ktest_steps_body:",
+    ".cfi_startproc",
+    "push rbx",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_offset rbx, -16",
+    "xor eax, eax",
+    "cpuid",
+    "pop rbx",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore rbx",
+    "mov ecx, 0xc0000102",
+    "rdmsr",
+    "wrmsr",
+    "mov rax, cr3",
+    "mov cr3, rax",
+    ".global ktest_steps_ud2",
+    "ktest_steps_ud2:",
+    "ud2",
+    "sti",
+    "hlt",
+    "cli",
+    "ret",
+    ".cfi_endproc",
+    ".size ktest_steps_body, . - ktest_steps_body",
+    ".type ktest_steps_body, @function",
+    ".popsection",
+);
+
+/// The #UD handler's one recovery: the deliberate `ud2` in [`steps`] resumes after itself.
+/// Whether `rip` was that instruction (then `rip` now points past it).
+pub fn steps_fault_fixup(rip: &mut u64) -> bool {
+    unsafe extern "C" {
+        static ktest_steps_ud2: u8;
+    }
+    if *rip != (&raw const ktest_steps_ud2) as u64 {
+        return false;
+    }
+    *rip += 2;
+    true
+}

@@ -202,7 +202,8 @@ tr_lm:
     xorl %edx, %edx
     lock cmpxchgq %rdx, {t} + (tr_claim - ap_trampoline_start)
     jnz 2f
-    callq *%rsi
+    movabsq $ap_start, %rax         /* linked code, which debuggers can unwind */
+    jmpq *%rax
 2:  cli
     hlt
     jmp 2b
@@ -223,6 +224,20 @@ tr_cpu: .quad 0
 tr_entry: .quad 0
 tr_claim: .quad 0
 ap_trampoline_end:
+
+    /* Where an AP leaves the trampoline (copied below 1 MiB, where a debugger has no
+       symbols) for linked code: the outermost frame of the AP's stack, so a backtrace
+       from the entry function ends here. %rdi = CPU index, %rsi = entry. */
+    .section .text.ap_start, "ax"
+    .code64
+ap_start:
+    .cfi_startproc
+    .cfi_undefined rip
+    xorl %ebp, %ebp
+    andq $-16, %rsp
+    callq *%rsi
+    ud2
+    .cfi_endproc
     "#,
     t = const TRAMPOLINE,
     options(att_syntax)

@@ -186,6 +186,7 @@ core::arch::global_asm!(
     .section .text, "ax"
     .global calibration_window_end
 calibration_window_end:
+    .cfi_startproc
     testq %rdi, %rdi
     jz 1f
     .rept {n}
@@ -194,6 +195,7 @@ calibration_window_end:
 1:  movb ${stop}, %al
     outb %al, ${port}
     ret
+    .cfi_endproc
 "#,
     n = const l4_abi::port::CALIBRATION_INSTRUCTIONS,
     stop = const l4_abi::port::Marker::CountStop as u8,
@@ -344,6 +346,8 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
             smp::answer_shootdown(percpu::this_cpu());
         }
         SPURIOUS_VECTOR => {}
+        // SAFETY: as above; the stub restores the frame's rip when it returns.
+        INVALID_OPCODE if super::ktest::steps_fault_fixup(unsafe { &mut (*frame).rip }) => {}
         v => {
             kprintln!("\nl4: KERNEL FAULT: vector ", v, " error ", Hex(f.error));
             kprintln!("  rip ", Hex(f.rip), " cs ", Hex(f.cs), " rflags ", Hex(f.rflags), " rsp ", Hex(f.rsp));
@@ -369,6 +373,9 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
         }
     }
 }
+
+/// #UD.
+const INVALID_OPCODE: u64 = 6;
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
