@@ -167,6 +167,12 @@ pub fn run_loop(
                 continue;
             }
         }
+        if resumed && counting.take().is_some() {
+            // gdb parked this vCPU in a counting window and now owns its guest-debug
+            // state (breakpoints, steps): the count is lost, and the window's end must
+            // not touch gdb's settings.
+            log::info!("vCPU {id}: gdb took over guest debugging; this instruction count is lost");
+        }
         resumed = false;
         let exit = vcpu.run();
         io_pending = matches!(
@@ -338,8 +344,12 @@ fn count_start(vcpu: &VcpuFd, gdb: bool) -> Option<u64> {
 }
 
 /// Stops counting; the count, or `None` if counting was not on or saw no instruction.
+/// Guest debugging is switched off only if counting had switched it on: otherwise it may
+/// be gdb's (breakpoints set while no count runs must survive every window's end).
 fn count_stop(vcpu: &VcpuFd, count: Option<u64>) -> Option<u64> {
-    let _ = vcpu.set_guest_debug(&kvm_bindings::kvm_guest_debug::default());
+    if count.is_some() {
+        let _ = vcpu.set_guest_debug(&kvm_bindings::kvm_guest_debug::default());
+    }
     count.filter(|&n| n > 0)
 }
 

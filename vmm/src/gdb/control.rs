@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs, Msrs};
 use kvm_ioctls::VcpuFd;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -24,6 +24,10 @@ pub enum Cmd {
     GetRegs,
     SetRegs(Box<kvm_regs>),
     GetSregs,
+    SetSregs(Box<kvm_sregs>),
+    /// Reads one MSR (gdb's `k_gs_base`).
+    GetMsr(u32),
+    SetMsr(u32, u64),
     GetFpu,
     SetDebug(Box<kvm_guest_debug>),
     /// Leave the parked state and run (at least one KVM_RUN before parking again).
@@ -35,6 +39,7 @@ pub enum Reply {
     Regs(Box<kvm_regs>),
     Sregs(Box<kvm_sregs>),
     Fpu(Box<kvm_fpu>),
+    Msr(u64),
     Done,
     Failed(String),
 }
@@ -124,6 +129,9 @@ impl VcpuPort {
                 Cmd::GetRegs => vcpu.get_regs().map(|r| Reply::Regs(Box::new(r))),
                 Cmd::SetRegs(r) => vcpu.set_regs(&r).map(|_| Reply::Done),
                 Cmd::GetSregs => vcpu.get_sregs().map(|s| Reply::Sregs(Box::new(s))),
+                Cmd::SetSregs(s) => vcpu.set_sregs(&s).map(|_| Reply::Done),
+                Cmd::GetMsr(index) => get_msr(vcpu, index).map(Reply::Msr),
+                Cmd::SetMsr(index, data) => set_msr(vcpu, index, data).map(|_| Reply::Done),
                 Cmd::GetFpu => vcpu.get_fpu().map(|f| Reply::Fpu(Box::new(f))),
                 Cmd::SetDebug(d) => vcpu.set_guest_debug(&d).map(|_| {
                     self.stepping.set(d.control & kvm_bindings::KVM_GUESTDBG_SINGLESTEP != 0);
@@ -132,6 +140,24 @@ impl VcpuPort {
             };
             let _ = self.replies.send(reply.unwrap_or_else(|e| Reply::Failed(e.to_string())));
         }
+    }
+}
+
+fn get_msr(vcpu: &VcpuFd, index: u32) -> std::result::Result<u64, kvm_ioctls::Error> {
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index, ..Default::default() }])
+        .map_err(|_| kvm_ioctls::Error::new(libc::EINVAL))?;
+    match vcpu.get_msrs(&mut msrs)? {
+        1 => Ok(msrs.as_slice()[0].data),
+        _ => Err(kvm_ioctls::Error::new(libc::EINVAL)),
+    }
+}
+
+fn set_msr(vcpu: &VcpuFd, index: u32, data: u64) -> std::result::Result<(), kvm_ioctls::Error> {
+    let msrs = Msrs::from_entries(&[kvm_msr_entry { index, data, ..Default::default() }])
+        .map_err(|_| kvm_ioctls::Error::new(libc::EINVAL))?;
+    match vcpu.set_msrs(&msrs)? {
+        1 => Ok(()),
+        _ => Err(kvm_ioctls::Error::new(libc::EINVAL)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The gdb remote stub, built on the gdbstub crate (x86_64 with SSE registers).
+//! The gdb remote stub, built on the gdbstub crate (x86_64 with SSE registers, the
+//! segment bases and the system registers: see [`arch`]).
 //!
 //! One gdb thread per VM serves one connection at a time on `--gdb tcp:HOST:PORT` or
 //! `unix:PATH`. Each vCPU is a gdb thread (tid = vCPU id + 1). While gdb has control every
@@ -8,8 +9,10 @@
 //! can intercept it in guest ring 0 (not on PVM hosts), else they take hardware slots.
 //! Without a connection nothing is enabled: the guest runs at full speed.
 
+mod arch;
 mod breakpoints;
 pub mod control;
+mod step;
 mod target;
 mod watch;
 

@@ -24,8 +24,6 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use gdbstub_arch::x86::X86_64_SSE;
 use kvm_bindings::{
     kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP,
@@ -33,8 +31,10 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::arch::{L4Regs, L4X86_64};
 use super::breakpoints::{HwSlots, Slot, SlotError, SlotKind};
 use super::control::{Cmd, EventKind, Reply, Vcpus};
+use super::step::{self, StepFrom};
 use super::watch;
 use crate::paging::PagingMode;
 
@@ -162,6 +162,14 @@ pub struct L4Target {
     /// Whether debug-register execution breakpoints fire here (probed at the first attach).
     hw_supported: Option<bool>,
     stepping: Vec<usize>,
+    /// Where each vCPU's current step began (see [`step`]).
+    step_from: HashMap<usize, StepFrom>,
+    /// KVM_GUESTDBG_BLOCKIRQ where this KVM has it: no interrupt is delivered during a
+    /// single step (as QEMU's gdbstub steps by default), see docs/DEBUGGING.md.
+    block_irq: u32,
+    /// A step over `hlt` served by a breakpoint after it: the vCPU and that slot (see
+    /// [`L4Target::step_over_hlt`]).
+    hlt_step: Option<(usize, Slot)>,
     ended: Option<Option<u8>>,
     vm: Arc<VmFd>,
     /// Whether debug-register data watchpoints fire here (probed at the first attach);
@@ -184,6 +192,9 @@ impl L4Target {
             sw_supported: None,
             hw_supported: None,
             stepping: Vec::new(),
+            step_from: HashMap::new(),
+            block_irq: 0,
+            hlt_step: None,
             ended: None,
             vm,
             dr_watch: None,
@@ -251,6 +262,16 @@ impl L4Target {
                 }
             );
             self.dr_watch = Some(w);
+            let flags = self.kvm.check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()) as u32;
+            self.block_irq = flags & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ;
+            log::info!(
+                "gdb: single steps {}",
+                if self.block_irq != 0 {
+                    "hold interrupts back (KVM_GUESTDBG_BLOCKIRQ): a step never enters an interrupt handler"
+                } else {
+                    "may enter interrupt handlers (this KVM cannot hold interrupts back during a step)"
+                }
+            );
         }
         for e in self.vcpus.pause_all() {
             if let EventKind::Ended(code) = e.kind {
@@ -312,8 +333,8 @@ impl L4Target {
                 if !self.sw.is_empty() {
                     d.control |= KVM_GUESTDBG_USE_SW_BP;
                 }
-                if self.stepping.contains(&i) {
-                    d.control |= KVM_GUESTDBG_SINGLESTEP;
+                if self.stepping.contains(&i) && !self.hlt_step.is_some_and(|(v, _)| v == i) {
+                    d.control |= KVM_GUESTDBG_SINGLESTEP | self.block_irq;
                 }
                 d.arch.debugreg[..4].copy_from_slice(&addrs);
                 d.arch.debugreg[7] = self.slots.dr7();
@@ -358,13 +379,89 @@ impl L4Target {
     }
 }
 
+impl L4Target {
+    /// A single step over `hlt`: where debug-register breakpoints work, the vCPU runs
+    /// (interrupts allowed) to a breakpoint on the next instruction instead, so the step
+    /// ends as `hlt` does on hardware, once an interrupt has woken it and its handler has
+    /// returned. Single-stepping `hlt` itself leaves PVM's vCPU unable to run again after
+    /// the next `continue` (it executes one instruction and then never returns from
+    /// KVM_RUN: docs/DEBUGGING.md). Without a free slot the plain step is used.
+    fn step_over_hlt(&mut self, v: usize) -> Result<(), String> {
+        if self.hw_supported != Some(true) {
+            return Ok(());
+        }
+        let (mode, r) = (self.paging(v)?, self.regs(v)?);
+        let mut op = [0u8; 1];
+        if mode.read_virt(&self.memory, r.rip, &mut op) != 1 || op[0] != 0xf4 {
+            return Ok(());
+        }
+        let slot = Slot { addr: r.rip + 1, kind: SlotKind::Exec { from_sw: false } };
+        if self.slots.insert(slot).is_ok() {
+            self.hlt_step = Some((v, slot));
+        }
+        Ok(())
+    }
+
+    /// Removes a step-over-hlt breakpoint; whether `vcpu` stopped on it.
+    fn end_hlt_step_on(&mut self, vcpu: usize, arch: Option<&kvm_bindings::kvm_debug_exit_arch>) -> bool {
+        let Some((v, slot)) = self.hlt_step.take() else { return false };
+        let hit =
+            v == vcpu && arch.is_some_and(|a| (0..4).any(|b| a.dr6 & (1 << b) != 0 && self.slots.get(b) == Some(slot)));
+        self.slots.remove(slot);
+        hit
+    }
+
+    fn end_hlt_step(&mut self) {
+        self.end_hlt_step_on(usize::MAX, None);
+    }
+
+    /// After `vcpu`'s step stopped: clears the TF that the step leaked into a pushed
+    /// interrupt frame or R11 (see [`step`]). Failures only cost the repair, and are logged.
+    fn untrap(&mut self, vcpu: usize) {
+        let Some(from) = self.step_from.remove(&vcpu) else { return };
+        if let Err(e) = self.untrap_from(vcpu, &from) {
+            log::warn!("gdb: vCPU {vcpu}: cannot check the step for a leaked trap flag: {e}");
+        }
+    }
+
+    fn untrap_from(&mut self, vcpu: usize, from: &StepFrom) -> Result<(), String> {
+        let mode = self.paging(vcpu)?;
+        let mut r = self.regs(vcpu)?;
+        let mut insn = [0u8; 2];
+        mode.read_virt(&self.memory, from.rip, &mut insn);
+        if step::syscall_leak(from, &insn, r.r11) {
+            r.r11 &= !step::TF;
+            log::debug!("gdb: vCPU {vcpu}: cleared the step's TF in r11 (syscall)");
+            return match self.vcpus.request(vcpu, Cmd::SetRegs(Box::new(r)))? {
+                Reply::Done => Ok(()),
+                _ => Err("unexpected reply".into()),
+            };
+        }
+        let mut bytes = [0u8; 8 * step::STACK_WORDS];
+        let n = mode.read_virt(&self.memory, r.rsp, &mut bytes) / 8;
+        let words: Vec<u64> =
+            bytes.chunks_exact(8).take(n).map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+        if let Some(i) = step::pushed_rflags(from, &words) {
+            let va = r.rsp + 8 * i as u64;
+            let pa = mode.translate(&self.memory, va).ok_or("the frame's page vanished")?;
+            let cleared = words[i] & !step::TF;
+            self.memory.write_obj(cleared, GuestAddress(pa)).map_err(|e| e.to_string())?;
+            log::debug!("gdb: vCPU {vcpu}: cleared the step's TF in the interrupt frame at {va:#x}");
+        }
+        Ok(())
+    }
+}
+
+/// The MSR behind gdb's `k_gs_base` (the base `swapgs` exchanges with gs_base).
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
 fn err(e: String) -> TargetError<String> {
     log::debug!("gdb: {e}");
     TargetError::NonFatal
 }
 
 impl Target for L4Target {
-    type Arch = X86_64_SSE;
+    type Arch = L4X86_64;
     type Error = String;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -381,10 +478,11 @@ impl Target for L4Target {
 }
 
 impl MultiThreadBase for L4Target {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, all: &mut L4Regs, tid: Tid) -> TargetResult<(), Self> {
         let v = Self::vcpu_of(tid);
         let r = self.regs(v).map_err(err)?;
         let s = self.sregs(v).map_err(err)?;
+        let regs = &mut all.core;
         regs.regs = [
             r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
             r.r15,
@@ -406,17 +504,55 @@ impl MultiThreadBase for L4Target {
             regs.fpu.fstat = u32::from(f.fsw);
             regs.fpu.fop = u32::from(f.last_opcode);
         }
+        let k_gs_base = match self.vcpus.request(v, Cmd::GetMsr(MSR_KERNEL_GS_BASE)).map_err(err)? {
+            Reply::Msr(m) => m,
+            _ => return Err(TargetError::NonFatal),
+        };
+        all.extra = [s.fs.base, s.gs.base, k_gs_base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, all: &L4Regs, tid: Tid) -> TargetResult<(), Self> {
         let v = Self::vcpu_of(tid);
+        let regs = &all.core;
         let mut r = self.regs(v).map_err(err)?;
         let g = &regs.regs;
         (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
         (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) = (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
         r.rip = regs.rip;
         r.rflags = (r.rflags & !0xffff_ffff) | u64::from(regs.eflags) | 0x2;
+        // The system registers are written only where gdb changed them (a `G` packet
+        // carries every register; rewriting unchanged control registers is not free).
+        let mut s = self.sregs(v).map_err(err)?;
+        let before = s;
+        (s.fs.base, s.gs.base) = (all.extra[0], all.extra[1]);
+        (s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer) =
+            (all.extra[3], all.extra[4], all.extra[5], all.extra[6], all.extra[7], all.extra[8]);
+        let sregs_changed = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer]
+            != [
+                before.fs.base,
+                before.gs.base,
+                before.cr0,
+                before.cr2,
+                before.cr3,
+                before.cr4,
+                before.cr8,
+                before.efer,
+            ];
+        if sregs_changed {
+            match self.vcpus.request(v, Cmd::SetSregs(Box::new(s))).map_err(err)? {
+                Reply::Done => {}
+                _ => return Err(TargetError::NonFatal),
+            }
+        }
+        match self.vcpus.request(v, Cmd::GetMsr(MSR_KERNEL_GS_BASE)).map_err(err)? {
+            Reply::Msr(m) if m == all.extra[2] => {}
+            Reply::Msr(_) => match self.vcpus.request(v, Cmd::SetMsr(MSR_KERNEL_GS_BASE, all.extra[2])).map_err(err)? {
+                Reply::Done => {}
+                _ => return Err(TargetError::NonFatal),
+            },
+            _ => return Err(TargetError::NonFatal),
+        }
         match self.vcpus.request(v, Cmd::SetRegs(Box::new(r))).map_err(err)? {
             Reply::Done => Ok(()),
             _ => Err(TargetError::NonFatal),
@@ -464,14 +600,24 @@ impl MultiThreadBase for L4Target {
 
 impl MultiThreadResume for L4Target {
     fn resume(&mut self) -> Result<(), Self::Error> {
+        self.end_hlt_step();
+        if let [v] = self.stepping[..] {
+            self.step_over_hlt(v)?;
+        }
         self.sync_traps()?;
         self.apply_debug()?;
+        self.step_from.clear();
         if self.stepping.is_empty() {
             let all: Vec<usize> = (0..self.vcpus.count()).collect();
             self.vcpus.resume(&all, false);
         } else {
             // Step only the stepping vCPUs; the others stay parked (scheduler locking).
             let step = self.stepping.clone();
+            for &v in &step {
+                let (r, s) = (self.regs(v)?, self.sregs(v)?);
+                let from = StepFrom { rip: r.rip, rsp: r.rsp, rflags: r.rflags, cs: s.cs.selector, ss: s.ss.selector };
+                self.step_from.insert(v, from);
+            }
             self.vcpus.resume(&step, true);
         }
         Ok(())
@@ -700,6 +846,14 @@ impl BlockingEventLoop for EventLoop {
                     }
                     EventKind::Debug(arch) => {
                         let more = target.vcpus.pause_all();
+                        target.untrap(e.vcpu);
+                        if target.end_hlt_step_on(e.vcpu, Some(&arch)) {
+                            let tid = Tid::new(e.vcpu + 1).expect("non-zero");
+                            return Ok(LoopEvent::TargetStopped(MultiThreadStopReason::SignalWithThread {
+                                tid,
+                                signal: Signal::SIGTRAP,
+                            }));
+                        }
                         if let Some(code) = more.iter().find_map(|m| match m.kind {
                             EventKind::Ended(c) => Some(c),
                             _ => None,
@@ -716,6 +870,7 @@ impl BlockingEventLoop for EventLoop {
 
     fn on_interrupt(target: &mut L4Target) -> Result<Option<Self::StopReason>, String> {
         target.vcpus.pause_all();
+        target.end_hlt_step();
         Ok(Some(MultiThreadStopReason::SignalWithThread { tid: Tid::new(1).expect("1"), signal: Signal::SIGINT }))
     }
 }
