@@ -157,6 +157,9 @@ fn run_all() -> Result<Report, String> {
     img.program(&path_str(bench), bench, true).map_err(|e| e.to_string())?;
     img.file(&path_str(&kernel_elf()), &kernel_elf(), 0o644);
     img.file(&path_str(&boot_archive()), &boot_archive(), 0o644);
+    // The server the gdb suite unwinds (its symbols, next to the kernel's).
+    let spinner = kernel_elf().with_file_name("spinner");
+    img.file(&path_str(&spinner), &spinner, 0o644);
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
     let corpus = corpus.canonicalize().map_err(|e| format!("{}: {e}", corpus.display()))?;
     img.tree(&path_str(&corpus), &corpus).map_err(|e| e.to_string())?;
