@@ -32,7 +32,8 @@ core::arch::global_asm!(
     .global pvh_start
 pvh_start:
     /* Unwind information for debuggers: the boot code is the outermost frame (no return
-       address), so a backtrace from kernel_main ends here. (DWARF register 16 is rip.) */
+       address), so a backtrace from kernel_main ends in boot_long, its 64-bit half. (DWARF
+       register 16 is rip.) */
     .cfi_startproc
     .cfi_undefined 16
     movb ${marker}, %al
@@ -53,10 +54,10 @@ pvh_start:
     andl $0x9fffffff, %eax          /* clear CD, NW: caches on */
     orl $0x80010001, %eax           /* PG | WP | PE */
     movl %eax, %cr0
-    ljmpl $0x08, $.Lboot_long
+    ljmpl $0x08, $boot_long
 
     .code64
-.Lboot_long:
+boot_long:
     movl $0x10, %eax
     movl %eax, %ds
     movl %eax, %es
