@@ -29,7 +29,9 @@ pub enum Cmd {
     GetMsr(u32),
     SetMsr(u32, u64),
     GetFpu,
-    SetDebug(Box<kvm_guest_debug>),
+    /// Sets guest debugging; with `true`, the vCPU runs on through other exits until its
+    /// debug exit (a step, or a step over `hlt` served by a breakpoint).
+    SetDebug(Box<kvm_guest_debug>, bool),
     /// Leave the parked state and run (at least one KVM_RUN before parking again).
     Resume,
 }
@@ -95,6 +97,8 @@ pub struct VcpuPort {
     replies: Sender<Reply>,
     /// Whether gdb set this vCPU to single-step (its last `SetDebug`).
     stepping: std::cell::Cell<bool>,
+    /// Whether it runs until its debug exit, through other exits (its last `SetDebug`).
+    runs_to_debug_exit: std::cell::Cell<bool>,
 }
 
 impl VcpuPort {
@@ -103,11 +107,13 @@ impl VcpuPort {
         &self.hub.traps
     }
 
-    /// Whether gdb wants this vCPU parked now. A vCPU that is single-stepping keeps running
+    /// Whether gdb wants this vCPU parked now. A vCPU that is stepping keeps running
     /// through exits that are not its step's debug exit (port I/O, MMIO: the instruction is
-    /// not done yet) unless gdb interrupts it.
+    /// not done yet; or the interrupt handler that ends a step over `hlt`) unless gdb
+    /// interrupts it.
     pub fn pause_requested(&self) -> bool {
-        self.hub.pause.load(Ordering::SeqCst) && (!self.stepping.get() || self.hub.interrupt.load(Ordering::SeqCst))
+        self.hub.pause.load(Ordering::SeqCst)
+            && (!self.runs_to_debug_exit.get() || self.hub.interrupt.load(Ordering::SeqCst))
     }
 
     /// Whether gdb set this vCPU to single-step.
@@ -133,8 +139,9 @@ impl VcpuPort {
                 Cmd::GetMsr(index) => get_msr(vcpu, index).map(Reply::Msr),
                 Cmd::SetMsr(index, data) => set_msr(vcpu, index, data).map(|_| Reply::Done),
                 Cmd::GetFpu => vcpu.get_fpu().map(|f| Reply::Fpu(Box::new(f))),
-                Cmd::SetDebug(d) => vcpu.set_guest_debug(&d).map(|_| {
+                Cmd::SetDebug(d, runs) => vcpu.set_guest_debug(&d).map(|_| {
                     self.stepping.set(d.control & kvm_bindings::KVM_GUESTDBG_SINGLESTEP != 0);
+                    self.runs_to_debug_exit.set(runs);
                     Reply::Done
                 }),
             };
@@ -193,7 +200,14 @@ pub fn channels(count: usize, start_paused: bool) -> Result<(Vcpus, Vec<VcpuPort
     for id in 0..count {
         let (ctx, crx) = mpsc::channel();
         let (rtx, rrx) = mpsc::channel();
-        ports.push(VcpuPort { id, hub: hub.clone(), cmds: crx, replies: rtx, stepping: std::cell::Cell::new(false) });
+        ports.push(VcpuPort {
+            id,
+            hub: hub.clone(),
+            cmds: crx,
+            replies: rtx,
+            stepping: std::cell::Cell::new(false),
+            runs_to_debug_exit: std::cell::Cell::new(false),
+        });
         remotes.push(Remote { cmds: ctx, replies: rrx, parked: false });
     }
     Ok((Vcpus { hub, events: erx, remotes, threads: Vec::new() }, ports))

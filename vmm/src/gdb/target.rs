@@ -294,7 +294,7 @@ impl L4Target {
             log::warn!("gdb: cannot restore guest memory slots: {e}");
         }
         for i in 0..self.vcpus.count() {
-            let _ = self.vcpus.request(i, Cmd::SetDebug(Box::default()));
+            let _ = self.vcpus.request(i, Cmd::SetDebug(Box::default(), false));
         }
         let all: Vec<usize> = (0..self.vcpus.count()).collect();
         self.vcpus.resume(&all, false);
@@ -339,7 +339,7 @@ impl L4Target {
                 d.arch.debugreg[..4].copy_from_slice(&addrs);
                 d.arch.debugreg[7] = self.slots.dr7();
             }
-            match self.vcpus.request(i, Cmd::SetDebug(Box::new(d)))? {
+            match self.vcpus.request(i, Cmd::SetDebug(Box::new(d), self.stepping.contains(&i)))? {
                 Reply::Done => {}
                 _ => return Err("unexpected reply".into()),
             }
@@ -455,6 +455,18 @@ impl L4Target {
 /// The MSR behind gdb's `k_gs_base` (the base `swapgs` exchanges with gs_base).
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
+/// The system registers in [`L4Regs::extra`]'s order (`arch::EXTRA`), from the vCPU's
+/// special registers and its KERNEL_GS_BASE MSR.
+fn sys_regs(s: &kvm_sregs, k_gs_base: u64) -> [u64; 9] {
+    [s.fs.base, s.gs.base, k_gs_base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer]
+}
+
+/// Puts [`L4Regs::extra`] into the special registers (all but k_gs_base, an MSR).
+fn set_sys_regs(s: &mut kvm_sregs, x: &[u64; 9]) {
+    (s.fs.base, s.gs.base) = (x[0], x[1]);
+    (s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer) = (x[3], x[4], x[5], x[6], x[7], x[8]);
+}
+
 fn err(e: String) -> TargetError<String> {
     log::debug!("gdb: {e}");
     TargetError::NonFatal
@@ -508,7 +520,7 @@ impl MultiThreadBase for L4Target {
             Reply::Msr(m) => m,
             _ => return Err(TargetError::NonFatal),
         };
-        all.extra = [s.fs.base, s.gs.base, k_gs_base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer];
+        all.extra = sys_regs(&s, k_gs_base);
         Ok(())
     }
 
@@ -524,34 +536,23 @@ impl MultiThreadBase for L4Target {
         // The system registers are written only where gdb changed them (a `G` packet
         // carries every register; rewriting unchanged control registers is not free).
         let mut s = self.sregs(v).map_err(err)?;
-        let before = s;
-        (s.fs.base, s.gs.base) = (all.extra[0], all.extra[1]);
-        (s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer) =
-            (all.extra[3], all.extra[4], all.extra[5], all.extra[6], all.extra[7], all.extra[8]);
-        let sregs_changed = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer]
-            != [
-                before.fs.base,
-                before.gs.base,
-                before.cr0,
-                before.cr2,
-                before.cr3,
-                before.cr4,
-                before.cr8,
-                before.efer,
-            ];
-        if sregs_changed {
+        let k_gs_base = match self.vcpus.request(v, Cmd::GetMsr(MSR_KERNEL_GS_BASE)).map_err(err)? {
+            Reply::Msr(m) => m,
+            _ => return Err(TargetError::NonFatal),
+        };
+        let before = sys_regs(&s, k_gs_base);
+        set_sys_regs(&mut s, &all.extra);
+        if sys_regs(&s, k_gs_base) != before {
             match self.vcpus.request(v, Cmd::SetSregs(Box::new(s))).map_err(err)? {
                 Reply::Done => {}
                 _ => return Err(TargetError::NonFatal),
             }
         }
-        match self.vcpus.request(v, Cmd::GetMsr(MSR_KERNEL_GS_BASE)).map_err(err)? {
-            Reply::Msr(m) if m == all.extra[2] => {}
-            Reply::Msr(_) => match self.vcpus.request(v, Cmd::SetMsr(MSR_KERNEL_GS_BASE, all.extra[2])).map_err(err)? {
+        if all.extra[2] != k_gs_base {
+            match self.vcpus.request(v, Cmd::SetMsr(MSR_KERNEL_GS_BASE, all.extra[2])).map_err(err)? {
                 Reply::Done => {}
                 _ => return Err(TargetError::NonFatal),
-            },
-            _ => return Err(TargetError::NonFatal),
+            }
         }
         match self.vcpus.request(v, Cmd::SetRegs(Box::new(r))).map_err(err)? {
             Reply::Done => Ok(()),
@@ -613,7 +614,8 @@ impl MultiThreadResume for L4Target {
         } else {
             // Step only the stepping vCPUs; the others stay parked (scheduler locking).
             let step = self.stepping.clone();
-            for &v in &step {
+            // A step over hlt runs with TF clear: it has no trap flag to leak.
+            for &v in step.iter().filter(|&&v| !self.hlt_step.is_some_and(|(h, _)| h == v)) {
                 let (r, s) = (self.regs(v)?, self.sregs(v)?);
                 let from = StepFrom { rip: r.rip, rsp: r.rsp, rflags: r.rflags, cs: s.cs.selector, ss: s.ss.selector };
                 self.step_from.insert(v, from);
