@@ -5,6 +5,7 @@ use super::PHYS_OFFSET;
 use crate::arch::x86_64::entry::{SPURIOUS_VECTOR, TIMER_VECTOR};
 
 const BASE: u64 = PHYS_OFFSET + 0xfee0_0000;
+const TPR: u64 = 0x80;
 const EOI: u64 = 0xb0;
 const SVR: u64 = 0xf0;
 const LVT_TIMER: u64 = 0x320;
@@ -34,6 +35,13 @@ pub fn start_timer(ticks: u32) {
 /// Acknowledges the interrupt being handled.
 pub fn eoi() {
     write(EOI, 0);
+}
+
+/// Holds back (`true`) or lets through the timer's priority class with the task-priority
+/// register: unlike the LVT mask, this also keeps a tick that is already pending in the
+/// IRR from being delivered. IPIs are in a higher class and still arrive.
+pub fn hold_timer(held: bool) {
+    write(TPR, if held { (TIMER_VECTOR as u32) & 0xf0 } else { 0 });
 }
 
 /// Masks (`true`) or unmasks the timer interrupt, keeping its vector and mode.

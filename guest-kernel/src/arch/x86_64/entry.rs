@@ -20,7 +20,10 @@ pub const SYSCALL_VECTOR: u64 = 0x80;
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u64 = 0x20;
 /// The inter-processor interrupt: wake up, look at the run queue, flush the TLB if asked.
-pub const IPI_VECTOR: u64 = 0x21;
+/// In a higher priority class (0x3x) than the timer (0x2x), so that raising the task
+/// priority to hold the timer back (`apic::hold_timer`) never holds back an IPI another
+/// CPU may be waiting for.
+pub const IPI_VECTOR: u64 = 0x30;
 /// The local APIC's spurious vector.
 pub const SPURIOUS_VECTOR: u64 = 0xff;
 
@@ -113,7 +116,7 @@ isr_\n:
     ISR_ERR 30
     ISR_NOERR 31
     ISR_NOERR 32
-    ISR_NOERR 33
+    ISR_NOERR 48
     ISR_NOERR 255
 
 isr_common:
@@ -198,7 +201,7 @@ isr_table:
 extern "C" {
     static isr_table: [u64; 33];
     static isr_255: u8;
-    static isr_33: u8;
+    static isr_48: u8;
     static syscall_entry: u8;
     /// Restores the registers in `frame` and returns to user mode.
     pub fn return_to_user(frame: *const l4_kernel::kernel::UserRegs) -> !;
@@ -243,7 +246,7 @@ pub fn init() {
             let ist = if v == 2 || v == 8 { 1 } else { 0 };
             (*idt)[v] = gate(h, v == 3, ist);
         }
-        (*idt)[IPI_VECTOR as usize] = gate(core::ptr::addr_of!(isr_33) as u64, false, 0);
+        (*idt)[IPI_VECTOR as usize] = gate(core::ptr::addr_of!(isr_48) as u64, false, 0);
         let spurious = gate(core::ptr::addr_of!(isr_255) as u64, false, 0);
         (*idt)[SPURIOUS_VECTOR as usize] = spurious;
         // The remapped, masked legacy PICs can still raise spurious IRQs 7 and 15.

@@ -77,15 +77,19 @@ impl Platform for Machine {
         super::exit(code);
     }
     fn trace(&mut self, op: u64) -> u64 {
-        // The timer is masked while counting, so that a count covers the measured path and
-        // nothing else (the same count on every run), however slowly single-stepping runs.
+        // The timer is masked and held back while counting, so that a count covers the
+        // measured path and nothing else (the same count on every run), however slowly
+        // single-stepping runs: the mask stops new ticks, the task priority one already
+        // pending (it used to be delivered at the window's first user instruction).
         match op {
             0 => {
                 super::apic::mask_timer(true);
+                super::apic::hold_timer(true);
                 port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountStart as u8);
             }
             1 => {
                 port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountStop as u8);
+                super::apic::hold_timer(false);
                 super::apic::mask_timer(false);
             }
             _ => return u64::from(port::inl(l4_abi::port::MARKER)),
