@@ -134,9 +134,8 @@ pub fn irq_mask() -> ! {
 pub static STEPS_MARK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// One of each instruction kind a kernel developer steps over, for the gdb tests: `cpuid`,
-/// `rdmsr`/`wrmsr`, a CR3 reload, a faulting `ud2` (the #UD handler skips it, see
-/// [`steps_fault_fixup`]), `sti; hlt` woken by the timer, and the exit device's `out`
-/// (exit 0).
+/// `rdmsr`/`wrmsr`, a CR3 reload, `sti; hlt` woken by the timer, a faulting `ud2` (the #UD
+/// handler skips it, see [`steps_fault_fixup`]), and the exit device's `out` (exit 0).
 pub fn steps() -> ! {
     super::start_timer();
     STEPS_MARK.store(1, core::sync::atomic::Ordering::SeqCst);
@@ -172,12 +171,18 @@ core::arch::global_asm!(
     "wrmsr",
     "mov rax, cr3",
     "mov cr3, rax",
+    "sti",
+    ".global ktest_steps_hlt",
+    "ktest_steps_hlt:",
+    "hlt",
+    "cli",
+    // Last: where a step over a fault runs the whole handler (hardware KVM), it ends in
+    // the nops, not past the other instructions.
     ".global ktest_steps_ud2",
     "ktest_steps_ud2:",
     "ud2",
-    "sti",
-    "hlt",
-    "cli",
+    "nop",
+    "nop",
     "ret",
     ".cfi_endproc",
     ".size ktest_steps_body, . - ktest_steps_body",
