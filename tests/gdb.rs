@@ -15,10 +15,16 @@ fn free_port() -> u16 {
 
 /// Starts l4vmm with the stub on a fresh port, waits until it listens.
 fn start(dir: &TempDir, cmdline: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+    start_logging(dir, cmdline, "info")
+}
+
+/// `start`, with l4vmm's log at `level` (RUST_LOG) in `dir`/l4vmm.stderr.
+fn start_logging(dir: &TempDir, cmdline: &str, level: &str) -> (std::process::Child, u16, std::path::PathBuf) {
     require_kvm();
     let port = free_port();
     let err = dir.0.join("l4vmm.stderr");
     let child = Command::new(l4vmm_path())
+        .env("RUST_LOG", level)
         .args(["--gdb", &format!("tcp:127.0.0.1:{port}"), "--gdb-wait", "--timeout", "60", "--cmdline", cmdline])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.0.join("l4vmm.stdout")).unwrap())
@@ -911,4 +917,46 @@ fn stepping_the_return_to_user_mode() {
     }
     assert!(out.contains("exited normally"), "the boot finished:\n{out}");
     assert_eq!(wait_exit(child), 0);
+}
+
+/// A step over `hlt` with interrupts off (`ktest=hang`: `cli; 1: hlt; jmp 1b`) cannot
+/// end: Ctrl-C ends it, gdb is told SIGINT (no made-up trap), and the session goes on.
+#[test]
+fn ctrl_c_ends_a_step_over_hlt_with_interrupts_off() {
+    let dir = TempDir::new("gdbhang");
+    let (child, port, err) = start_logging(&dir, "ktest=hang", "debug");
+    // After the first Ctrl-C the vCPU is at its hlt or at the jmp right after it; the step
+    // starts at the hlt either way (PVM's emulator would run a stepped jmp and the hlt
+    // it lands on as one step).
+    let script = dir.file(
+        "hang.gdb",
+        format!(
+            "set pagination off\nset confirm off\ntarget remote 127.0.0.1:{port}\ncontinue\nset language c\n\
+             if *(unsigned char *)$pc != 0xf4\n  set $pc = $pc - 1\nend\nx/i $pc\nstepi\ninfo registers rip\nkill\n"
+        )
+        .as_bytes(),
+    );
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-batch", "-nx"]).arg(kernel_elf()).arg("-x").arg(&script);
+    let g = spawn(cmd);
+    let wait_for = |path: &std::path::Path, what: &str| {
+        let start = Instant::now();
+        while !std::fs::read_to_string(path).unwrap_or_default().contains(what) {
+            assert!(start.elapsed() < Duration::from_secs(60), "never saw {what:?} in {}", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for(&dir.0.join("l4vmm.stdout"), "l4: ktest=hang");
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(g.id() as i32, libc::SIGINT) }, 0);
+    wait_for(&err, "steps over hlt");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(g.id() as i32, libc::SIGINT) }, 0);
+    let r = finish(g, Duration::from_secs(60));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains(":\thlt"), "the step starts at the hlt:\n{out}");
+    assert_eq!(out.matches("received signal SIGINT").count(), 2, "both Ctrl-Cs stop the guest:\n{out}");
+    assert!(!out.contains("SIGTRAP"), "the interrupted step is not reported as done:\n{out}");
+    assert_eq!(rips(&out).len(), 1, "the session goes on:\n{out}");
+    assert_eq!(wait_exit(child), 69);
 }

@@ -387,12 +387,14 @@ impl L4Target {
     /// the next `continue` (it executes one instruction and then never returns from
     /// KVM_RUN: docs/DEBUGGING.md). Without a free slot the plain step is used.
     fn step_over_hlt(&mut self, v: usize) -> Result<(), String> {
-        if self.hw_supported != Some(true) {
-            return Ok(());
-        }
         let (mode, r) = (self.paging(v)?, self.regs(v)?);
         let mut op = [0u8; 1];
         if mode.read_virt(&self.memory, r.rip, &mut op) != 1 || op[0] != 0xf4 {
+            return Ok(());
+        }
+        // Such a step ends only with an interrupt, or with gdb's Ctrl-C.
+        log::debug!("gdb: vCPU {v} steps over hlt at {:#x}", r.rip);
+        if self.hw_supported != Some(true) {
             return Ok(());
         }
         let slot = Slot { addr: r.rip + 1, kind: SlotKind::Exec { from_sw: false } };
