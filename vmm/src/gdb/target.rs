@@ -280,8 +280,17 @@ impl L4Target {
         }
     }
 
-    /// gdb left: remove every breakpoint, switch guest debugging off, run on.
+    /// gdb left: remove every breakpoint, switch guest debugging off, run on. gdb may have
+    /// left while the guest ran (a dropped connection): every vCPU is parked first, since
+    /// memory slots must not change under a running vCPU (the page-trap slots are taken
+    /// out and put back) and only a parked vCPU takes new guest-debug settings.
     pub fn detach(&mut self) {
+        for e in self.vcpus.pause_all() {
+            if let EventKind::Ended(code) = e.kind {
+                self.ended = Some(code);
+            }
+        }
+        self.end_hlt_step();
         let planted: Vec<(u64, u8)> = self.sw.drain().map(|(_, v)| v).collect();
         for (pa, old) in planted {
             let _ = self.memory.write_obj(old, GuestAddress(pa));
