@@ -63,6 +63,11 @@ fn artifacts() -> Result<HashMap<(String, String), PathBuf>, String> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str()) else { continue };
         let kind = v["target"]["kind"][0].as_str().unwrap_or("").to_string();
+        // A binary comes twice: itself and its unit-test harness (profile.test), in an
+        // order that depends on what cargo had to rebuild. The suites run the binary.
+        if kind == "bin" && v["profile"]["test"].as_bool() != Some(false) {
+            continue;
+        }
         found.insert((kind, name.to_string()), PathBuf::from(exe));
     }
     Ok(found)
