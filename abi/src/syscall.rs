@@ -53,15 +53,18 @@ pub enum Sysno {
     MemMap = 10,
     /// `(boot file slot, priority, fault endpoint slot, parent slot, arg, arg2) -> task
     /// slot`: load an ELF boot file into a new task and start its first thread with
-    /// `rdi = arg`, `rsi = arg2`.
+    /// `rdi = arg`, `rsi = arg2`. Needs SEND on the boot file and on the fault endpoint;
+    /// the parent capability is copied into the new task's slot 0. The new task's
+    /// capability has every right.
     TaskSpawn = 11,
-    /// `(task slot, my slot) -> their slot`: copy a capability into another task.
+    /// `(task slot, my slot) -> their slot`: copy a capability into another task. Needs
+    /// GRANT on the task capability; any capability can be copied (with its rights).
     CapGrant = 12,
     /// `() -> (free frames, used frames)`.
     FrameStats = 13,
-    /// `(task slot)`: end a task.
+    /// `(task slot)`: end a task. Needs CONTROL.
     TaskKill = 14,
-    /// `(machine slot, code)`: end the virtual machine with an exit code.
+    /// `(machine slot, code)`: end the virtual machine with an exit code. Needs CONTROL.
     MachineExit = 15,
     /// `(va, pages)`: unmap and free memory from the caller's address space.
     MemUnmap = 16,
@@ -90,7 +93,7 @@ pub enum Sysno {
     SendNB = 25,
     /// Like `Recv`, but fails with `WouldBlock` instead of waiting for a sender.
     RecvNB = 26,
-    /// `(task slot, cpu)`: run the task's threads on that CPU.
+    /// `(task slot, cpu)`: run the task's threads on that CPU. Needs CONTROL.
     SetAffinity = 27,
     /// `(entries, data pages) -> (client ring slot, memory slot, server ring slot)`: a ring
     /// channel (see [`crate::ring`]), the memory object holding it (full rights), a client
@@ -251,10 +254,12 @@ pub mod rights {
     pub const SEND: u64 = 1 << 0;
     /// May receive on an endpoint / write memory.
     pub const RECV: u64 = 1 << 1;
-    /// May transfer capabilities with messages.
+    /// May transfer capabilities with messages (on an endpoint), into a task (on a task).
     pub const GRANT: u64 = 1 << 2;
+    /// May control the object: kill a task or place its threads, end the machine.
+    pub const CONTROL: u64 = 1 << 3;
     /// Everything.
-    pub const ALL: u64 = SEND | RECV | GRANT;
+    pub const ALL: u64 = SEND | RECV | GRANT | CONTROL;
 }
 
 /// The message descriptor in `rsi`: label, word count, an optional capability and

@@ -16,9 +16,9 @@
 
 use l4_abi::bootinfo;
 use l4_abi::layout::{BOOTINFO_VA, IPC_BUFFER_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
-use l4_abi::syscall::{rights, Error, Sysno, ENTRY_VA};
+use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, ENTRY_VA, RING_SERVER};
 
-use crate::cap::{Cap, CapTable, Object};
+use crate::cap::{Cap, CapTable, Kind, Object};
 use crate::elf;
 use crate::mm::frames::{Frames, Range};
 use crate::mm::umem::USlice;
@@ -969,8 +969,7 @@ impl Kernel {
             Sysno::RingCreate => self.ring_create(p, c, ti, r.rdi, r.rsi),
             Sysno::RingEnter => return self.ring_enter(p, c, ti, r.rdi, r.rdx, r.r10),
             Sysno::SetAffinity => (|| {
-                let cap = self.tasks[ti].caps.get(r.rdi)?;
-                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
+                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::CONTROL)?;
                 let cpu = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
                 if cpu >= self.cpus {
                     return Err(Error::BadArgument);
@@ -1003,7 +1002,7 @@ impl Kernel {
             })(),
             Sysno::CapDerive => (|| {
                 let slot = self.tasks[ti].caps.derive(r.rdi, r.rsi, r.rdx)?;
-                let cap = self.tasks[ti].caps.get(slot as u64)?;
+                let cap = self.tasks[ti].caps.to_copy(slot as u64)?;
                 self.add_ref(cap);
                 self.threads[c].regs.rdi = slot as u64;
                 Ok(())
@@ -1047,9 +1046,8 @@ impl Kernel {
             Sysno::MemUnmap => self.mem_unmap(p, ti, r.rdi, r.rsi),
             Sysno::TaskSpawn => self.task_spawn(p, c, ti, r),
             Sysno::CapGrant => (|| {
-                let cap = self.tasks[ti].caps.get(r.rdi)?;
-                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
-                let give = self.tasks[ti].caps.get(r.rsi)?;
+                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::GRANT)?;
+                let give = self.tasks[ti].caps.to_copy(r.rsi)?;
                 let slot = self.tasks[target as usize].caps.insert(give)?;
                 self.add_ref(give);
                 self.threads[c].regs.rdi = slot as u64;
@@ -1066,8 +1064,7 @@ impl Kernel {
                 Ok(())
             }
             Sysno::TaskKill => (|| {
-                let cap = self.tasks[ti].caps.get(r.rdi)?;
-                let Object::Task(target) = cap.object else { return Err(Error::WrongType) };
+                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::CONTROL)?;
                 if target as usize == ti {
                     return Err(Error::BadArgument);
                 }
@@ -1075,10 +1072,7 @@ impl Kernel {
                 Ok(())
             })(),
             Sysno::MachineExit => (|| {
-                let cap = self.tasks[ti].caps.get(r.rdi)?;
-                if cap.object != Object::Machine {
-                    return Err(Error::WrongType);
-                }
+                self.tasks[ti].caps.lookup(r.rdi, Kind::Machine, rights::CONTROL)?;
                 let code = u8::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
                 self.exit_code = Some(code);
                 p.machine_exit(code);
@@ -1087,19 +1081,14 @@ impl Kernel {
         })
     }
 
-    fn notification(&self, ti: usize, slot: u64, need: u64) -> Result<usize, Error> {
-        let cap = self.tasks[ti].caps.get(slot)?;
-        let Object::Notification(n) = cap.object else { return Err(Error::WrongType) };
-        if cap.rights & need != need {
-            return Err(Error::NoRights);
-        }
-        Ok(n as usize)
+    fn notification(&self, ti: usize, slot: u64, need: u64) -> Result<(usize, Cap), Error> {
+        let (n, cap) = self.tasks[ti].caps.lookup(slot, Kind::Notification, need)?;
+        Ok((n as usize, cap))
     }
 
     /// Sets `bits` (the capability's badge too, if it has one); wakes the waiter.
     fn signal(&mut self, ti: usize, slot: u64, bits: u64) -> Result<(), Error> {
-        let n = self.notification(ti, slot, rights::SEND)?;
-        let badge = self.tasks[ti].caps.get(slot)?.badge;
+        let (n, Cap { badge, .. }) = self.notification(ti, slot, rights::SEND)?;
         let nt = &mut self.notifications[n];
         nt.bits |= bits | badge;
         if nt.waiter != NONE && nt.bits != 0 {
@@ -1116,7 +1105,7 @@ impl Kernel {
     /// Takes the bits, or blocks until there are some. One waiter per notification.
     fn wait(&mut self, c: usize, ti: usize, slot: u64) -> Option<Result<(), Error>> {
         let n = match self.notification(ti, slot, rights::RECV) {
-            Ok(n) => n,
+            Ok((n, _)) => n,
             Err(e) => return Some(Err(e)),
         };
         let nt = &mut self.notifications[n];
@@ -1193,33 +1182,85 @@ impl Kernel {
     fn task_spawn<P: Platform>(&mut self, p: &mut P, c: usize, ti: usize, r: &UserRegs) -> Result<(), Error> {
         // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot,
         // r8, r9: the first thread's rdi and rsi
-        let file = self.tasks[ti].caps.get(r.rdi)?;
-        let Object::BootFile(f) = file.object else { return Err(Error::WrongType) };
-        let (fault_ep, fault_cap) = self.tasks[ti].caps.endpoint(r.rdx, rights::SEND)?;
-        let parent = self.tasks[ti].caps.get(r.r10)?;
+        let (f, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::BootFile, rights::SEND)?;
+        let (fault_ep, fault_cap) = self.tasks[ti].caps.lookup(r.rdx, Kind::Endpoint, rights::SEND)?;
+        let parent = self.tasks[ti].caps.to_copy(r.r10)?;
         let prio = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
         if prio > self.threads[c].prio as usize {
             return Err(Error::BadArgument); // no priority above the spawner's
         }
+        // Where the new task's capability goes, found before anything is created.
+        let slot = self.tasks[ti].caps.free_slot()?;
         let (nt, nth) = self.spawn(p, f as usize, prio)?;
         self.threads[nth].regs.rdi = r.r8;
         self.threads[nth].regs.rsi = r.r9;
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
         // The thread's fault endpoint stays alive as long as the thread: count it.
         self.endpoints[fault_ep as usize].refs += 1;
-        self.tasks[nt].caps.set(bootinfo::PARENT_SLOT, parent)?;
-        self.add_ref(parent);
-        let slot = match self.tasks[ti].caps.insert(Cap::new(Object::Task(nt as u16), rights::ALL)) {
-            Ok(s) => s,
-            Err(e) => {
-                self.kill_task(p, nt);
-                return Err(e);
-            }
-        };
+        // Neither can fail (a fresh table, a free slot); if one did, the task goes whole.
+        let placed = self.tasks[nt].caps.set(bootinfo::PARENT_SLOT, parent).and_then(|()| {
+            self.add_ref(parent);
+            self.tasks[ti].caps.set(slot, Cap::new(Object::Task(nt as u16), rights::ALL))
+        });
+        if let Err(e) = placed {
+            self.kill_task(p, nt);
+            return Err(e);
+        }
         self.threads[c].regs.rdi = slot as u64;
         Ok(())
     }
 }
+
+/// A capability argument of a system call: which register holds its slot, the kind of
+/// object it must name and the rights it must have (`when`: under which other arguments).
+/// The handlers look each one up with exactly this (`CapTable::lookup`); the host tests
+/// try every row with each right missing and with each wrong kind, and check that
+/// docs/ARCHITECTURE.md's table says the same.
+#[derive(Clone, Copy, Debug)]
+pub struct CapArg {
+    pub call: Sysno,
+    /// 0 rdi, 1 rsi, 2 rdx, 3 r10.
+    pub arg: usize,
+    pub kind: Kind,
+    pub needs: u64,
+    /// Another argument (register index as `arg`, value) that makes the call need this,
+    /// or `None` always.
+    pub when: Option<(usize, u64)>,
+}
+
+const fn cap_arg(call: Sysno, arg: usize, kind: Kind, needs: u64) -> CapArg {
+    CapArg { call, arg, kind, needs, when: None }
+}
+
+/// Every capability a system call looks up (CapDerive, CapDelete, CapGrant's second
+/// and TaskSpawn's parent capability are only copied or deleted: any capability will do).
+pub const CAP_ARGS: &[CapArg] = &[
+    cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND),
+    CapArg {
+        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
+        ..cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
+    },
+    cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND),
+    CapArg {
+        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
+        ..cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
+    },
+    cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND),
+    cap_arg(Sysno::Recv, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::RecvNB, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::ReplyRecv, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::Signal, 0, Kind::Notification, rights::SEND),
+    cap_arg(Sysno::Wait, 0, Kind::Notification, rights::RECV),
+    cap_arg(Sysno::MemMapObj, 0, Kind::Memory, rights::SEND),
+    cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::SEND),
+    CapArg { when: Some((3, RING_SERVER)), ..cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::RECV) },
+    cap_arg(Sysno::TaskSpawn, 0, Kind::BootFile, rights::SEND),
+    cap_arg(Sysno::TaskSpawn, 2, Kind::Endpoint, rights::SEND),
+    cap_arg(Sysno::CapGrant, 0, Kind::Task, rights::GRANT),
+    cap_arg(Sysno::TaskKill, 0, Kind::Task, rights::CONTROL),
+    cap_arg(Sysno::SetAffinity, 0, Kind::Task, rights::CONTROL),
+    cap_arg(Sysno::MachineExit, 0, Kind::Machine, rights::CONTROL),
+];
 
 impl Default for Kernel {
     fn default() -> Self {

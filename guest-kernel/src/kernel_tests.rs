@@ -134,7 +134,7 @@ fn call_direct_switches_to_the_waiting_receiver_and_reply_recv_back() {
     sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
     assert_eq!(result(&k, server), None);
     let srv_slot = k.threads[server].regs.rdi;
-    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.get(srv_slot).unwrap().object else {
+    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.to_copy(srv_slot).unwrap().object else {
         panic!()
     };
     let cli_slot = give_ep(&mut k, client, ep, rights::SEND, 77);
@@ -193,7 +193,7 @@ fn capabilities_travel_with_messages_only_with_grant() {
     sys(&mut k, &mut p, a, Sysno::Send, a_grant, MsgInfo::new(1, 0).with_cap(a_own).0, &[]);
     let got = MsgInfo(k.threads[b].regs.rsi).cap().expect("a capability arrived");
     let bt = k.threads[b].task as usize;
-    assert_eq!(k.tasks[bt].caps.get(got as u64).unwrap().object, Object::Endpoint(1));
+    assert_eq!(k.tasks[bt].caps.to_copy(got as u64).unwrap().object, Object::Endpoint(1));
     assert_eq!(k.endpoints[1].refs, 2, "the copy counts");
 }
 
@@ -511,7 +511,7 @@ fn memory_objects_are_shared_both_ways_and_freed_with_the_last_owner() {
     sys(&mut k, &mut p, a, Sysno::MemMapObj, slot, BUF, &[]);
     assert_eq!(result(&k, a), None);
     // Give b a copy of the capability and map it there too.
-    let cap = k.tasks[k.threads[a].task as usize].caps.get(slot).unwrap();
+    let cap = k.tasks[k.threads[a].task as usize].caps.to_copy(slot).unwrap();
     k.add_ref(cap);
     let bslot = k.tasks[k.threads[b].task as usize].caps.insert(cap).unwrap() as u64;
     sys(&mut k, &mut p, b, Sysno::MemMapObj, bslot, WIN, &[]);
@@ -583,7 +583,7 @@ fn ring_enter_waits_wakes_refuses_garbage_and_reports_a_dead_client() {
     let scap = k.tasks[ct].caps.take(sslot).unwrap();
     let st = k.threads[server].task as usize;
     let sslot = k.tasks[st].caps.insert(scap).unwrap() as u64;
-    let Object::Memory(m) = k.tasks[ct].caps.get(mslot).unwrap().object else { panic!() };
+    let Object::Memory(m) = k.tasks[ct].caps.to_copy(mslot).unwrap().object else { panic!() };
     let f = k.memobj_page(&p, m as usize, 0);
     let rd = |p: &FakePlatform, off: usize| {
         let mut b = [0u8; 4];
@@ -720,7 +720,7 @@ fn callers_of_a_server_that_dies_get_partner_gone_at_once_and_ever_after() {
     let (server, a, b) = (th[0], th[1], th[2]);
     sys(&mut k, &mut p, server, Sysno::EndpointCreate, 0, 0, &[]);
     let srv_slot = k.threads[server].regs.rdi;
-    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.get(srv_slot).unwrap().object else {
+    let Object::Endpoint(ep) = k.tasks[k.threads[server].task as usize].caps.to_copy(srv_slot).unwrap().object else {
         panic!()
     };
     let a_slot = give_ep(&mut k, a, ep, rights::SEND, 1);
@@ -904,4 +904,137 @@ fn pages_sent_within_one_address_space_may_not_come_from_the_receive_window() {
     sys(&mut k, &mut p, main, Sysno::SendNB, ep, info, &[0, 0, 0, 0, 0, 0, win + 16 * 4096, 4096]);
     assert_eq!(result(&k, main), None);
     assert_eq!(k.frames.used(), used + 1, "moved, not copied");
+}
+
+/// One full-rights capability of every kind in the task of thread `t`: (kind, slot).
+fn one_of_each(k: &mut Kernel, p: &mut FakePlatform, t: usize, other_task: usize) -> Vec<(Kind, u64)> {
+    let ti = k.threads[t].task as usize;
+    let mut slots = Vec::new();
+    for (kind, call, arg) in [
+        (Kind::Endpoint, Sysno::EndpointCreate, 0),
+        (Kind::Notification, Sysno::NotifyCreate, 0),
+        (Kind::Memory, Sysno::MemCreate, 1),
+    ] {
+        sys(k, p, t, call, arg, 0, &[]);
+        assert_eq!(result(k, t), None, "{call:?}");
+        slots.push((kind, k.threads[t].regs.rdi));
+    }
+    // A ring's own capabilities are client (SEND) or server (RECV): one with both.
+    sys(k, p, t, Sysno::RingCreate, 4, 0, &[]);
+    assert_eq!(result(k, t), None);
+    let ring = Cap { rights: rights::ALL, ..k.tasks[ti].caps.to_copy(k.threads[t].regs.rdi).unwrap() };
+    k.add_ref(ring);
+    slots.push((Kind::Ring, k.tasks[ti].caps.insert(ring).unwrap() as u64));
+    for (kind, object) in [
+        (Kind::Task, Object::Task(k.threads[other_task].task)),
+        (Kind::BootFile, Object::BootFile(0)),
+        (Kind::Machine, Object::Machine),
+    ] {
+        slots.push((kind, k.tasks[ti].caps.insert(Cap::new(object, rights::ALL)).unwrap() as u64));
+    }
+    slots
+}
+
+/// What a failed call must leave as it was: the caller's capabilities, the frames in use,
+/// the live tasks, and whether the machine was told to exit.
+fn snapshot(k: &Kernel, p: &FakePlatform, t: usize) -> (Vec<(usize, Cap)>, u64, usize, Option<u8>) {
+    let ti = k.threads[t].task as usize;
+    (k.tasks[ti].caps.iter().collect(), k.frames.used(), k.tasks.iter().filter(|t| t.alive).count(), p.exited)
+}
+
+#[test]
+fn every_capability_argument_needs_its_kind_and_each_of_its_rights() {
+    for row in CAP_ARGS {
+        // Each case on a fresh kernel: a success may kill, spawn or end the machine.
+        let case = |take: &dyn Fn(&mut Kernel, &[(Kind, u64)], u64) -> u64| {
+            let (mut k, mut p, t) = setup(2);
+            let slots = one_of_each(&mut k, &mut p, t[0], t[1]);
+            let full = |kind: Kind| slots.iter().find(|s| s.0 == kind).unwrap().1;
+            let mut args = [0u64; 4];
+            // The call's other capability arguments: full rights, right kind.
+            for other in CAP_ARGS.iter().filter(|o| o.call == row.call && o.arg != row.arg && o.when.is_none()) {
+                args[other.arg] = full(other.kind);
+            }
+            if let Some((i, v)) = row.when {
+                args[i] = v;
+            }
+            args[row.arg] = take(&mut k, &slots, full(row.kind));
+            let before = snapshot(&k, &p, t[0]);
+            sys(&mut k, &mut p, t[0], row.call, args[0], args[1], &[args[2], args[3]]);
+            (result(&k, t[0]), before, snapshot(&k, &p, t[0]))
+        };
+        let ti = |k: &Kernel| k.threads[k.current().unwrap_or(0)].task as usize;
+        for right in
+            [rights::SEND, rights::RECV, rights::GRANT, rights::CONTROL].into_iter().filter(|r| row.needs & r != 0)
+        {
+            let (r, before, after) = case(&|k, _, full| {
+                let t = ti(k);
+                k.tasks[t].caps.derive(full, rights::ALL & !right, 0).unwrap() as u64
+            });
+            assert_eq!(r, Some(Error::NoRights), "{row:?} without right {right:#x}");
+            assert_eq!(before, after, "{row:?} without right {right:#x} changed something");
+        }
+        for kind in Kind::ALL.into_iter().filter(|&k| k != row.kind) {
+            let (r, before, after) = case(&|_, slots, _| slots.iter().find(|s| s.0 == kind).unwrap().1);
+            assert_eq!(r, Some(Error::WrongType), "{row:?} given a {kind:?}");
+            assert_eq!(before, after, "{row:?} given a {kind:?} changed something");
+        }
+        // Exactly the rights named are enough.
+        let (r, _, _) = case(&|k, _, full| {
+            let t = ti(k);
+            k.tasks[t].caps.derive(full, row.needs, 0).unwrap() as u64
+        });
+        assert!(
+            !matches!(r, Some(Error::NoRights | Error::WrongType | Error::InvalidCap)),
+            "{row:?} with exactly its rights: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn the_architecture_document_lists_every_capability_argument() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ARCHITECTURE.md")).unwrap();
+    let header = "| call | capability argument | kind | rights needed |";
+    let rows: Vec<Vec<String>> = doc
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let call = cells[0].split('`').nth(1).unwrap_or("?").to_string();
+            vec![call, cells[1].trim_matches('`').to_string(), cells[2].to_string(), cells[3].to_string()]
+        })
+        .collect();
+    let mut want: Vec<Vec<String>> = CAP_ARGS
+        .iter()
+        .map(|a| {
+            let kind = match a.kind {
+                Kind::Endpoint => "endpoint",
+                Kind::Notification => "notification",
+                Kind::Task => "task",
+                Kind::BootFile => "boot file",
+                Kind::Memory => "memory",
+                Kind::Ring => "ring",
+                Kind::Machine => "machine",
+            };
+            let names = [
+                (rights::SEND, "SEND"),
+                (rights::RECV, "RECV"),
+                (rights::GRANT, "GRANT"),
+                (rights::CONTROL, "CONTROL"),
+            ];
+            let needs: Vec<&str> = names.iter().filter(|(r, _)| a.needs & r != 0).map(|(_, n)| *n).collect();
+            vec![
+                format!("{:?}", a.call),
+                ["rdi", "rsi", "rdx", "r10"][a.arg].to_string(),
+                kind.to_string(),
+                needs.join(", "),
+            ]
+        })
+        .collect();
+    let mut got = rows.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "docs/ARCHITECTURE.md's capability table and kernel::CAP_ARGS differ");
 }

@@ -2,7 +2,10 @@
 //!
 //! Invariants: a slot is either empty or names a live object (the kernel drops every cap to
 //! an object before freeing it); a derived cap never has more rights than its source; a
-//! badge, once set, cannot be changed by deriving; every lookup checks type and rights.
+//! badge, once set, cannot be changed by deriving. A system call reaches an object through
+//! a capability only by [`CapTable::lookup`], which names the object's kind and the rights
+//! the call needs (docs/ARCHITECTURE.md has the table); [`CapTable::to_copy`] hands out a
+//! capability only to be copied (derive, grant, transfer), never to reach its object.
 
 use l4_abi::syscall::{rights, Error};
 
@@ -28,6 +31,41 @@ pub enum Object {
     Ring(u16),
     /// The right to end the virtual machine.
     Machine,
+}
+
+/// The kind of object a lookup asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Endpoint,
+    Notification,
+    Task,
+    BootFile,
+    Memory,
+    Ring,
+    Machine,
+}
+
+impl Kind {
+    /// Every kind, for tests that try each.
+    pub const ALL: [Kind; 7] =
+        [Kind::Endpoint, Kind::Notification, Kind::Task, Kind::BootFile, Kind::Memory, Kind::Ring, Kind::Machine];
+}
+
+impl Object {
+    /// The object's kind and its index in that kind's table (0 for the machine).
+    #[inline(always)]
+    pub const fn kind(self) -> Option<(Kind, u16)> {
+        Some(match self {
+            Object::Null => return None,
+            Object::Endpoint(i) => (Kind::Endpoint, i),
+            Object::Notification(i) => (Kind::Notification, i),
+            Object::Task(i) => (Kind::Task, i),
+            Object::BootFile(i) => (Kind::BootFile, i),
+            Object::Memory(i) => (Kind::Memory, i),
+            Object::Ring(i) => (Kind::Ring, i),
+            Object::Machine => (Kind::Machine, 0),
+        })
+    }
 }
 
 /// A capability.
@@ -63,7 +101,7 @@ impl CapTable {
 
     /// The cap in `slot`, if any.
     #[inline(always)]
-    pub fn get(&self, slot: u64) -> Result<Cap, Error> {
+    fn get(&self, slot: u64) -> Result<Cap, Error> {
         let c = *self.slots.get(usize::try_from(slot).map_err(|_| Error::InvalidCap)?).ok_or(Error::InvalidCap)?;
         if c.object == Object::Null {
             return Err(Error::InvalidCap);
@@ -71,14 +109,37 @@ impl CapTable {
         Ok(c)
     }
 
-    /// The endpoint in `slot`, checking that the cap has `need` rights.
-    pub fn endpoint(&self, slot: u64, need: u64) -> Result<(u16, Cap), Error> {
-        let c = self.get(slot)?;
-        let Object::Endpoint(ep) = c.object else { return Err(Error::WrongType) };
+    /// The object of `kind` that the cap in `slot` names, and the cap, if the cap has
+    /// every right in `need`: the one way a system call reaches an object through a
+    /// capability. Errors, checked in this order: `InvalidCap` (no such slot, or empty),
+    /// `WrongType`, `NoRights`.
+    #[inline(always)]
+    pub fn lookup(&self, slot: u64, kind: Kind, need: u64) -> Result<(u16, Cap), Error> {
+        let c = self.slots.get(usize::try_from(slot).map_err(|_| Error::InvalidCap)?).ok_or(Error::InvalidCap)?;
+        // Pairs, not `Object::kind`: with `kind` a constant this is one compare.
+        let i = match (kind, c.object) {
+            (_, Object::Null) => return Err(Error::InvalidCap),
+            (Kind::Endpoint, Object::Endpoint(i))
+            | (Kind::Notification, Object::Notification(i))
+            | (Kind::Task, Object::Task(i))
+            | (Kind::BootFile, Object::BootFile(i))
+            | (Kind::Memory, Object::Memory(i))
+            | (Kind::Ring, Object::Ring(i)) => i,
+            (Kind::Machine, Object::Machine) => 0,
+            _ => return Err(Error::WrongType),
+        };
         if c.rights & need != need {
             return Err(Error::NoRights);
         }
-        Ok((ep, c))
+        Ok((i, *c))
+    }
+
+    /// The cap in `slot`, to be copied somewhere (derived, granted, sent along a message
+    /// whose channel carries GRANT): what the copy may do is the cap's own rights, so
+    /// copying needs none on it; the copy reaches nothing until it is looked up.
+    #[inline(always)]
+    pub fn to_copy(&self, slot: u64) -> Result<Cap, Error> {
+        self.get(slot)
     }
 
     /// Puts `cap` in `slot` (which must be empty).
@@ -91,11 +152,16 @@ impl CapTable {
         Ok(())
     }
 
+    /// The lowest free slot (what [`CapTable::insert`] would fill).
+    pub fn free_slot(&self) -> Result<u8, Error> {
+        Ok(self.slots.iter().position(|s| s.object == Object::Null).ok_or(Error::NoSlots)? as u8)
+    }
+
     /// Puts `cap` in the lowest free slot.
     pub fn insert(&mut self, cap: Cap) -> Result<u8, Error> {
-        let i = self.slots.iter().position(|s| s.object == Object::Null).ok_or(Error::NoSlots)?;
-        self.slots[i] = cap;
-        Ok(i as u8)
+        let i = self.free_slot()?;
+        self.slots[i as usize] = cap;
+        Ok(i)
     }
 
     /// A copy of `slot` with `mask` rights at most and, if the source has none, `badge`.
@@ -149,8 +215,8 @@ mod tests {
         assert_eq!(t.derive(d as u64, rights::ALL, 7), Err(Error::BadArgument), "badge is fixed");
         let dd = t.derive(d as u64, rights::ALL, 0).unwrap();
         assert_eq!(t.get(dd as u64).unwrap().rights, rights::SEND, "rights never grow");
-        assert_eq!(t.endpoint(d as u64, rights::RECV), Err(Error::NoRights));
-        assert_eq!(t.endpoint(d as u64, rights::SEND).unwrap().0, 3);
+        assert_eq!(t.lookup(d as u64, Kind::Endpoint, rights::RECV), Err(Error::NoRights));
+        assert_eq!(t.lookup(d as u64, Kind::Endpoint, rights::SEND).unwrap().0, 3);
     }
 
     #[test]
@@ -161,7 +227,9 @@ mod tests {
         assert_eq!(t.get(u64::MAX), Err(Error::InvalidCap));
         t.set(5, Cap::new(Object::Machine, 0)).unwrap();
         assert_eq!(t.set(5, Cap::new(Object::Machine, 0)), Err(Error::Exists));
-        assert_eq!(t.endpoint(5, 0), Err(Error::WrongType));
+        assert_eq!(t.lookup(5, Kind::Endpoint, 0), Err(Error::WrongType));
+        assert_eq!(t.lookup(5, Kind::Machine, rights::CONTROL), Err(Error::NoRights));
+        assert_eq!(t.lookup(6, Kind::Machine, 0), Err(Error::InvalidCap));
         assert_eq!(t.take(5).unwrap().object, Object::Machine);
         assert_eq!(t.take(5), Err(Error::InvalidCap));
         for _ in 0..SLOTS {
@@ -169,5 +237,33 @@ mod tests {
         }
         assert_eq!(t.insert(Cap::new(Object::Task(1), 0)), Err(Error::NoSlots));
         assert_eq!(t.revoke(Object::Task(1)), SLOTS);
+    }
+
+    #[test]
+    fn lookup_checks_slot_then_kind_then_every_needed_right() {
+        let objects = [
+            Object::Endpoint(1),
+            Object::Notification(2),
+            Object::Task(3),
+            Object::BootFile(4),
+            Object::Memory(5),
+            Object::Ring(6),
+            Object::Machine,
+        ];
+        for (i, o) in objects.into_iter().enumerate() {
+            let mut t = CapTable::default();
+            let full = t.insert(Cap::new(o, rights::ALL)).unwrap() as u64;
+            let (kind, index) = o.kind().unwrap();
+            assert_eq!(kind, Kind::ALL[i]);
+            assert_eq!(t.lookup(full, kind, rights::ALL).unwrap().0, index);
+            for other in Kind::ALL.into_iter().filter(|&k| k != kind) {
+                assert_eq!(t.lookup(full, other, 0), Err(Error::WrongType), "{o:?} as {other:?}");
+            }
+            for right in [rights::SEND, rights::RECV, rights::GRANT, rights::CONTROL] {
+                let less = t.derive(full, rights::ALL & !right, 0).unwrap() as u64;
+                assert_eq!(t.lookup(less, kind, right), Err(Error::NoRights), "{o:?} without {right:#x}");
+                assert_eq!(t.lookup(less, kind, rights::ALL & !right).unwrap().0, index);
+            }
+        }
     }
 }

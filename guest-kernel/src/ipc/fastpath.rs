@@ -25,7 +25,7 @@
 
 use l4_abi::syscall::{rights, MsgInfo, Sysno, MSG_REGS};
 
-use crate::cap::Object;
+use crate::cap::Kind;
 use crate::kernel::{Kernel, ThreadState, Waiting, NONE};
 
 impl Kernel {
@@ -43,12 +43,12 @@ impl Kernel {
         if info.cap().is_some() || info.pages().is_some() || info.words() > MSG_REGS {
             return false;
         }
-        let Ok(cap) = self.tasks[me.task as usize].caps.get(slot) else { return false };
-        let Object::Endpoint(e) = cap.object else { return false };
-        let e = e as usize;
+        let caps = &self.tasks[me.task as usize].caps;
         if sysno == Sysno::Call as u64 {
             // 2-4
-            if cap.rights & rights::SEND == 0 || self.endpoints[e].waiting != Waiting::Receivers {
+            let Ok((e, cap)) = caps.lookup(slot, Kind::Endpoint, rights::SEND) else { return false };
+            let e = e as usize;
+            if self.endpoints[e].waiting != Waiting::Receivers {
                 return false;
             }
             let r = self.endpoints[e].head as usize;
@@ -72,27 +72,26 @@ impl Kernel {
             self.current = r as u16;
             return true;
         }
-        if sysno == Sysno::ReplyRecv as u64 {
-            let client = self.threads[c].reply_to as usize;
-            if cap.rights & rights::RECV == 0
-                // Senders queued (or the endpoint closed): the slow path.
-                || matches!(self.endpoints[e].waiting, Waiting::Senders | Waiting::Closed)
-                || client >= self.threads.len()
-                || !matches!(self.threads[client].state, ThreadState::BlockedReply { server } if server as usize == c)
-                || self.threads[client].cpu as usize != self.cpu
-                || self.runqs[self.cpu].top_priority().is_some_and(|p| p > self.threads[client].prio as usize)
-            {
-                return false;
-            }
-            self.deliver(c, client, 0, info);
-            self.threads[c].reply_to = NONE;
-            self.threads[c].state = ThreadState::BlockedRecv { ep: e as u16 };
-            self.ep_push(e, c, Waiting::Receivers);
-            self.threads[client].state = ThreadState::Running;
-            self.current = client as u16;
-            return true;
+        // ReplyRecv, 2-5.
+        let Ok((e, _)) = caps.lookup(slot, Kind::Endpoint, rights::RECV) else { return false };
+        let e = e as usize;
+        let client = self.threads[c].reply_to as usize;
+        // Senders queued (or the endpoint closed): the slow path.
+        if matches!(self.endpoints[e].waiting, Waiting::Senders | Waiting::Closed)
+            || client >= self.threads.len()
+            || !matches!(self.threads[client].state, ThreadState::BlockedReply { server } if server as usize == c)
+            || self.threads[client].cpu as usize != self.cpu
+            || self.runqs[self.cpu].top_priority().is_some_and(|p| p > self.threads[client].prio as usize)
+        {
+            return false;
         }
-        false
+        self.deliver(c, client, 0, info);
+        self.threads[c].reply_to = NONE;
+        self.threads[c].state = ThreadState::BlockedRecv { ep: e as u16 };
+        self.ep_push(e, c, Waiting::Receivers);
+        self.threads[client].state = ThreadState::Running;
+        self.current = client as u16;
+        true
     }
 
     /// Copies `info.words()` message registers from `from` to `to`, with the badge.

@@ -19,6 +19,7 @@ mod fastpath;
 
 use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL, MAX_WORDS, MSG_REGS};
 
+use crate::cap::Kind;
 use crate::kernel::{Kernel, ThreadState, Waiting, NONE};
 use crate::platform::Platform;
 
@@ -105,7 +106,7 @@ impl Kernel {
         if let Some(slot) = info.cap() {
             let ft = self.threads[from].task as usize;
             let tt = self.threads[to].task as usize;
-            if let Ok(cap) = self.tasks[ft].caps.get(slot as u64) {
+            if let Ok(cap) = self.tasks[ft].caps.to_copy(slot as u64) {
                 if let Ok(new) = self.tasks[tt].caps.insert(cap) {
                     self.add_ref(cap);
                     out = out.with_cap(new);
@@ -151,7 +152,7 @@ impl Kernel {
     ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
         let need = rights::SEND | if MsgInfo(info).cap().is_some() { rights::GRANT } else { 0 };
-        let (e, cap) = match self.tasks[ti].caps.endpoint(slot, need) {
+        let (e, cap) = match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, need) {
             Ok(x) => x,
             Err(err) => return Some(Err(err)),
         };
@@ -218,7 +219,7 @@ impl Kernel {
         info: u64,
     ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
-        match self.tasks[ti].caps.endpoint(slot, rights::SEND) {
+        match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::SEND) {
             Ok((e, _)) if self.endpoints[e as usize].waiting == Waiting::Closed => Some(Err(Error::PartnerGone)),
             Ok((e, _)) if self.endpoints[e as usize].waiting != Waiting::Receivers => Some(Err(Error::WouldBlock)),
             Ok(_) => self.ipc_send(p, c, slot, info, false),
@@ -234,7 +235,7 @@ impl Kernel {
         block: bool,
     ) -> Option<Result<(), Error>> {
         let ti = self.threads[c].task as usize;
-        let e = match self.tasks[ti].caps.endpoint(slot, rights::RECV) {
+        let e = match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::RECV) {
             Ok((e, _)) => e as usize,
             Err(err) => return Some(Err(err)),
         };
@@ -299,7 +300,7 @@ impl Kernel {
         let client = self.threads[c].reply_to;
         // Check the receive capability before replying, so an error leaves nothing done.
         let ti = self.threads[c].task as usize;
-        if let Err(err) = self.tasks[ti].caps.endpoint(slot, rights::RECV) {
+        if let Err(err) = self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::RECV) {
             return Some(Err(err));
         }
         if client == NONE || self.threads[client as usize].state != (ThreadState::BlockedReply { server: c as u16 }) {

@@ -12,7 +12,7 @@
 
 use l4_abi::syscall::{rights, Error, MsgInfo};
 
-use crate::cap::{Cap, Object};
+use crate::cap::{Cap, Kind, Object};
 use crate::kernel::{Kernel, MemObj, MAX_OBJ_PAGES};
 use crate::mm::vspace::{self, COW, OWNED, PRESENT, USER, WRITABLE};
 use crate::mm::PAGE_SIZE;
@@ -155,13 +155,10 @@ impl Kernel {
         }
     }
 
-    /// `MemMapObj(slot, va)`: maps a memory object; writable if the capability has RECV.
+    /// `MemMapObj(slot, va)`: maps a memory object (SEND: readable); writable if the
+    /// capability has RECV too.
     pub(crate) fn memobj_map<P: Platform>(&mut self, p: &mut P, ti: usize, slot: u64, va: u64) -> Result<(), Error> {
-        let cap = self.tasks[ti].caps.get(slot)?;
-        let Object::Memory(m) = cap.object else { return Err(Error::WrongType) };
-        if cap.rights & (rights::SEND | rights::RECV) == 0 {
-            return Err(Error::NoRights);
-        }
+        let (m, cap) = self.tasks[ti].caps.lookup(slot, Kind::Memory, rights::SEND)?;
         let m = m as usize;
         let pages = self.memobjs[m].pages;
         Self::check_user_pages(va, pages)?;

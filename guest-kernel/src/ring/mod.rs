@@ -12,7 +12,7 @@
 use l4_abi::ring::{self as abi, pending};
 use l4_abi::syscall::{rights, Error, RING_SERVER};
 
-use crate::cap::{Cap, Object};
+use crate::cap::{Cap, Kind, Object};
 use crate::kernel::{Kernel, ThreadState, MAX_OBJ_PAGES, NONE};
 use crate::platform::Platform;
 
@@ -108,7 +108,7 @@ impl Kernel {
         let pages = (abi::data_offset(entries) / 4096) as u64 + data_pages;
         self.memobj_create(p, c, ti, pages)?;
         let mem_slot = self.threads[c].regs.rdi;
-        let Ok(Cap { object: Object::Memory(m), .. }) = self.tasks[ti].caps.get(mem_slot) else {
+        let Ok((m, _)) = self.tasks[ti].caps.lookup(mem_slot, Kind::Memory, rights::ALL) else {
             return Err(Error::NoSlots);
         };
         let f = self.memobj_page(p, m as usize, 0);
@@ -150,15 +150,12 @@ impl Kernel {
         flags: u64,
     ) -> Option<Result<(), Error>> {
         let server = flags & RING_SERVER != 0;
-        let cap = match self.tasks[ti].caps.get(slot) {
-            Ok(cap) => cap,
+        let need = if server { rights::RECV } else { rights::SEND };
+        let (r, _) = match self.tasks[ti].caps.lookup(slot, Kind::Ring, need) {
+            Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
-        let Object::Ring(r) = cap.object else { return Some(Err(Error::WrongType)) };
         let r = r as usize;
-        if cap.rights & if server { rights::RECV } else { rights::SEND } == 0 {
-            return Some(Err(Error::NoRights));
-        }
         let min = u32::try_from(min).unwrap_or(u32::MAX).min(self.rings[r].entries);
         if (server && self.rings[r].send_refs == 0) || (!server && self.rings[r].recv_refs == 0) {
             return Some(Err(Error::PartnerGone));
