@@ -158,6 +158,7 @@ fn start_root() {
             k.leave_cpu();
             let n = arch::start_aps(&c.apic_ids[..c.count]);
             k.cpus = n;
+            m.cpus = n;
             kprintln!("l4: ", n, " cpus online");
         }
     }

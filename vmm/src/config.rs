@@ -4,13 +4,13 @@
 //! need the image itself happens here, before KVM is touched.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::boot::layout;
 use crate::cli::Cli;
-use crate::gdb::GdbAddr;
 
 /// The most vCPUs l4vmm creates.
 pub const MAX_VCPUS: u32 = 64;
@@ -115,5 +115,30 @@ impl Config {
             gdb_wait: cli.gdb_wait,
             seccomp: !cli.no_seccomp,
         })
+    }
+}
+
+/// Where the stub listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GdbAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl FromStr for GdbAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(GdbAddr::Unix(PathBuf::from(path)));
+        }
+        let hostport = s.strip_prefix("tcp:").unwrap_or(s);
+        let (host, port) =
+            hostport.rsplit_once(':').ok_or_else(|| format!("'{s}' is not tcp:HOST:PORT or unix:PATH"))?;
+        port.parse::<u16>().map_err(|_| format!("'{port}' is not a port number"))?;
+        let host = if host.is_empty() { "127.0.0.1" } else { host };
+        Ok(GdbAddr::Tcp(format!("{host}:{port}")))
     }
 }

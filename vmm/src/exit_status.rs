@@ -1,6 +1,66 @@
-//! l4vmm's exit statuses: one meaning each (see the README and `l4vmm --help`).
+//! How l4vmm ends: why the run ended ([`End`]), and the exit status each reason maps to
+//! ([`ExitStatus`], one meaning each; see the README and `l4vmm --help`), with the line
+//! l4vmm prints for it.
+
+use std::time::Duration;
 
 use l4_abi::exit;
+
+/// How the guest ended, as the vCPU that saw it reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote this value to the exit device.
+    GuestExit(u8),
+    /// Triple fault, or a shutdown/reset request.
+    Shutdown,
+    /// KVM could not run or emulate the guest.
+    InternalError,
+    /// KVM_RUN itself failed.
+    RunFailed(String),
+    /// gdb killed the guest.
+    Killed,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// A vCPU's outcome.
+    Outcome(Outcome),
+    /// `--timeout` (this long) expired.
+    Timeout(Duration),
+    /// l4vmm got this stop signal.
+    Signal(i32),
+}
+
+impl End {
+    /// The process exit status for this end.
+    pub fn status(&self) -> ExitStatus {
+        match self {
+            End::Outcome(Outcome::GuestExit(code)) => ExitStatus::from_guest(*code),
+            End::Outcome(Outcome::Shutdown) => ExitStatus::GuestShutdown,
+            End::Outcome(Outcome::InternalError) => ExitStatus::InternalError,
+            End::Outcome(Outcome::Killed) => ExitStatus::GdbKill,
+            End::Outcome(Outcome::RunFailed(_)) => ExitStatus::VmmError,
+            End::Timeout(_) => ExitStatus::Timeout,
+            End::Signal(sig) => ExitStatus::Signal(*sig),
+        }
+    }
+
+    /// What l4vmm says about it on stderr, if anything (a guest's own exit, a shutdown and
+    /// an internal error have their reports printed where they happen).
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            End::Outcome(Outcome::GuestExit(code)) if !exit::is_guest_code(*code) => {
+                format!("the guest wrote exit value {code}, which is not a guest exit code (0, 1, 3-63)")
+            }
+            End::Outcome(Outcome::Killed) => "killed from gdb".into(),
+            End::Outcome(Outcome::RunFailed(e)) => format!("error: {e}"),
+            End::Timeout(d) => format!("--timeout of {d:?} expired; guest stopped"),
+            End::Signal(sig) => format!("stopped by signal {sig}"),
+            _ => return None,
+        })
+    }
+}
 
 /// How l4vmm ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +114,29 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_end_maps_to_its_status_and_says_what_it_must() {
+        let cases = [
+            (End::Outcome(Outcome::GuestExit(0)), 0, None),
+            (End::Outcome(Outcome::GuestExit(3)), 3, None),
+            (End::Outcome(Outcome::GuestExit(64)), 68, Some("exit value 64")),
+            (End::Outcome(Outcome::Shutdown), 65, None),
+            (End::Outcome(Outcome::InternalError), 66, None),
+            (End::Outcome(Outcome::Killed), 69, Some("killed from gdb")),
+            (End::Outcome(Outcome::RunFailed("KVM_RUN: EFAULT".into())), 64, Some("error: KVM_RUN: EFAULT")),
+            (End::Timeout(Duration::from_secs(5)), 67, Some("--timeout of 5s expired")),
+            (End::Signal(15), 143, Some("stopped by signal 15")),
+        ];
+        for (end, code, says) in cases {
+            assert_eq!(end.status().code(), code, "{end:?}");
+            match (end.message(), says) {
+                (None, None) => {}
+                (Some(m), Some(s)) => assert!(m.contains(s), "{end:?}: {m}"),
+                (m, s) => panic!("{end:?}: says {m:?}, expected {s:?}"),
+            }
+        }
+    }
 
     #[test]
     fn statuses_are_distinct() {

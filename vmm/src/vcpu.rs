@@ -18,23 +18,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::layout::START_INFO;
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
+use crate::exit_status::Outcome;
 use crate::gdb::control::{EventKind, VcpuPort};
 use crate::paging::PagingMode;
-
-/// How the guest ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The guest wrote this value to the exit device.
-    GuestExit(u8),
-    /// Triple fault, or a shutdown/reset request.
-    Shutdown,
-    /// KVM could not run or emulate the guest.
-    InternalError,
-    /// KVM_RUN itself failed.
-    RunFailed(String),
-    /// gdb killed the guest.
-    Killed,
-}
 
 /// State shared by the vCPU threads and the event loop.
 pub struct Shared {

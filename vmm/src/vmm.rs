@@ -6,9 +6,13 @@
 //! 2. `create_vm`     the VM and its in-kernel irqchip (before any vCPU)
 //! 3. `guest_memory`  RAM from anonymous mappings, registered as KVM memory slots
 //! 4. `load_image`    validate + load the kernel ELF, place the modules
-//! 5. `start_info`    the PVH start info: memory map, modules, command line
+//! 5. `start_info`    ACPI tables (the CPUs) and the PVH start info: memory map, modules,
+//!    command line
 //! 6. `devices`       serial console (IRQ 4), exit device, marker port
 //! 7. `vcpus`         create the vCPUs; the boot vCPU at the PVH entry
+//! 8. `gdb`           bind the gdb stub's socket (with `--gdb`)
+//!
+//! Each step logs its time at debug level (`RUST_LOG=debug`: "boot step NAME: N us").
 //!
 //! Running: one host thread per vCPU ([`vcpu::run_loop`]); the main thread runs the
 //! event-manager loop (stdin -> serial, stop signals, --timeout, vCPU outcomes), then
@@ -34,11 +38,12 @@ use crate::devices::serial::Console;
 use crate::devices::Devices;
 use crate::error::{Error, Result};
 use crate::exit_status::ExitStatus;
+use crate::exit_status::{End, Outcome};
 use crate::host::HostKvm;
 use crate::seccomp;
 use crate::signals::{self, StopSignals};
 use crate::terminal::TerminalGuard;
-use crate::vcpu::{self, Outcome, Shared};
+use crate::vcpu::{self, Shared};
 use crate::{gdb, image, memory};
 
 /// A built VM, ready to run.
@@ -69,8 +74,11 @@ impl Vmm {
         let mem_bytes = config.mem_mib << 20;
         let memory = memory::create(&vm, mem_bytes)?;
         step("guest_memory");
-        let entry = load_image(&config, &memory)?;
-        step("load_image + start_info");
+        let image = load_image(&config, &memory)?;
+        step("load_image");
+        start_info(&config, &memory, &image)?;
+        step("start_info");
+        let entry = image.entry;
         let devices = Arc::new(Devices::new(Console::new(&vm)?, memory.clone()));
         step("devices");
         let vcpus = create_vcpus(&kvm, &vm, config.vcpus, entry)?;
@@ -154,7 +162,7 @@ impl Vmm {
         if let Some((t, hub)) = gdb_thread {
             // Tell gdb how the guest ended, give it a moment to hear it, then go on.
             let code = match &ended {
-                Ok(LoopEnd::Outcome(Outcome::GuestExit(c))) => Some(*c),
+                Ok(End::Outcome(Outcome::GuestExit(c))) => Some(*c),
                 _ => None,
             };
             hub.send(gdb::control::Event { vcpu: 0, kind: gdb::control::EventKind::Ended(code) });
@@ -169,33 +177,10 @@ impl Vmm {
 
         let elapsed = |t: Instant| t.duration_since(started).as_secs_f64() * 1e3;
         let entry = devices.marker_time(Marker::KernelEntry).map(elapsed);
-        let status = match end {
-            LoopEnd::Outcome(Outcome::GuestExit(code)) => {
-                let s = ExitStatus::from_guest(code);
-                if s == ExitStatus::InvalidGuestExit {
-                    eprintln!("l4vmm: the guest wrote exit value {code}, which is not a guest exit code (0, 1, 3-63)");
-                }
-                s
-            }
-            LoopEnd::Outcome(Outcome::Shutdown) => ExitStatus::GuestShutdown,
-            LoopEnd::Outcome(Outcome::InternalError) => ExitStatus::InternalError,
-            LoopEnd::Outcome(Outcome::Killed) => {
-                eprintln!("l4vmm: killed from gdb");
-                ExitStatus::GdbKill
-            }
-            LoopEnd::Outcome(Outcome::RunFailed(e)) => {
-                eprintln!("l4vmm: error: {e}");
-                ExitStatus::VmmError
-            }
-            LoopEnd::Timeout => {
-                eprintln!("l4vmm: --timeout of {:?} expired; guest stopped", config.timeout.unwrap_or_default());
-                ExitStatus::Timeout
-            }
-            LoopEnd::Signal(sig) => {
-                eprintln!("l4vmm: stopped by signal {sig}");
-                ExitStatus::Signal(sig)
-            }
-        };
+        if let Some(message) = end.message() {
+            eprintln!("l4vmm: {message}");
+        }
+        let status = end.status();
         let unknown = devices.unknown_accesses();
         if unknown > 0 {
             log::info!("the guest made {unknown} accesses to ports or addresses without a device (ignored)");
@@ -234,19 +219,29 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd> {
     Ok(vm)
 }
 
-/// Steps 4 and 5: the kernel, the modules and the PVH start info. Returns the entry point.
-fn load_image(config: &Config, memory: &GuestMemoryMmap) -> Result<GuestAddress> {
+/// What step 4 loaded, for step 5.
+struct Loaded {
+    entry: GuestAddress,
+    modules: Vec<image::Blob>,
+    placed: Vec<pvh::PlacedModule>,
+}
+
+/// Step 4: the kernel and the modules, checked to fit before anything is written.
+fn load_image(config: &Config, memory: &GuestMemoryMmap) -> Result<Loaded> {
     let kernel = image::kernel(&config.kernel)?;
     let modules = image::modules(&config.modules)?;
     let layout = elf::validate(&kernel)?;
-    let mem = config.mem_mib << 20;
-    // Check the fit before writing anything.
-    let placed = pvh::place_modules(&modules, layout.end, mem, memory)?;
+    let placed = pvh::place_modules(&modules, layout.end, config.mem_mib << 20, memory)?;
     let entry = elf::load(&kernel, memory)?;
-    let rsdp = crate::boot::acpi::write(memory, config.vcpus)?;
-    pvh::write_start_info(memory, mem, &config.cmdline, &modules, &placed, rsdp)?;
     log::debug!("kernel [{:#x}, {:#x}) entry {:#x}, {} module(s)", layout.start, layout.end, entry.0, placed.len());
-    Ok(entry)
+    Ok(Loaded { entry, modules, placed })
+}
+
+/// Step 5: the ACPI tables (the CPUs) and the PVH start info.
+fn start_info(config: &Config, memory: &GuestMemoryMmap, image: &Loaded) -> Result<()> {
+    let rsdp = crate::boot::acpi::write(memory, config.vcpus)?;
+    pvh::write_start_info(memory, config.mem_mib << 20, &config.cmdline, &image.modules, &image.placed, rsdp)?;
+    Ok(())
 }
 
 /// Step 7: the vCPUs. vCPU 0 starts at the PVH entry; the others wait in the in-kernel
@@ -268,13 +263,6 @@ fn create_vcpus(kvm: &Kvm, vm: &VmFd, count: u32, entry: GuestAddress) -> Result
         .collect()
 }
 
-/// Why the event loop ended.
-enum LoopEnd {
-    Outcome(Outcome),
-    Timeout,
-    Signal(i32),
-}
-
 const EV_STDIN: u32 = 1;
 const EV_SIGNAL: u32 = 2;
 const EV_TIMER: u32 = 3;
@@ -287,7 +275,8 @@ struct Controller {
     signals: StopSignals,
     timer: Option<TimerFd>,
     stdin_open: bool,
-    end: Option<LoopEnd>,
+    timeout: Duration,
+    end: Option<End>,
 }
 
 impl MutEventSubscriber for Controller {
@@ -323,19 +312,19 @@ impl MutEventSubscriber for Controller {
             }
             EV_SIGNAL => {
                 if let Some(sig) = self.signals.read() {
-                    self.end.get_or_insert(LoopEnd::Signal(sig));
+                    self.end.get_or_insert(End::Signal(sig));
                 }
             }
             EV_TIMER => {
                 if let Some(t) = &mut self.timer {
                     let _ = t.wait();
                 }
-                self.end.get_or_insert(LoopEnd::Timeout);
+                self.end.get_or_insert(End::Timeout(self.timeout));
             }
             EV_VCPU => {
                 let _ = self.shared.wake.read();
                 if let Some(o) = self.shared.outcome() {
-                    self.end.get_or_insert(LoopEnd::Outcome(o));
+                    self.end.get_or_insert(End::Outcome(o));
                 }
             }
             _ => {}
@@ -349,7 +338,7 @@ fn event_loop(
     shared: &Arc<Shared>,
     signals: StopSignals,
     filter: Option<&seccompiler::BpfProgram>,
-) -> Result<LoopEnd> {
+) -> Result<End> {
     let timer = match config.timeout {
         Some(d) => {
             let mut t = TimerFd::new().map_err(|e| Error::host("timerfd")(e.into()))?;
@@ -363,6 +352,7 @@ fn event_loop(
         shared: shared.clone(),
         signals,
         timer,
+        timeout: config.timeout.unwrap_or_default(),
         stdin_open: true,
         end: None,
     }));
@@ -393,5 +383,25 @@ fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The boot steps this file's documentation lists are the ones `Vmm::build` runs, in
+    /// that order.
+    #[test]
+    fn the_documented_boot_steps_are_the_steps_run() {
+        let src = include_str!("vmm.rs");
+        let documented: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! "))
+            .filter(|l| l.split('.').next().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        let run: Vec<&str> =
+            src.lines().filter_map(|l| l.trim().strip_prefix("step(\"")).filter_map(|l| l.split('"').next()).collect();
+        assert_eq!(documented.len(), 8, "{documented:?}");
+        assert_eq!(documented, run);
     }
 }

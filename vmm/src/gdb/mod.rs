@@ -20,39 +20,15 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use gdbstub::stub::{DisconnectReason, GdbStub};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::GuestMemoryMmap;
 
-use crate::vcpu::{Outcome, Shared};
-
-/// Where the stub listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GdbAddr {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl FromStr for GdbAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a socket path".into());
-            }
-            return Ok(GdbAddr::Unix(PathBuf::from(path)));
-        }
-        let hostport = s.strip_prefix("tcp:").unwrap_or(s);
-        let (host, port) =
-            hostport.rsplit_once(':').ok_or_else(|| format!("'{s}' is not tcp:HOST:PORT or unix:PATH"))?;
-        port.parse::<u16>().map_err(|_| format!("'{port}' is not a port number"))?;
-        let host = if host.is_empty() { "127.0.0.1" } else { host };
-        Ok(GdbAddr::Tcp(format!("{host}:{port}")))
-    }
-}
+pub use crate::config::GdbAddr;
+use crate::exit_status::Outcome;
+use crate::vcpu::Shared;
 
 /// A bound listening socket.
 pub enum Listener {

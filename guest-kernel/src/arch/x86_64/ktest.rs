@@ -120,8 +120,8 @@ pub fn irq_mask() -> ! {
         };
     }
     super::apic::mask_timer(true);
-    let n = super::trap::KERNEL_IRQS.load(Ordering::Relaxed);
-    let bad = super::trap::IF0_IRQS.load(Ordering::Relaxed);
+    let n = super::irqstats::KERNEL_IRQS.load(Ordering::Relaxed);
+    let bad = super::irqstats::IF0_IRQS.load(Ordering::Relaxed);
     crate::kprintln!("l4: ktest=irq-mask: ", n, " interrupts, ", bad, " of them with interrupts disabled");
     // Exit 0 only on a host that keeps x86's interrupt flag.
     super::exit(if bad == 0 { l4_abi::exit::SUCCESS } else { l4_abi::exit::HOST_FAULT })

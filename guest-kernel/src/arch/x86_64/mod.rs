@@ -6,6 +6,7 @@ mod boot;
 mod cpu;
 mod entry;
 mod gdt;
+mod irqstats;
 pub mod ktest;
 mod mem;
 pub mod percpu;

@@ -1,5 +1,8 @@
 //! The machine under the portable kernel: physical memory through the direct map, the
-//! serial console, the VMM's zeroing and exit devices.
+//! serial console, the VMM's zeroing and exit devices, TLB shootdowns.
+//!
+//! It holds what it needs itself (the CPUs online) and never reaches into the kernel's
+//! state: its methods run while the kernel's `&mut` is live.
 
 use l4_abi::port::{ZERO, ZERO_MAGIC};
 use l4_kernel::mm::PhysMem;
@@ -7,15 +10,17 @@ use l4_kernel::platform::Platform;
 
 use super::{port, DIRECT_MAP_SIZE, PHYS_OFFSET};
 
-/// The platform. `vmm_zero`: the VMM's zeroing device answered at boot.
+/// The platform. `vmm_zero`: the VMM's zeroing device answered at boot; `cpus`: the CPUs
+/// online (1 until the others have started), whom a TLB shootdown must reach.
 pub struct Machine {
     pub vmm_zero: bool,
+    pub cpus: usize,
 }
 
 impl Machine {
     /// Probes the zeroing device (l4vmm has it; other VMMs read all-ones).
     pub fn new() -> Self {
-        Machine { vmm_zero: port::inl(ZERO) == ZERO_MAGIC }
+        Machine { vmm_zero: port::inl(ZERO) == ZERO_MAGIC, cpus: 1 }
     }
 }
 
@@ -100,10 +105,8 @@ impl Platform for Machine {
         if super::cpu::cr3() & !0xfff == root {
             super::cpu::invlpg(va);
         }
-        // SAFETY: under the big kernel lock (every caller is kernel work).
-        let cpus = unsafe { super::trap::state().0.cpus };
-        if cpus > 1 {
-            super::smp::shootdown(super::percpu::this_cpu(), cpus, root, false);
+        if self.cpus > 1 {
+            super::smp::shootdown(super::percpu::this_cpu(), self.cpus, root, false);
         }
     }
     fn bounce_root(&mut self, via: u64) {
@@ -118,11 +121,7 @@ impl Platform for Machine {
         }
     }
     fn retire_root(&mut self, root: u64) {
-        // SAFETY: as above.
-        let (cpus, kroot) = unsafe {
-            let k = &super::trap::state().0;
-            (k.cpus, k.kernel_root)
-        };
+        let (cpus, kroot) = (self.cpus, super::kernel_root());
         let me = super::percpu::this_cpu();
         if super::cpu::cr3() & !0xfff == root {
             // SAFETY: the kernel's own root maps everything the kernel needs.

@@ -16,13 +16,14 @@ use l4_kernel::mm::vspace;
 
 use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
 use super::gdt::MAX_CPUS;
+use super::irqstats::{IF0_IRQS, KERNEL_IRQS};
 use super::platform::Machine;
 use super::{apic, cpu, percpu, smp};
 use crate::console::Hex;
 use crate::{kprint, kprintln};
 
 static mut KERNEL: Kernel = Kernel::new();
-static mut MACHINE: Machine = Machine { vmm_zero: false };
+static mut MACHINE: Machine = Machine { vmm_zero: false, cpus: 1 };
 
 /// How user code enters the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -379,11 +380,6 @@ const INVALID_OPCODE: u64 = 6;
 
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
-
-/// Interrupts the kernel took in kernel mode: all of them, and those that arrived with
-/// interrupts disabled (the host's fault), for `ktest=irq-mask` and the report.
-pub static KERNEL_IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-pub static IF0_IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The host delivered an interrupt while interrupts were disabled: say so the first time.
 fn note_host_fault(f: &UserRegs) {
