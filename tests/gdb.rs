@@ -837,7 +837,7 @@ fn a_step_over_hlt_runs_through_the_exits_of_the_woken_handler() {
     let k = kernel_elf();
     let hlt = symbol(&k, "ktest_steps_hlt");
     // IF0_IRQS shares its page with KERNEL_IRQS, which the timer handler increments.
-    let irqs = symbol(&k, "l4_kernel::arch::x86_64::trap::IF0_IRQS");
+    let irqs = symbol(&k, "l4_kernel::arch::x86_64::irqstats::IF0_IRQS");
     let out = gdb(
         port,
         &[
