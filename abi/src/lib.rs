@@ -6,6 +6,7 @@
 //! address-space layout and the root task's boot-info page. `no_std`, no dependencies.
 #![no_std]
 
+pub mod args;
 pub mod bootinfo;
 pub mod exit;
 pub mod layout;

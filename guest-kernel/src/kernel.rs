@@ -14,9 +14,10 @@
 //! - nothing a user passes can make the kernel panic: every argument is checked and every
 //!   failure is an [`Error`] in the caller's `rax`.
 
+use l4_abi::args;
 use l4_abi::bootinfo;
 use l4_abi::layout::{BOOTINFO_VA, IPC_BUFFER_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
-use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, ENTRY_VA, RING_SERVER};
+use l4_abi::syscall::{rights, Error, ENTRY_VA};
 
 use crate::cap::{Cap, CapTable, Kind, Object};
 use crate::elf;
@@ -102,6 +103,16 @@ impl UserRegs {
         rsp: 0,
         ss: 0,
     };
+
+    /// The system-call argument registers, as `l4_abi::args` names them.
+    #[inline(always)]
+    pub fn args(&self) -> args::Regs {
+        args::Regs {
+            rdi: self.rdi,
+            rsi: self.rsi,
+            words: [self.rdx, self.r10, self.r8, self.r9, self.r12, self.r13, self.r14, self.r15],
+        }
+    }
 
     /// Message word `i` (0-7): rdx, r10, r8, r9, r12, r13, r14, r15.
     pub fn word(&self, i: usize) -> u64 {
@@ -299,7 +310,7 @@ pub struct Notification {
 }
 
 impl Notification {
-    const FREE: Notification = Notification { refs: 0, bits: 0, waiter: NONE };
+    pub(crate) const FREE: Notification = Notification { refs: 0, bits: 0, waiter: NONE };
 }
 
 /// A memory object: `pages` zeroed frames, listed in a two-level table (`list` is a frame
@@ -439,11 +450,6 @@ impl Kernel {
         (self.current != NONE).then_some(self.current as usize)
     }
 
-    /// The task the running thread belongs to.
-    fn cur_task(&self) -> usize {
-        self.threads[self.current as usize].task as usize
-    }
-
     // ---- scheduling -------------------------------------------------------------------
 
     /// The executing CPU starts kernel work: its current thread becomes `current`.
@@ -465,6 +471,21 @@ impl Kernel {
         if cpu != self.cpu {
             self.wake |= 1 << cpu;
         }
+    }
+
+    /// The current thread `c` stops running and waits in `state` (already queued where
+    /// it waits, if anywhere).
+    pub(crate) fn stop_running(&mut self, c: usize, state: ThreadState) {
+        self.threads[c].state = state;
+        if self.current == c as u16 {
+            self.current = NONE;
+        }
+    }
+
+    /// The current thread `c` goes back to its run queue, behind its equals.
+    pub(crate) fn preempt(&mut self, c: usize) {
+        self.make_ready(c);
+        self.current = NONE;
     }
 
     /// Runs `t` next on this CPU, without a scheduler pass (L4 direct switch). The caller
@@ -513,8 +534,7 @@ impl Kernel {
         if self.slice_left[cpu] == 0 {
             self.slice_left[cpu] = SLICE_TICKS;
             if self.runqs[cpu].top_priority().is_some_and(|p| p >= self.threads[c].prio as usize) {
-                self.make_ready(c);
-                self.current = NONE;
+                self.preempt(c);
             }
         }
         self.reschedule();
@@ -913,8 +933,7 @@ impl Kernel {
             ],
         );
         self.threads[c].fault = Some([vector, error, rip, addr, ti as u64]);
-        self.threads[c].state = ThreadState::Faulted;
-        self.current = NONE;
+        self.stop_running(c, ThreadState::Faulted);
         if let Some((ep, badge)) = self.threads[c].fault_ep {
             self.threads[c].send_badge = badge;
             self.send_fault(p, c, ep as usize);
@@ -924,205 +943,117 @@ impl Kernel {
 
     // ---- system calls -----------------------------------------------------------------
 
-    /// Handles the system call in the current thread's registers, then reschedules.
-    pub fn syscall<P: Platform>(&mut self, p: &mut P) {
-        let Some(c) = self.current() else { return };
-        let regs = self.threads[c].regs;
-        let r = match Sysno::from_u64(regs.rax) {
-            None => Some(Err(Error::InvalidSyscall)),
-            Some(s) => self.dispatch(p, c, s, &regs),
-        };
-        // IPC calls that block or switch set their own results.
-        if let Some(r) = r {
-            if self.threads[c].state != ThreadState::Free {
-                self.threads[c].regs.set_result(r);
+    // ---- system-call handlers (syscall.rs decodes their arguments) ----------------------
+
+    /// `Null(mode)`: mode 1 also goes through another address space and back.
+    pub(crate) fn null<P: Platform>(&mut self, p: &mut P, mode: u64) -> Result<(), Error> {
+        match mode {
+            0 => Ok(()),
+            1 => {
+                p.bounce_root(self.kernel_root);
+                Ok(())
             }
+            _ => Err(Error::BadArgument),
         }
-        self.reschedule();
     }
 
-    /// One system call. `None`: the call already set the caller's result (or the caller
-    /// is gone).
-    fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno, r: &UserRegs) -> Option<Result<(), Error>> {
-        let ti = self.cur_task();
-        Some(match s {
-            Sysno::DebugWrite => self.debug_write(p, ti, r.rdi, r.rsi),
-            Sysno::TaskExit => {
-                self.exit_task(p, ti, r.rdi);
-                return None;
+    pub(crate) fn set_affinity(&mut self, ti: usize, a: args::SetAffinity) -> Result<(), Error> {
+        let (target, _) = self.tasks[ti].caps.lookup(a.task, Kind::Task, rights::CONTROL)?;
+        let cpu = usize::try_from(a.cpu).map_err(|_| Error::BadArgument)?;
+        if cpu >= self.cpus {
+            return Err(Error::BadArgument);
+        }
+        for th in 0..MAX_THREADS {
+            if self.threads[th].state == ThreadState::Free || self.threads[th].task != target {
+                continue;
             }
-            Sysno::ThreadExit => {
-                self.thread_exit(p, c, r.rdi);
-                return None;
+            let old = self.threads[th].cpu as usize;
+            self.threads[th].cpu = cpu as u8;
+            if self.threads[th].state == ThreadState::Ready {
+                self.runqs[old].remove(th, self.threads[th].prio as usize);
+                self.make_ready(th);
             }
-            Sysno::ThreadCreate => self.thread_create(p, c, r.rdi, r.rsi, r.rdx, r.r10).map(|th| {
-                self.threads[c].regs.rdi = crate::task::thread_ipc_buffer(th);
-            }),
-            Sysno::Null => match r.rdi {
-                0 => Ok(()),
-                1 => {
-                    p.bounce_root(self.kernel_root);
-                    Ok(())
-                }
-                _ => Err(Error::BadArgument),
-            },
-            Sysno::RingCreate => self.ring_create(p, c, ti, r.rdi, r.rsi),
-            Sysno::RingEnter => return self.ring_enter(p, c, ti, r.rdi, r.rdx, r.r10),
-            Sysno::SetAffinity => (|| {
-                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::CONTROL)?;
-                let cpu = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
-                if cpu >= self.cpus {
-                    return Err(Error::BadArgument);
-                }
-                for th in 0..MAX_THREADS {
-                    if self.threads[th].state == ThreadState::Free || self.threads[th].task != target {
-                        continue;
-                    }
-                    let old = self.threads[th].cpu as usize;
-                    self.threads[th].cpu = cpu as u8;
-                    if self.threads[th].state == ThreadState::Ready {
-                        self.runqs[old].remove(th, self.threads[th].prio as usize);
-                        self.make_ready(th);
-                    }
-                }
-                Ok(())
-            })(),
-            Sysno::Yield => {
-                self.make_ready(c);
-                self.current = NONE;
-                self.threads[c].regs.set_result(Ok(()));
-                return None;
-            }
-            Sysno::EndpointCreate => (|| {
-                let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
-                let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
-                self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
-                self.threads[c].regs.rdi = slot as u64;
-                Ok(())
-            })(),
-            Sysno::CapDerive => (|| {
-                let slot = self.tasks[ti].caps.derive(r.rdi, r.rsi, r.rdx)?;
-                let cap = self.tasks[ti].caps.to_copy(slot as u64)?;
-                self.add_ref(cap);
-                self.threads[c].regs.rdi = slot as u64;
-                Ok(())
-            })(),
-            Sysno::CapDelete => self.tasks[ti].caps.take(r.rdi).map(|cap| self.drop_cap(p, cap)),
-            Sysno::Send => return self.ipc_send(p, c, r.rdi, r.rsi, false),
-            Sysno::Call => return self.ipc_send(p, c, r.rdi, r.rsi, true),
-            Sysno::Recv => return self.ipc_recv(p, c, r.rdi),
-            Sysno::ReplyRecv => return self.ipc_reply_recv(p, c, r.rdi, r.rsi),
-            Sysno::Reply => self.ipc_reply(p, c),
-            Sysno::NotifyCreate => (|| {
-                let n = self.notifications.iter().position(|n| n.refs == 0).ok_or(Error::NoSlots)?;
-                let slot = self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL))?;
-                self.notifications[n] = Notification { refs: 1, ..Notification::FREE };
-                self.threads[c].regs.rdi = slot as u64;
-                Ok(())
-            })(),
-            Sysno::Signal => self.signal(ti, r.rdi, r.rsi),
-            Sysno::SetRecvWindow => (|| {
-                if r.rdi != 0 || r.rsi != 0 {
-                    Self::check_user_pages(r.rdi, r.rsi)?;
-                }
-                self.threads[c].win_va = r.rdi;
-                self.threads[c].win_pages = r.rsi;
-                Ok(())
-            })(),
-            Sysno::MemCreate => self.memobj_create(p, c, ti, r.rdi),
-            Sysno::MemMapObj => self.memobj_map(p, ti, r.rdi, r.rsi),
-            Sysno::SendNB => return self.ipc_send_nb(p, c, r.rdi, r.rsi),
-            Sysno::RecvNB => return self.ipc_recv_nb(p, c, r.rdi),
-            Sysno::Trace => {
-                if r.rdi > 2 {
-                    Err(Error::BadArgument)
-                } else {
-                    self.threads[c].regs.rdi = p.trace(r.rdi);
-                    Ok(())
-                }
-            }
-            Sysno::Wait => return self.wait(c, ti, r.rdi),
-            Sysno::MemMap => self.mem_map(p, ti, r.rdi, r.rsi),
-            Sysno::MemUnmap => self.mem_unmap(p, ti, r.rdi, r.rsi),
-            Sysno::TaskSpawn => self.task_spawn(p, c, ti, r),
-            Sysno::CapGrant => (|| {
-                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::GRANT)?;
-                let give = self.tasks[ti].caps.to_copy(r.rsi)?;
-                let slot = self.tasks[target as usize].caps.insert(give)?;
-                self.add_ref(give);
-                self.threads[c].regs.rdi = slot as u64;
-                Ok(())
-            })(),
-            Sysno::ThisCpu => {
-                self.threads[c].regs.rdi = self.cpu as u64;
-                self.threads[c].regs.rsi = self.cpus as u64;
-                Ok(())
-            }
-            Sysno::FrameStats => {
-                self.threads[c].regs.rdi = self.frames.free();
-                self.threads[c].regs.rsi = self.frames.used();
-                Ok(())
-            }
-            Sysno::TaskKill => (|| {
-                let (target, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::Task, rights::CONTROL)?;
-                if target as usize == ti {
-                    return Err(Error::BadArgument);
-                }
-                self.kill_task(p, target as usize);
-                Ok(())
-            })(),
-            Sysno::MachineExit => (|| {
-                self.tasks[ti].caps.lookup(r.rdi, Kind::Machine, rights::CONTROL)?;
-                let code = u8::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
-                self.exit_code = Some(code);
-                p.machine_exit(code);
-                Ok(())
-            })(),
-        })
-    }
-
-    fn notification(&self, ti: usize, slot: u64, need: u64) -> Result<(usize, Cap), Error> {
-        let (n, cap) = self.tasks[ti].caps.lookup(slot, Kind::Notification, need)?;
-        Ok((n as usize, cap))
-    }
-
-    /// Sets `bits` (the capability's badge too, if it has one); wakes the waiter.
-    fn signal(&mut self, ti: usize, slot: u64, bits: u64) -> Result<(), Error> {
-        let (n, Cap { badge, .. }) = self.notification(ti, slot, rights::SEND)?;
-        let nt = &mut self.notifications[n];
-        nt.bits |= bits | badge;
-        if nt.waiter != NONE && nt.bits != 0 {
-            let w = nt.waiter as usize;
-            nt.waiter = NONE;
-            let b = core::mem::take(&mut nt.bits);
-            self.threads[w].regs.rdi = b;
-            self.threads[w].regs.rax = 0;
-            self.make_ready(w);
         }
         Ok(())
     }
 
-    /// Takes the bits, or blocks until there are some. One waiter per notification.
-    fn wait(&mut self, c: usize, ti: usize, slot: u64) -> Option<Result<(), Error>> {
-        let n = match self.notification(ti, slot, rights::RECV) {
-            Ok((n, _)) => n,
-            Err(e) => return Some(Err(e)),
-        };
-        let nt = &mut self.notifications[n];
-        if nt.bits != 0 {
-            self.threads[c].regs.rdi = core::mem::take(&mut nt.bits);
-            return Some(Ok(()));
-        }
-        if nt.waiter != NONE {
-            return Some(Err(Error::Exists));
-        }
-        nt.waiter = c as u16;
-        self.threads[c].state = ThreadState::BlockedWait { n: n as u16 };
-        self.current = NONE;
-        None
+    pub(crate) fn endpoint_create(&mut self, c: usize, ti: usize) -> Result<(), Error> {
+        let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
+        let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
+        self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
+        self.threads[c].regs.rdi = slot as u64;
+        Ok(())
     }
 
-    fn debug_write<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, len: u64) -> Result<(), Error> {
+    pub(crate) fn cap_derive(&mut self, c: usize, ti: usize, a: args::CapDerive) -> Result<(), Error> {
+        let slot = self.tasks[ti].caps.derive(a.slot, a.rights, a.badge)?;
+        let cap = self.tasks[ti].caps.to_copy(slot as u64)?;
+        self.add_ref(cap);
+        self.threads[c].regs.rdi = slot as u64;
+        Ok(())
+    }
+
+    pub(crate) fn set_recv_window(&mut self, c: usize, a: args::SetRecvWindow) -> Result<(), Error> {
+        if a.va != 0 || a.pages != 0 {
+            Self::check_user_pages(a.va, a.pages)?;
+        }
+        self.threads[c].win_va = a.va;
+        self.threads[c].win_pages = a.pages;
+        Ok(())
+    }
+
+    pub(crate) fn trace<P: Platform>(&mut self, p: &mut P, c: usize, op: u64) -> Result<(), Error> {
+        if op > 2 {
+            return Err(Error::BadArgument);
+        }
+        self.threads[c].regs.rdi = p.trace(op);
+        Ok(())
+    }
+
+    pub(crate) fn cap_grant(&mut self, c: usize, ti: usize, a: args::CapGrant) -> Result<(), Error> {
+        let (target, _) = self.tasks[ti].caps.lookup(a.task, Kind::Task, rights::GRANT)?;
+        let give = self.tasks[ti].caps.to_copy(a.slot)?;
+        let slot = self.tasks[target as usize].caps.insert(give)?;
+        self.add_ref(give);
+        self.threads[c].regs.rdi = slot as u64;
+        Ok(())
+    }
+
+    pub(crate) fn this_cpu(&mut self, c: usize) -> Result<(), Error> {
+        self.threads[c].regs.rdi = self.cpu as u64;
+        self.threads[c].regs.rsi = self.cpus as u64;
+        Ok(())
+    }
+
+    pub(crate) fn frame_stats(&mut self, c: usize) -> Result<(), Error> {
+        self.threads[c].regs.rdi = self.frames.free();
+        self.threads[c].regs.rsi = self.frames.used();
+        Ok(())
+    }
+
+    pub(crate) fn task_kill<P: Platform>(&mut self, p: &mut P, ti: usize, a: args::TaskKill) -> Result<(), Error> {
+        let (target, _) = self.tasks[ti].caps.lookup(a.task, Kind::Task, rights::CONTROL)?;
+        if target as usize == ti {
+            return Err(Error::BadArgument);
+        }
+        self.kill_task(p, target as usize);
+        Ok(())
+    }
+
+    pub(crate) fn machine_exit<P: Platform>(
+        &mut self,
+        p: &mut P,
+        ti: usize,
+        a: args::MachineExit,
+    ) -> Result<(), Error> {
+        self.tasks[ti].caps.lookup(a.machine, Kind::Machine, rights::CONTROL)?;
+        let code = u8::try_from(a.code).map_err(|_| Error::BadArgument)?;
+        self.exit_code = Some(code);
+        p.machine_exit(code);
+        Ok(())
+    }
+
+    pub(crate) fn debug_write<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, len: u64) -> Result<(), Error> {
         if len > 4096 {
             return Err(Error::BadArgument);
         }
@@ -1150,7 +1081,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn mem_map<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
+    pub(crate) fn mem_map<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
         Self::check_user_pages(va, pages)?;
         if self.frames.free() < pages {
             return Err(Error::OutOfMemory);
@@ -1159,7 +1090,7 @@ impl Kernel {
         self.map_zeroed(p, root, va, pages, WRITABLE)
     }
 
-    fn mem_unmap<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
+    pub(crate) fn mem_unmap<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
         Self::check_user_pages(va, pages)?;
         let root = self.tasks[ti].root;
         let end = va + pages * PAGE_SIZE;
@@ -1179,21 +1110,25 @@ impl Kernel {
         Ok(())
     }
 
-    fn task_spawn<P: Platform>(&mut self, p: &mut P, c: usize, ti: usize, r: &UserRegs) -> Result<(), Error> {
-        // rdi: boot file slot, rsi: priority, rdx: fault endpoint slot, r10: parent cap slot,
-        // r8, r9: the first thread's rdi and rsi
-        let (f, _) = self.tasks[ti].caps.lookup(r.rdi, Kind::BootFile, rights::SEND)?;
-        let (fault_ep, fault_cap) = self.tasks[ti].caps.lookup(r.rdx, Kind::Endpoint, rights::SEND)?;
-        let parent = self.tasks[ti].caps.to_copy(r.r10)?;
-        let prio = usize::try_from(r.rsi).map_err(|_| Error::BadArgument)?;
+    pub(crate) fn task_spawn<P: Platform>(
+        &mut self,
+        p: &mut P,
+        c: usize,
+        ti: usize,
+        a: args::TaskSpawn,
+    ) -> Result<(), Error> {
+        let (f, _) = self.tasks[ti].caps.lookup(a.file, Kind::BootFile, rights::SEND)?;
+        let (fault_ep, fault_cap) = self.tasks[ti].caps.lookup(a.fault, Kind::Endpoint, rights::SEND)?;
+        let parent = self.tasks[ti].caps.to_copy(a.parent)?;
+        let prio = usize::try_from(a.prio).map_err(|_| Error::BadArgument)?;
         if prio > self.threads[c].prio as usize {
             return Err(Error::BadArgument); // no priority above the spawner's
         }
         // Where the new task's capability goes, found before anything is created.
         let slot = self.tasks[ti].caps.free_slot()?;
         let (nt, nth) = self.spawn(p, f as usize, prio)?;
-        self.threads[nth].regs.rdi = r.r8;
-        self.threads[nth].regs.rsi = r.r9;
+        self.threads[nth].regs.rdi = a.arg0;
+        self.threads[nth].regs.rsi = a.arg1;
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
         // The thread's fault endpoint stays alive as long as the thread: count it.
         self.endpoints[fault_ep as usize].refs += 1;
@@ -1210,57 +1145,6 @@ impl Kernel {
         Ok(())
     }
 }
-
-/// A capability argument of a system call: which register holds its slot, the kind of
-/// object it must name and the rights it must have (`when`: under which other arguments).
-/// The handlers look each one up with exactly this (`CapTable::lookup`); the host tests
-/// try every row with each right missing and with each wrong kind, and check that
-/// docs/ARCHITECTURE.md's table says the same.
-#[derive(Clone, Copy, Debug)]
-pub struct CapArg {
-    pub call: Sysno,
-    /// 0 rdi, 1 rsi, 2 rdx, 3 r10.
-    pub arg: usize,
-    pub kind: Kind,
-    pub needs: u64,
-    /// Another argument (register index as `arg`, value) that makes the call need this,
-    /// or `None` always.
-    pub when: Option<(usize, u64)>,
-}
-
-const fn cap_arg(call: Sysno, arg: usize, kind: Kind, needs: u64) -> CapArg {
-    CapArg { call, arg, kind, needs, when: None }
-}
-
-/// Every capability a system call looks up (CapDerive, CapDelete, CapGrant's second
-/// and TaskSpawn's parent capability are only copied or deleted: any capability will do).
-pub const CAP_ARGS: &[CapArg] = &[
-    cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND),
-    CapArg {
-        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
-        ..cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
-    },
-    cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND),
-    CapArg {
-        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
-        ..cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
-    },
-    cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND),
-    cap_arg(Sysno::Recv, 0, Kind::Endpoint, rights::RECV),
-    cap_arg(Sysno::RecvNB, 0, Kind::Endpoint, rights::RECV),
-    cap_arg(Sysno::ReplyRecv, 0, Kind::Endpoint, rights::RECV),
-    cap_arg(Sysno::Signal, 0, Kind::Notification, rights::SEND),
-    cap_arg(Sysno::Wait, 0, Kind::Notification, rights::RECV),
-    cap_arg(Sysno::MemMapObj, 0, Kind::Memory, rights::SEND),
-    cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::SEND),
-    CapArg { when: Some((3, RING_SERVER)), ..cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::RECV) },
-    cap_arg(Sysno::TaskSpawn, 0, Kind::BootFile, rights::SEND),
-    cap_arg(Sysno::TaskSpawn, 2, Kind::Endpoint, rights::SEND),
-    cap_arg(Sysno::CapGrant, 0, Kind::Task, rights::GRANT),
-    cap_arg(Sysno::TaskKill, 0, Kind::Task, rights::CONTROL),
-    cap_arg(Sysno::SetAffinity, 0, Kind::Task, rights::CONTROL),
-    cap_arg(Sysno::MachineExit, 0, Kind::Machine, rights::CONTROL),
-];
 
 impl Default for Kernel {
     fn default() -> Self {

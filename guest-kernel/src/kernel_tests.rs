@@ -5,9 +5,11 @@
 use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, FAULT_LABEL};
 
 use super::*;
+use crate::cap::Kind;
 use crate::mm::phys::fake::FakeMem;
 use crate::mm::vspace;
 use crate::mm::PhysMem;
+use crate::syscall::{Next, CAP_ARGS};
 
 const BOOT_BASE: u64 = 0x4000_0000;
 
@@ -1037,4 +1039,11 @@ fn the_architecture_document_lists_every_capability_argument() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "docs/ARCHITECTURE.md's capability table and kernel::CAP_ARGS differ");
+}
+
+#[test]
+fn a_handler_s_decision_fits_in_two_registers() {
+    // The slow path returns it from every handler: in rax:rdx up to 16 bytes, bigger
+    // through memory.
+    assert!(core::mem::size_of::<Next>() <= 16, "{}", core::mem::size_of::<Next>());
 }

@@ -25,4 +25,5 @@ pub mod kernel;
 pub mod mm;
 pub mod platform;
 pub mod ring;
+pub mod syscall;
 pub mod task;

@@ -16,12 +16,14 @@
 //! failure is an error in the caller's `rax`, never a half-delivered message.
 
 mod fastpath;
+mod notify;
 
 use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL, MAX_WORDS, MSG_REGS};
 
 use crate::cap::Kind;
 use crate::kernel::{Kernel, ThreadState, Waiting, NONE};
 use crate::platform::Platform;
+use crate::syscall::Next;
 
 impl Kernel {
     // ---- endpoint queues ------------------------------------------------------------
@@ -142,46 +144,34 @@ impl Kernel {
     // ---- operations ---------------------------------------------------------------
 
     /// `send` / `call` from thread `c` on the endpoint in `slot`.
-    pub(crate) fn ipc_send<P: Platform>(
-        &mut self,
-        p: &mut P,
-        c: usize,
-        slot: u64,
-        info: u64,
-        call: bool,
-    ) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_send<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64, info: u64, call: bool) -> Next {
         let ti = self.threads[c].task as usize;
         let need = rights::SEND | if MsgInfo(info).cap().is_some() { rights::GRANT } else { 0 };
         let (e, cap) = match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, need) {
             Ok(x) => x,
-            Err(err) => return Some(Err(err)),
+            Err(err) => return Next::Return(Err(err)),
         };
         let e = e as usize;
         if self.endpoints[e].waiting == Waiting::Closed {
-            return Some(Err(Error::PartnerGone));
+            return Next::Return(Err(Error::PartnerGone));
         }
         if self.endpoints[e].waiting == Waiting::Receivers {
             let r = self.endpoints[e].head as usize;
             if let Err(err) = self.transfer(p, c, r, cap.badge) {
-                return Some(Err(err));
+                return Next::Return(Err(err));
             }
             self.ep_pop(e);
-            self.threads[c].regs.rax = 0;
             if call {
                 // Direct switch: the receiver runs now, on the caller's time slice.
-                self.threads[c].state = ThreadState::BlockedReply { server: r as u16 };
                 self.threads[r].reply_to = c as u16;
-                self.switch_to(r);
-            } else {
-                self.make_ready(r);
+                return Next::Switch { to: r as u16, caller: ThreadState::BlockedReply { server: r as u16 } };
             }
-            return None;
+            self.make_ready(r);
+            return Next::Return(Ok(()));
         }
         self.threads[c].send_badge = cap.badge;
-        self.threads[c].state = ThreadState::BlockedSend { ep: e as u16, call };
         self.ep_push(e, c, Waiting::Senders);
-        self.current = NONE;
-        None
+        Next::Block(ThreadState::BlockedSend { ep: e as u16, call })
     }
 
     /// Queues the faulted thread `c`'s fault message on endpoint `e`, or delivers it.
@@ -201,46 +191,38 @@ impl Kernel {
     }
 
     /// `recv` by thread `c` on the endpoint in `slot`.
-    pub(crate) fn ipc_recv<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_recv<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Next {
         self.ipc_recv_inner(p, c, slot, true)
     }
 
     /// `RecvNB`: like `Recv`, but `WouldBlock` instead of waiting.
-    pub(crate) fn ipc_recv_nb<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_recv_nb<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Next {
         self.ipc_recv_inner(p, c, slot, false)
     }
 
     /// `SendNB`: like `Send`, but `WouldBlock` instead of waiting for a receiver.
-    pub(crate) fn ipc_send_nb<P: Platform>(
-        &mut self,
-        p: &mut P,
-        c: usize,
-        slot: u64,
-        info: u64,
-    ) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_send_nb<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64, info: u64) -> Next {
         let ti = self.threads[c].task as usize;
         match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::SEND) {
-            Ok((e, _)) if self.endpoints[e as usize].waiting == Waiting::Closed => Some(Err(Error::PartnerGone)),
-            Ok((e, _)) if self.endpoints[e as usize].waiting != Waiting::Receivers => Some(Err(Error::WouldBlock)),
+            Ok((e, _)) if self.endpoints[e as usize].waiting == Waiting::Closed => {
+                Next::Return(Err(Error::PartnerGone))
+            }
+            Ok((e, _)) if self.endpoints[e as usize].waiting != Waiting::Receivers => {
+                Next::Return(Err(Error::WouldBlock))
+            }
             Ok(_) => self.ipc_send(p, c, slot, info, false),
-            Err(err) => Some(Err(err)),
+            Err(err) => Next::Return(Err(err)),
         }
     }
 
-    fn ipc_recv_inner<P: Platform>(
-        &mut self,
-        p: &mut P,
-        c: usize,
-        slot: u64,
-        block: bool,
-    ) -> Option<Result<(), Error>> {
+    fn ipc_recv_inner<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64, block: bool) -> Next {
         let ti = self.threads[c].task as usize;
         let e = match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::RECV) {
             Ok((e, _)) => e as usize,
-            Err(err) => return Some(Err(err)),
+            Err(err) => return Next::Return(Err(err)),
         };
         if self.endpoints[e].waiting == Waiting::Closed {
-            return Some(Err(Error::PartnerGone));
+            return Next::Return(Err(Error::PartnerGone));
         }
         while self.endpoints[e].waiting == Waiting::Senders {
             let s = self.ep_pop(e).expect("a waiting sender");
@@ -263,15 +245,14 @@ impl Kernel {
                     self.make_ready(s);
                 }
             }
-            return None;
+            // The message is in this thread's registers.
+            return Next::Return(Ok(()));
         }
         if !block {
-            return Some(Err(Error::WouldBlock));
+            return Next::Return(Err(Error::WouldBlock));
         }
-        self.threads[c].state = ThreadState::BlockedRecv { ep: e as u16 };
         self.ep_push(e, c, Waiting::Receivers);
-        self.current = NONE;
-        None
+        Next::Block(ThreadState::BlockedRecv { ep: e as u16 })
     }
 
     /// `reply` by server thread `c`: answer its caller, who becomes ready; `c` goes on.
@@ -290,36 +271,30 @@ impl Kernel {
     }
 
     /// `reply_recv` by server thread `c`: reply to its caller, then receive on `slot`.
-    pub(crate) fn ipc_reply_recv<P: Platform>(
-        &mut self,
-        p: &mut P,
-        c: usize,
-        slot: u64,
-        _info: u64,
-    ) -> Option<Result<(), Error>> {
+    pub(crate) fn ipc_reply_recv<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64) -> Next {
         let client = self.threads[c].reply_to;
         // Check the receive capability before replying, so an error leaves nothing done.
         let ti = self.threads[c].task as usize;
         if let Err(err) = self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::RECV) {
-            return Some(Err(err));
+            return Next::Return(Err(err));
         }
         if client == NONE || self.threads[client as usize].state != (ThreadState::BlockedReply { server: c as u16 }) {
             self.threads[c].reply_to = NONE;
-            return Some(Err(Error::PartnerGone));
+            return Next::Return(Err(Error::PartnerGone));
         }
         let client = client as usize;
         if let Err(e) = self.transfer(p, c, client, 0) {
-            return Some(Err(e));
+            return Next::Return(Err(e));
         }
         self.threads[c].reply_to = NONE;
-        let r = self.ipc_recv(p, c, slot);
-        if self.threads[c].state == ThreadState::Running {
-            // A message was waiting: the server goes on; the client waits its turn.
-            self.make_ready(client);
-        } else {
+        match self.ipc_recv(p, c, slot) {
             // Direct switch back to the client.
-            self.switch_to(client);
+            Next::Block(caller) => Next::Switch { to: client as u16, caller },
+            // A message was waiting: the server goes on; the client waits its turn.
+            next => {
+                self.make_ready(client);
+                next
+            }
         }
-        r
     }
 }

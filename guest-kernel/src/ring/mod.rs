@@ -15,6 +15,7 @@ use l4_abi::syscall::{rights, Error, RING_SERVER};
 use crate::cap::{Cap, Kind, Object};
 use crate::kernel::{Kernel, ThreadState, MAX_OBJ_PAGES, NONE};
 use crate::platform::Platform;
+use crate::syscall::Next;
 
 /// A ring channel.
 #[derive(Clone, Copy, Debug)]
@@ -148,17 +149,17 @@ impl Kernel {
         slot: u64,
         min: u64,
         flags: u64,
-    ) -> Option<Result<(), Error>> {
+    ) -> Next {
         let server = flags & RING_SERVER != 0;
         let need = if server { rights::RECV } else { rights::SEND };
         let (r, _) = match self.tasks[ti].caps.lookup(slot, Kind::Ring, need) {
             Ok(found) => found,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Next::Return(Err(e)),
         };
         let r = r as usize;
         let min = u32::try_from(min).unwrap_or(u32::MAX).min(self.rings[r].entries);
         if (server && self.rings[r].send_refs == 0) || (!server && self.rings[r].recv_refs == 0) {
-            return Some(Err(Error::PartnerGone));
+            return Next::Return(Err(Error::PartnerGone));
         }
         let (sq, cq) = self.ring_pending(p, r);
         // First wake the other side if what it waits for is there (or the ring is broken:
@@ -183,14 +184,14 @@ impl Kernel {
         }
         // Then this side's own wait.
         let mine = if server { sq } else { cq };
-        let Some(n) = mine else { return Some(Err(Error::BadArgument)) };
+        let Some(n) = mine else { return Next::Return(Err(Error::BadArgument)) };
         if n >= min {
             self.threads[c].regs.rdi = n as u64;
-            return Some(Ok(()));
+            return Next::Return(Ok(()));
         }
         let waiter = if server { self.rings[r].server } else { self.rings[r].client };
         if waiter != NONE && waiter as usize != c {
-            return Some(Err(Error::Exists));
+            return Next::Return(Err(Error::Exists));
         }
         if server {
             self.rings[r].server = c as u16;
@@ -199,9 +200,7 @@ impl Kernel {
             self.rings[r].client = c as u16;
             self.rings[r].client_min = min;
         }
-        self.threads[c].state = ThreadState::BlockedRing { r: r as u16 };
-        self.current = NONE;
-        None
+        Next::Block(ThreadState::BlockedRing { r: r as u16 })
     }
 
     /// One capability to ring `r` fewer; the last one wakes the waiters and lets go of

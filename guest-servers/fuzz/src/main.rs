@@ -21,6 +21,7 @@
 #![no_std]
 #![no_main]
 
+use l4_abi::args::{self as a, Args};
 use l4_abi::layout::{ELF_BASE, USER_MAP_MAX};
 use l4_abi::syscall::{Error, MsgInfo, Sysno};
 use l4_rt::ipc::{self, Msg};
@@ -201,90 +202,114 @@ fn draw(r: &mut Rng, t: &Targets) -> Drawn {
     let k = r.pick(&kinds);
     c.n = k as u64;
     c.w = words(r);
+    // Each call's arguments by their names in l4_abi::args (the kernel decodes with the
+    // same definition); the message words no argument names stay random.
     match k {
         DebugWrite => {
-            c.rdi = address(r, true);
+            let ptr = address(r, true);
             // Our own memory only with length 0 (no console spam); bad pointers with any.
-            c.rsi = if c.rdi >= ARENA && c.rdi < USER_MAP_MAX { 0 } else { r.pick_r(&[0, 1, 4096, u64::MAX]) };
+            let len = if ptr >= ARENA && ptr < USER_MAP_MAX { 0 } else { r.pick_r(&[0, 1, 4096, u64::MAX]) };
+            put(&mut c, a::DebugWrite { ptr, len });
         }
-        CapDerive => {
-            c.rdi = slot(r, t);
-            c.rsi = r.next() & 0xf;
-            c.w[0] = r.pick_r(&[0, 1]);
-        }
+        CapDerive => put(&mut c, a::CapDerive { slot: slot(r, t), rights: r.next() & 0xf, badge: r.pick_r(&[0, 1]) }),
         CapDelete => {
             let s = slot(r, t);
-            c.rdi = if t.protected.contains(&(s as u8)) && s < 64 { 63 } else { s };
+            put(&mut c, a::CapDelete { slot: if t.protected.contains(&(s as u8)) && s < 64 { 63 } else { s } });
         }
         Send | Call => {
             // To the responder (which answers) or to a bad slot; never to an endpoint
             // nobody receives on.
-            c.rdi = if r.below(3) == 0 { t.responder as u64 } else { bad_slot(r, t) };
-            c.rsi = info(r);
+            let endpoint = if r.below(3) == 0 { t.responder as u64 } else { bad_slot(r, t) };
+            let info = info(r);
+            if k == Send {
+                put(&mut c, a::Send { endpoint, info });
+            } else {
+                put(&mut c, a::Call { endpoint, info });
+            }
         }
         Recv | ReplyRecv | Wait => {
             // Blocking receives: only at slots that cannot block (bad ones).
-            c.rdi = bad_slot(r, t);
-            c.rsi = info(r);
+            let (at, info) = (bad_slot(r, t), info(r));
+            match k {
+                Recv => put(&mut c, a::Recv { endpoint: at }),
+                Wait => put(&mut c, a::Wait { notification: at }),
+                _ => put(&mut c, a::ReplyRecv { endpoint: at, info }),
+            }
+            c.rsi = info; // garbage where the call names no second argument
         }
         SendNB | RecvNB => {
-            c.rdi = slot(r, t);
-            c.rsi = info(r);
+            let (at, info) = (slot(r, t), info(r));
+            if k == SendNB {
+                put(&mut c, a::SendNB { endpoint: at, info });
+            } else {
+                put(&mut c, a::RecvNB { endpoint: at });
+                c.rsi = info;
+            }
         }
-        Reply => c.rsi = info(r),
+        Reply => put(&mut c, a::Reply { unused: 0, info: info(r) }),
         MemMap => {
-            c.rdi = address(r, false);
-            let in_ours = c.rdi >= ARENA && c.rdi < USER_MAP_MAX;
-            c.rsi = pages(r, in_ours);
+            let va = address(r, false);
+            let in_ours = va >= ARENA && va < USER_MAP_MAX;
+            put(&mut c, a::MemMap { va, pages: pages(r, in_ours) });
         }
-        MemUnmap => {
-            c.rdi = address(r, false);
-            c.rsi = pages(r, false);
-        }
-        SetRecvWindow => {
-            c.rdi = address(r, true);
-            c.rsi = pages(r, false);
-        }
+        MemUnmap => put(&mut c, a::MemUnmap { va: address(r, false), pages: pages(r, false) }),
+        SetRecvWindow => put(&mut c, a::SetRecvWindow { va: address(r, true), pages: pages(r, false) }),
         // Valid sizes up to 64 pages (an object of 65,536 pages is valid and only slow:
         // zeroed frame by frame), and sizes past the limit.
-        MemCreate => c.rdi = r.pick_r(&[0, 1, 2, 16, 64, 512 * 512 + 1, u64::MAX]),
-        MemMapObj => {
-            c.rdi = slot(r, t);
-            c.rsi = address(r, false);
-        }
-        Signal => {
-            c.rdi = slot(r, t);
-            c.rsi = r.next();
-        }
-        Trace => c.rdi = r.pick(&[2, 3, 4, u64::MAX]),
+        MemCreate => put(&mut c, a::MemCreate { pages: r.pick_r(&[0, 1, 2, 16, 64, 512 * 512 + 1, u64::MAX]) }),
+        MemMapObj => put(&mut c, a::MemMapObj { memory: slot(r, t), va: address(r, false) }),
+        Signal => put(&mut c, a::Signal { notification: slot(r, t), bits: r.next() }),
+        Trace => put(&mut c, a::Trace { op: r.pick(&[2, 3, 4, u64::MAX]) }),
         RingCreate => {
-            c.rdi = r.pick(&[0, 1, 2, 3, 16, 64, 100, 4096, 4097, 1 << 20, u64::MAX]);
-            c.rsi = r.pick(&[0, 1, 4, 64, 65, 1 << 20, u64::MAX]);
+            let entries = r.pick(&[0, 1, 2, 3, 16, 64, 100, 4096, 4097, 1 << 20, u64::MAX]);
+            put(&mut c, a::RingCreate { entries, data_pages: r.pick(&[0, 1, 4, 64, 65, 1 << 20, u64::MAX]) });
         }
+        // min 0: never wait (nobody serves these rings).
         RingEnter => {
-            c.rdi = slot(r, t);
-            // min 0: never wait (nobody serves these rings).
-            c.w[0] = 0;
-            c.w[1] = r.pick(&[0, 1, 2, u64::MAX]);
+            put(&mut c, a::RingEnter { ring: slot(r, t), unused: 0, min: 0, flags: r.pick(&[0, 1, 2, u64::MAX]) })
         }
         ThreadCreate => {
             let good = r.below(2) == 0;
-            c.rdi = if good { short_thread as *const () as u64 } else { address(r, false) };
-            c.rsi = if good {
+            let entry = if good { short_thread as *const () as u64 } else { address(r, false) };
+            let stack = if good {
                 SHORT_STACKS + (r.below(8) + 1) * 0x10_0000
             } else {
                 r.pick_r(&[0, 8, 0xffff_8000_0000_0000, ARENA + 8])
             };
-            c.w[0] = r.next();
-            c.w[1] = r.pick(&[0, 0, 1, 2, 16, u64::MAX]);
+            put(&mut c, a::ThreadCreate { entry, stack, arg: r.next(), cpu: r.pick(&[0, 0, 1, 2, 16, u64::MAX]) });
         }
-        Null => c.rdi = r.pick(&[0, 1, 2, u64::MAX]),
-        _ => {
+        Null => put(&mut c, a::Null { mode: r.pick(&[0, 1, 2, u64::MAX]) }),
+        TaskSpawn => {
+            let (file, prio) = (slot(r, t), r.next());
+            let (fault, parent, arg0, arg1) = (c.w[0], c.w[1], c.w[2], c.w[3]);
+            put(&mut c, a::TaskSpawn { file, prio, fault, parent, arg0, arg1 });
+        }
+        CapGrant => put(&mut c, a::CapGrant { task: slot(r, t), slot: r.next() }),
+        TaskKill => {
+            let (task, garbage) = (slot(r, t), r.next());
+            put(&mut c, a::TaskKill { task });
+            c.rsi = garbage;
+        }
+        MachineExit => put(&mut c, a::MachineExit { machine: slot(r, t), code: r.next() }),
+        SetAffinity => put(&mut c, a::SetAffinity { task: slot(r, t), cpu: r.next() }),
+        Yield | EndpointCreate | FrameStats | NotifyCreate | ThisCpu => {
             c.rdi = slot(r, t);
             c.rsi = r.next();
         }
+        TaskExit | ThreadExit => unreachable!("never drawn"),
     }
     c
+}
+
+/// Puts the call `a` into `c`: its number, and each named argument in its register.
+fn put<A: Args>(c: &mut Drawn, a: A) {
+    let regs = a.into_regs();
+    c.n = A::SYSNO as u64;
+    c.rdi = regs.rdi;
+    c.rsi = regs.rsi;
+    for i in 0..A::NAMES.len().saturating_sub(2) {
+        c.w[i] = regs.words[i];
+    }
 }
 
 /// A slot that names nothing we could block on: out of range, or garbage. (Every slot

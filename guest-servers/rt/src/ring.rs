@@ -9,7 +9,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use l4_abi::ring::{self as abi, pending, Cqe, Sqe, NEED_WAKEUP};
-use l4_abi::syscall::{Error, Sysno, RING_SERVER};
+use l4_abi::syscall::{Error, RING_SERVER};
 
 use crate::sys;
 
@@ -41,7 +41,7 @@ fn at(base: u64, off: usize) -> &'static AtomicU32 {
 /// `RingEnter(ring, 0, min, flags)`; returns the pending count.
 pub fn enter(slot: u8, min: u32, server: bool) -> Result<u32, Error> {
     let flags = if server { RING_SERVER } else { 0 };
-    let r = sys::raw(Sysno::RingEnter, slot as u64, 0, [min as u64, flags, 0, 0, 0, 0, 0, 0]).ok()?;
+    let r = sys::call(l4_abi::args::RingEnter { ring: slot as u64, unused: 0, min: min as u64, flags }).ok()?;
     Ok(r.rdi as u32)
 }
 
@@ -49,7 +49,7 @@ pub fn enter(slot: u8, min: u32, server: bool) -> Result<u32, Error> {
 /// returns it (with the client capability), the memory capability and the server
 /// capability (both to hand to the server).
 pub fn create(entries: u32, data_pages: u64, va: u64) -> Result<(Ring, u8, u8), Error> {
-    let r = sys::raw(Sysno::RingCreate, entries as u64, data_pages, [0; 8]).ok()?;
+    let r = sys::call(l4_abi::args::RingCreate { entries: entries as u64, data_pages }).ok()?;
     let (slot, mem, server) = (r.rdi as u8, r.rsi as u8, r.words[0] as u8);
     sys::mem_map_obj(mem, va)?;
     Ok((Ring::at(slot, va)?, mem, server))

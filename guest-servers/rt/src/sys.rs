@@ -1,5 +1,6 @@
 //! System calls: one `call` into the kernel entry page per call (see `l4_abi::syscall`).
 
+use l4_abi::args::{self as a, Args};
 use l4_abi::syscall::{Error, MsgInfo, Sysno, ENTRY_VA};
 
 /// Registers after a system call.
@@ -95,18 +96,28 @@ pub fn raw_number_flags(n: u64, rdi: u64, rsi: u64, w: [u64; 8], rflags: u64) ->
     r
 }
 
-fn call0(n: Sysno, a: u64, b: u64, c: u64, d: u64) -> Result<Ret, Error> {
-    raw(n, a, b, [c, d, 0, 0, 0, 0, 0, 0]).ok()
+/// Makes the call whose arguments `a` holds, each in the register `l4_abi::args` gives
+/// it (the same definition the kernel decodes with).
+#[inline(always)]
+pub fn call<A: Args>(a: A) -> Ret {
+    let r = a.into_regs();
+    raw(A::SYSNO, r.rdi, r.rsi, r.words)
+}
+
+/// [`call`], `Ok` if it succeeded.
+#[inline(always)]
+fn call_ok<A: Args>(a: A) -> Result<Ret, Error> {
+    call(a).ok()
 }
 
 /// Prints bytes on the console.
 pub fn debug_write(bytes: &[u8]) -> Result<(), Error> {
-    call0(Sysno::DebugWrite, bytes.as_ptr() as u64, bytes.len() as u64, 0, 0).map(|_| ())
+    call_ok(a::DebugWrite { ptr: bytes.as_ptr() as u64, len: bytes.len() as u64 }).map(|_| ())
 }
 
 /// Ends this task.
 pub fn task_exit(code: u64) -> ! {
-    let _ = raw(Sysno::TaskExit, code, 0, [0; 8]);
+    let _ = call(a::TaskExit { code });
     // The kernel never returns from TaskExit; if it somehow did, stop here for good.
     loop {
         core::hint::spin_loop();
@@ -115,49 +126,55 @@ pub fn task_exit(code: u64) -> ! {
 
 /// Gives up the rest of the time slice.
 pub fn yield_now() {
-    let _ = raw(Sysno::Yield, 0, 0, [0; 8]);
+    let _ = call(a::Yield {});
 }
 
 /// A new endpoint; returns its slot.
 pub fn endpoint_create() -> Result<u8, Error> {
-    call0(Sysno::EndpointCreate, 0, 0, 0, 0).map(|r| r.rdi as u8)
+    call_ok(a::EndpointCreate {}).map(|r| r.rdi as u8)
 }
 
 /// A copy of `slot` with at most `rights` and (if it has none) `badge`.
 pub fn cap_derive(slot: u8, rights: u64, badge: u64) -> Result<u8, Error> {
-    call0(Sysno::CapDerive, slot as u64, rights, badge, 0).map(|r| r.rdi as u8)
+    call_ok(a::CapDerive { slot: slot as u64, rights, badge }).map(|r| r.rdi as u8)
 }
 
 pub fn cap_delete(slot: u8) -> Result<(), Error> {
-    call0(Sysno::CapDelete, slot as u64, 0, 0, 0).map(|_| ())
+    call_ok(a::CapDelete { slot: slot as u64 }).map(|_| ())
 }
 
 /// Maps `pages` zeroed pages at `va`.
 pub fn mem_map(va: u64, pages: u64) -> Result<(), Error> {
-    call0(Sysno::MemMap, va, pages, 0, 0).map(|_| ())
+    call_ok(a::MemMap { va, pages }).map(|_| ())
 }
 
 pub fn mem_unmap(va: u64, pages: u64) -> Result<(), Error> {
-    call0(Sysno::MemUnmap, va, pages, 0, 0).map(|_| ())
+    call_ok(a::MemUnmap { va, pages }).map(|_| ())
 }
 
 /// Starts boot file `file` as a task at `prio`; faults go to `fault_ep`; `parent` lands in
 /// the new task's slot 0. Returns the task capability's slot.
 pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2]) -> Result<u8, Error> {
-    raw(Sysno::TaskSpawn, file as u64, prio, [fault_ep as u64, parent as u64, args[0], args[1], 0, 0, 0, 0])
-        .ok()
-        .map(|r| r.rdi as u8)
+    let spawn = a::TaskSpawn {
+        file: file as u64,
+        prio,
+        fault: fault_ep as u64,
+        parent: parent as u64,
+        arg0: args[0],
+        arg1: args[1],
+    };
+    call_ok(spawn).map(|r| r.rdi as u8)
 }
 
 /// A new thread in this task on `cpu`: `entry(arg, its IPC buffer address)` on the stack
 /// below `stack_top` (16-byte aligned). Returns the thread's IPC buffer address.
 pub fn thread_create(entry: extern "C" fn(u64, u64) -> !, stack_top: u64, arg: u64, cpu: u64) -> Result<u64, Error> {
-    call0(Sysno::ThreadCreate, entry as usize as u64, stack_top, arg, cpu).map(|r| r.rdi)
+    call_ok(a::ThreadCreate { entry: entry as usize as u64, stack: stack_top, arg, cpu }).map(|r| r.rdi)
 }
 
 /// Ends the calling thread (the task, with `code`, if it is the last one).
 pub fn thread_exit(code: u64) -> ! {
-    let _ = raw(Sysno::ThreadExit, code, 0, [0; 8]);
+    let _ = call(a::ThreadExit { code });
     // The kernel never returns from ThreadExit.
     loop {
         core::hint::spin_loop();
@@ -168,33 +185,33 @@ pub fn thread_exit(code: u64) -> ! {
 /// also loads another address space and this one again on the way (the floor of an IPC
 /// round trip between two address spaces).
 pub fn null(switch_spaces: bool) -> Result<(), Error> {
-    call0(Sysno::Null, switch_spaces as u64, 0, 0, 0).map(|_| ())
+    call_ok(a::Null { mode: switch_spaces as u64 }).map(|_| ())
 }
 
 /// Copies my capability `slot` into `task`; returns its slot there.
 pub fn cap_grant(task: u8, slot: u8) -> Result<u8, Error> {
-    call0(Sysno::CapGrant, task as u64, slot as u64, 0, 0).map(|r| r.rdi as u8)
+    call_ok(a::CapGrant { task: task as u64, slot: slot as u64 }).map(|r| r.rdi as u8)
 }
 
-/// (free frames, used frames).
 /// The CPU this thread runs on, and how many CPUs are online.
 pub fn this_cpu() -> (u64, u64) {
-    let r = raw(Sysno::ThisCpu, 0, 0, [0; 8]);
+    let r = call(a::ThisCpu {});
     (r.rdi, r.rsi)
 }
 
+/// (free frames, used frames).
 pub fn frame_stats() -> (u64, u64) {
-    let r = raw(Sysno::FrameStats, 0, 0, [0; 8]);
+    let r = call(a::FrameStats {});
     (r.rdi, r.rsi)
 }
 
 pub fn task_kill(task: u8) -> Result<(), Error> {
-    call0(Sysno::TaskKill, task as u64, 0, 0, 0).map(|_| ())
+    call_ok(a::TaskKill { task: task as u64 }).map(|_| ())
 }
 
 /// Ends the virtual machine (needs the machine capability).
 pub fn machine_exit(machine: u8, code: u8) -> Result<(), Error> {
-    call0(Sysno::MachineExit, machine as u64, code as u64, 0, 0).map(|_| ())
+    call_ok(a::MachineExit { machine: machine as u64, code: code as u64 }).map(|_| ())
 }
 
 /// The `MsgInfo` of an IPC result.
@@ -204,48 +221,48 @@ pub fn info(r: &Ret) -> MsgInfo {
 
 /// A new notification; returns its slot.
 pub fn notify_create() -> Result<u8, Error> {
-    call0(Sysno::NotifyCreate, 0, 0, 0, 0).map(|r| r.rdi as u8)
+    call_ok(a::NotifyCreate {}).map(|r| r.rdi as u8)
 }
 
 /// Sets `bits` in a notification.
 pub fn signal(n: u8, bits: u64) -> Result<(), Error> {
-    call0(Sysno::Signal, n as u64, bits, 0, 0).map(|_| ())
+    call_ok(a::Signal { notification: n as u64, bits }).map(|_| ())
 }
 
 /// Waits for bits in a notification; returns (and clears) them.
 pub fn wait(n: u8) -> Result<u64, Error> {
-    call0(Sysno::Wait, n as u64, 0, 0, 0).map(|r| r.rdi)
+    call_ok(a::Wait { notification: n as u64 }).map(|r| r.rdi)
 }
 
 /// Starts the VMM's count of ring-0 instructions.
 pub fn count_start() {
-    let _ = raw(Sysno::Trace, 0, 0, [0; 8]);
+    let _ = call(a::Trace { op: 0 });
 }
 
 /// Stops it and returns the count (`None`: this VMM cannot count).
 pub fn count_stop() -> Option<u64> {
-    let _ = raw(Sysno::Trace, 1, 0, [0; 8]);
-    let n = raw(Sysno::Trace, 2, 0, [0; 8]).rdi;
+    let _ = call(a::Trace { op: 1 });
+    let n = call(a::Trace { op: 2 }).rdi;
     // All-ones: l4vmm cannot count here; zero: no counting device at all (e.g. QEMU).
     (n != u64::from(u32::MAX) && n != 0).then_some(n)
 }
 
 /// Where pages sent to this thread land: `pages` pages at `va` (`(0, 0)`: none).
 pub fn set_recv_window(va: u64, pages: u64) -> Result<(), Error> {
-    call0(Sysno::SetRecvWindow, va, pages, 0, 0).map(|_| ())
+    call_ok(a::SetRecvWindow { va, pages }).map(|_| ())
 }
 
 /// A new memory object of `pages` zeroed pages; returns its slot.
 pub fn mem_create(pages: u64) -> Result<u8, Error> {
-    call0(Sysno::MemCreate, pages, 0, 0, 0).map(|r| r.rdi as u8)
+    call_ok(a::MemCreate { pages }).map(|r| r.rdi as u8)
 }
 
 /// Maps the memory object in `slot` at `va`.
 pub fn mem_map_obj(slot: u8, va: u64) -> Result<(), Error> {
-    call0(Sysno::MemMapObj, slot as u64, va, 0, 0).map(|_| ())
+    call_ok(a::MemMapObj { memory: slot as u64, va }).map(|_| ())
 }
 
 /// Runs the task in `task` on CPU `cpu` from now on.
 pub fn set_affinity(task: u8, cpu: u64) -> Result<(), Error> {
-    call0(Sysno::SetAffinity, task as u64, cpu, 0, 0).map(|_| ())
+    call_ok(a::SetAffinity { task: task as u64, cpu }).map(|_| ())
 }

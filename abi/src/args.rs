@@ -1,0 +1,181 @@
+//! Every system call's arguments, by name, and the register each one travels in: the one
+//! definition that the kernel decodes, `l4-rt` encodes and the fuzzer fills, so the ABI
+//! cannot drift between them. Message words beyond the named arguments (IPC) travel in
+//! [`Regs::words`] as they are.
+//!
+//! ```
+//! use l4_abi::args::{Args, Regs, TaskSpawn};
+//! let a = TaskSpawn { file: 3, prio: 5, fault: 7, parent: 9, arg0: 1, arg1: 2 };
+//! let r: Regs = a.into_regs();
+//! assert_eq!((r.rdi, r.rsi, r.words[0], r.words[1], r.words[2], r.words[3]), (3, 5, 7, 9, 1, 2));
+//! assert_eq!(TaskSpawn::from_regs(&r), a);
+//! ```
+
+use crate::syscall::Sysno;
+
+/// A system call's input registers: `rdi`, `rsi`, and the eight words `rdx`, `r10`, `r8`,
+/// `r9`, `r12`, `r13`, `r14`, `r15` (see [`crate::syscall`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    pub rdi: u64,
+    pub rsi: u64,
+    pub words: [u64; 8],
+}
+
+impl Regs {
+    /// Argument `i`: 0 `rdi`, 1 `rsi`, 2.. the words.
+    pub const fn arg(&self, i: usize) -> u64 {
+        match i {
+            0 => self.rdi,
+            1 => self.rsi,
+            _ => self.words[i - 2],
+        }
+    }
+
+    fn set_arg(&mut self, i: usize, v: u64) {
+        match i {
+            0 => self.rdi = v,
+            1 => self.rsi = v,
+            _ => self.words[i - 2] = v,
+        }
+    }
+}
+
+/// A system call's named arguments.
+pub trait Args: Sized + Copy {
+    /// The call they are for.
+    const SYSNO: Sysno;
+    /// The argument names, in register order (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`).
+    const NAMES: &'static [&'static str];
+    /// Into registers (the rest zero).
+    fn into_regs(self) -> Regs;
+    /// From registers (what else they hold is ignored).
+    fn from_regs(r: &Regs) -> Self;
+}
+
+macro_rules! calls {
+    ($( $(#[$doc:meta])* $name:ident { $($field:ident),* } )*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name { $(pub $field: u64),* }
+
+        impl Args for $name {
+            const SYSNO: Sysno = Sysno::$name;
+            const NAMES: &'static [&'static str] = &[$(stringify!($field)),*];
+            #[allow(unused_mut, unused_variables, unused_assignments)]
+            fn into_regs(self) -> Regs {
+                let mut r = Regs::default();
+                let mut i = 0;
+                $( r.set_arg(i, self.$field); i += 1; )*
+                r
+            }
+            #[allow(unused_mut, unused_variables, unused_assignments)]
+            fn from_regs(r: &Regs) -> Self {
+                let mut i = 0;
+                $( let $field = r.arg(i); i += 1; )*
+                $name { $($field),* }
+            }
+        }
+    )*
+        /// Every call and its argument names.
+        pub const CALLS: &[(Sysno, &[&str])] = &[$((Sysno::$name, $name::NAMES)),*];
+    };
+}
+
+calls! {
+    /// Print `len` bytes at `ptr` on the console (at most 4096).
+    DebugWrite { ptr, len }
+    /// End the calling task with `code`.
+    TaskExit { code }
+    /// Give up the rest of the time slice.
+    Yield {}
+    /// A new endpoint; its slot comes back in `rdi`.
+    EndpointCreate {}
+    /// A copy of `slot` with at most `rights` and, if the source has none, `badge`.
+    CapDerive { slot, rights, badge }
+    /// Delete the capability in `slot`.
+    CapDelete { slot }
+    /// Send on `endpoint`; the message is `info` and the words.
+    Send { endpoint, info }
+    /// Receive on `endpoint`.
+    Recv { endpoint }
+    /// Send on `endpoint` and wait for the reply.
+    Call { endpoint, info }
+    /// Reply to the last caller with `info` and the words, then receive on `endpoint`.
+    ReplyRecv { endpoint, info }
+    /// Map `pages` zeroed pages at `va`.
+    MemMap { va, pages }
+    /// Load boot file `file` into a new task at priority `prio` whose faults go to
+    /// endpoint `fault`, with `parent` copied into its slot 0; its first thread starts
+    /// with `rdi = arg0`, `rsi = arg1`.
+    TaskSpawn { file, prio, fault, parent, arg0, arg1 }
+    /// Copy the capability in `slot` into the task `task`.
+    CapGrant { task, slot }
+    /// Free and used frames.
+    FrameStats {}
+    /// End the task `task`.
+    TaskKill { task }
+    /// End the virtual machine with `code`.
+    MachineExit { machine, code }
+    /// Unmap and free `pages` pages at `va`.
+    MemUnmap { va, pages }
+    /// Reply to the last caller with `info` and the words.
+    Reply { unused, info }
+    /// A new notification.
+    NotifyCreate {}
+    /// Set `bits` in `notification`.
+    Signal { notification, bits }
+    /// Wait for bits of `notification`.
+    Wait { notification }
+    /// The ring-0 instruction counter: `op` 0 start, 1 stop, 2 read.
+    Trace { op }
+    /// Receive transferred pages at `va` (`pages` of them); (0, 0) removes the window.
+    SetRecvWindow { va, pages }
+    /// A new memory object of `pages` zeroed pages.
+    MemCreate { pages }
+    /// Map the memory object `memory` at `va`.
+    MemMapObj { memory, va }
+    /// `Send` that fails with `WouldBlock` instead of waiting.
+    SendNB { endpoint, info }
+    /// `Recv` that fails with `WouldBlock` instead of waiting.
+    RecvNB { endpoint }
+    /// Run the threads of task `task` on `cpu`.
+    SetAffinity { task, cpu }
+    /// A ring of `entries` entries and `data_pages` data pages.
+    RingCreate { entries, data_pages }
+    /// Wake the other side of `ring`, then wait until `min` entries are pending
+    /// (`flags`: [`crate::syscall::RING_SERVER`] for the server).
+    RingEnter { ring, unused, min, flags }
+    /// A new thread at `entry` with stack top `stack`, `rdi = arg`, on `cpu`.
+    ThreadCreate { entry, stack, arg, cpu }
+    /// End the calling thread with `code`.
+    ThreadExit { code }
+    /// Enter the kernel and return (`mode` 1: through another address space).
+    Null { mode }
+    /// The calling thread's CPU and the CPUs online.
+    ThisCpu {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_round_trips_through_its_registers() {
+        let r = Regs { rdi: 1, rsi: 2, words: [3, 4, 5, 6, 7, 8, 9, 10] };
+        let a = RingEnter::from_regs(&r);
+        assert_eq!(a, RingEnter { ring: 1, unused: 2, min: 3, flags: 4 });
+        assert_eq!(RingEnter::from_regs(&a.into_regs()), a);
+        assert_eq!(ThreadCreate::NAMES, ["entry", "stack", "arg", "cpu"]);
+        assert_eq!(TaskSpawn::SYSNO, Sysno::TaskSpawn);
+        assert_eq!(Yield::default().into_regs(), Regs::default());
+    }
+
+    #[test]
+    fn every_system_call_has_its_arguments_defined_once() {
+        for n in 0..256u64 {
+            let defined = CALLS.iter().filter(|(s, _)| *s as u64 == n).count();
+            assert_eq!(defined, usize::from(Sysno::from_u64(n).is_some()), "call {n}");
+        }
+    }
+}

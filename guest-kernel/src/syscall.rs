@@ -1,0 +1,209 @@
+//! The system-call layer: each number mapped to its handler, with the arguments decoded
+//! once from registers by their `l4_abi::args` definition (which l4-rt encodes with), and
+//! the handler's decision ([`Next`]) carried out in one place.
+//!
+//! Invariants: a handler either returns an error having changed nothing, or does what
+//! its call says; only [`Kernel::carry_out`] writes a caller's result and takes it off
+//! the CPU; every capability a call looks up is in [`CAP_ARGS`] with the kind and rights
+//! it needs (the host tests try each).
+
+use l4_abi::args::{self as a, Args, Regs};
+use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, RING_SERVER};
+
+use crate::cap::Kind;
+use crate::kernel::{Kernel, ThreadState};
+use crate::platform::Platform;
+
+/// What a system call does with its caller next: the one way a handler says it
+/// (`Kernel::carry_out` does it).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    // Small enough to come back in two registers (`to` is a thread slot, as `current`).
+    /// Back to the caller with this result in `rax` (values the handler wrote stay).
+    Return(Result<(), Error>),
+    /// The caller waits in this state (already queued where it waits); its result is
+    /// written when it is woken.
+    Block(ThreadState),
+    /// The caller waits in `caller` and thread `to` runs now, on the caller's time slice
+    /// (L4 direct switch; a thread of another CPU is made ready there).
+    Switch { to: u16, caller: ThreadState },
+    /// The caller lets equal priorities run first: result 0, back in its run queue.
+    Yield,
+    /// The caller is gone (it ended itself or its task).
+    Gone,
+}
+
+/// A capability argument of a system call: which register holds its slot, the kind of
+/// object it must name and the rights it must have (`when`: under which other arguments).
+/// The handlers look each one up with exactly this (`CapTable::lookup`); the host tests
+/// try every row with each right missing and with each wrong kind, and check that
+/// docs/ARCHITECTURE.md's table says the same.
+#[derive(Clone, Copy, Debug)]
+pub struct CapArg {
+    pub call: Sysno,
+    /// 0 rdi, 1 rsi, 2 rdx, 3 r10.
+    pub arg: usize,
+    pub kind: Kind,
+    pub needs: u64,
+    /// Another argument (register index as `arg`, value) that makes the call need this,
+    /// or `None` always.
+    pub when: Option<(usize, u64)>,
+}
+
+const fn cap_arg(call: Sysno, arg: usize, kind: Kind, needs: u64) -> CapArg {
+    CapArg { call, arg, kind, needs, when: None }
+}
+
+/// Every capability a system call looks up (CapDerive, CapDelete, CapGrant's second
+/// and TaskSpawn's parent capability are only copied or deleted: any capability will do).
+pub const CAP_ARGS: &[CapArg] = &[
+    cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND),
+    CapArg {
+        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
+        ..cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
+    },
+    cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND),
+    CapArg {
+        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
+        ..cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
+    },
+    cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND),
+    cap_arg(Sysno::Recv, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::RecvNB, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::ReplyRecv, 0, Kind::Endpoint, rights::RECV),
+    cap_arg(Sysno::Signal, 0, Kind::Notification, rights::SEND),
+    cap_arg(Sysno::Wait, 0, Kind::Notification, rights::RECV),
+    cap_arg(Sysno::MemMapObj, 0, Kind::Memory, rights::SEND),
+    cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::SEND),
+    CapArg { when: Some((3, RING_SERVER)), ..cap_arg(Sysno::RingEnter, 0, Kind::Ring, rights::RECV) },
+    cap_arg(Sysno::TaskSpawn, 0, Kind::BootFile, rights::SEND),
+    cap_arg(Sysno::TaskSpawn, 2, Kind::Endpoint, rights::SEND),
+    cap_arg(Sysno::CapGrant, 0, Kind::Task, rights::GRANT),
+    cap_arg(Sysno::TaskKill, 0, Kind::Task, rights::CONTROL),
+    cap_arg(Sysno::SetAffinity, 0, Kind::Task, rights::CONTROL),
+    cap_arg(Sysno::MachineExit, 0, Kind::Machine, rights::CONTROL),
+];
+
+impl Kernel {
+    /// Handles the system call in the current thread's registers, then reschedules.
+    pub fn syscall<P: Platform>(&mut self, p: &mut P) {
+        let Some(c) = self.current() else { return };
+        let regs = self.threads[c].regs;
+        let next = match Sysno::from_u64(regs.rax) {
+            None => Next::Return(Err(Error::InvalidSyscall)),
+            Some(s) => self.dispatch(p, c, s, &regs.args()),
+        };
+        self.carry_out(c, next);
+        self.reschedule();
+    }
+
+    /// What a handler decided for its caller `c`, done: the one place a system call's
+    /// result is written and its caller leaves the CPU. (Inlined: a call here cost the
+    /// null system call 16 ring-0 instructions.)
+    #[inline(always)]
+    pub(crate) fn carry_out(&mut self, c: usize, next: Next) {
+        match next {
+            Next::Return(r) => {
+                if self.threads[c].state != ThreadState::Free {
+                    self.threads[c].regs.set_result(r);
+                }
+            }
+            Next::Block(state) => self.stop_running(c, state),
+            Next::Switch { to, caller } => {
+                self.threads[c].state = caller;
+                self.switch_to(to as usize);
+            }
+            Next::Yield => {
+                self.threads[c].regs.set_result(Ok(()));
+                self.preempt(c);
+            }
+            Next::Gone => {}
+        }
+    }
+
+    /// One system call: its arguments decoded, its handler run.
+    fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno, r: &Regs) -> Next {
+        let ti = self.threads[c].task as usize;
+        let ret = Next::Return;
+        match s {
+            Sysno::DebugWrite => {
+                let a = a::DebugWrite::from_regs(r);
+                ret(self.debug_write(p, ti, a.ptr, a.len))
+            }
+            Sysno::TaskExit => {
+                self.exit_task(p, ti, a::TaskExit::from_regs(r).code);
+                Next::Gone
+            }
+            Sysno::ThreadExit => {
+                self.thread_exit(p, c, a::ThreadExit::from_regs(r).code);
+                Next::Gone
+            }
+            Sysno::ThreadCreate => {
+                let a = a::ThreadCreate::from_regs(r);
+                ret(self.thread_create(p, c, a.entry, a.stack, a.arg, a.cpu).map(|th| {
+                    self.threads[c].regs.rdi = crate::task::thread_ipc_buffer(th);
+                }))
+            }
+            Sysno::Null => ret(self.null(p, a::Null::from_regs(r).mode)),
+            Sysno::RingCreate => {
+                let a = a::RingCreate::from_regs(r);
+                ret(self.ring_create(p, c, ti, a.entries, a.data_pages))
+            }
+            Sysno::RingEnter => {
+                let a = a::RingEnter::from_regs(r);
+                self.ring_enter(p, c, ti, a.ring, a.min, a.flags)
+            }
+            Sysno::SetAffinity => ret(self.set_affinity(ti, a::SetAffinity::from_regs(r))),
+            Sysno::Yield => Next::Yield,
+            Sysno::EndpointCreate => ret(self.endpoint_create(c, ti)),
+            Sysno::CapDerive => ret(self.cap_derive(c, ti, a::CapDerive::from_regs(r))),
+            Sysno::CapDelete => {
+                ret(self.tasks[ti].caps.take(a::CapDelete::from_regs(r).slot).map(|cap| self.drop_cap(p, cap)))
+            }
+            Sysno::Send => {
+                let a = a::Send::from_regs(r);
+                self.ipc_send(p, c, a.endpoint, a.info, false)
+            }
+            Sysno::Call => {
+                let a = a::Call::from_regs(r);
+                self.ipc_send(p, c, a.endpoint, a.info, true)
+            }
+            Sysno::Recv => self.ipc_recv(p, c, a::Recv::from_regs(r).endpoint),
+            Sysno::ReplyRecv => self.ipc_reply_recv(p, c, a::ReplyRecv::from_regs(r).endpoint),
+            Sysno::Reply => ret(self.ipc_reply(p, c)),
+            Sysno::NotifyCreate => ret(self.notify_create(c, ti)),
+            Sysno::Signal => {
+                let a = a::Signal::from_regs(r);
+                ret(self.signal(ti, a.notification, a.bits))
+            }
+            Sysno::SetRecvWindow => ret(self.set_recv_window(c, a::SetRecvWindow::from_regs(r))),
+            Sysno::MemCreate => ret(self.memobj_create(p, c, ti, a::MemCreate::from_regs(r).pages)),
+            Sysno::MemMapObj => {
+                let a = a::MemMapObj::from_regs(r);
+                ret(self.memobj_map(p, ti, a.memory, a.va))
+            }
+            Sysno::SendNB => {
+                let a = a::SendNB::from_regs(r);
+                self.ipc_send_nb(p, c, a.endpoint, a.info)
+            }
+            Sysno::RecvNB => self.ipc_recv_nb(p, c, a::RecvNB::from_regs(r).endpoint),
+            Sysno::Trace => ret(self.trace(p, c, a::Trace::from_regs(r).op)),
+            Sysno::Wait => self.wait(c, ti, a::Wait::from_regs(r).notification),
+            Sysno::MemMap => {
+                let a = a::MemMap::from_regs(r);
+                ret(self.mem_map(p, ti, a.va, a.pages))
+            }
+            Sysno::MemUnmap => {
+                let a = a::MemUnmap::from_regs(r);
+                ret(self.mem_unmap(p, ti, a.va, a.pages))
+            }
+            Sysno::TaskSpawn => ret(self.task_spawn(p, c, ti, a::TaskSpawn::from_regs(r))),
+            Sysno::CapGrant => ret(self.cap_grant(c, ti, a::CapGrant::from_regs(r))),
+            Sysno::ThisCpu => ret(self.this_cpu(c)),
+            Sysno::FrameStats => ret(self.frame_stats(c)),
+            Sysno::TaskKill => ret(self.task_kill(p, ti, a::TaskKill::from_regs(r))),
+            Sysno::MachineExit => ret(self.machine_exit(p, ti, a::MachineExit::from_regs(r))),
+        }
+    }
+}
