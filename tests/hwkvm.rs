@@ -193,7 +193,7 @@ fn run_all() -> Result<Report, String> {
     }
     scenarios.push(Scenario {
         name: "demo-8-vcpus-20-times".into(),
-        script: "ok=0; bad=0\nwhile [ $ok -lt 20 ] && [ $bad -le 2 ]; do\n  \
+        script: "ok=0; bad=0\nwhile [ $ok -lt 20 ] && [ $bad -le 5 ]; do\n  \
                  l4vmm --vcpus 8 --timeout 120 > /tmp/o 2>&1; rc=$?\n  \
                  line=\"exit $rc, $(grep -c 'root: all done: 2 succeeded, 0 failed, 1 faulted' /tmp/o) all-done, \
                  $(grep -o '[0-9]* cpus online' /tmp/o)\"\n  \
@@ -403,7 +403,7 @@ fn nested_bench_suite() {
     assert_suite("bench");
 }
 
-/// 20 good runs of the full default demo on 8 vCPUs (as many as 2 runs beside them may
+/// 20 good runs of the full default demo on 8 vCPUs (as many as 5 runs beside them may
 /// fail for the host's reasons, see `assert_suite`; each is printed).
 #[test]
 fn nested_default_demo_on_8_vcpus_20_times() {
