@@ -1038,7 +1038,7 @@ fn the_architecture_document_lists_every_capability_argument() {
     let mut got = rows.clone();
     got.sort();
     want.sort();
-    assert_eq!(got, want, "docs/ARCHITECTURE.md's capability table and kernel::CAP_ARGS differ");
+    assert_eq!(got, want, "docs/ARCHITECTURE.md's capability table and syscall::CAP_ARGS differ");
 }
 
 #[test]
