@@ -256,12 +256,54 @@ fn run_all() -> Result<Report, String> {
     if !problems.is_empty() {
         report.problem = Some(problems.join("; "));
     }
+    // A suite whose failed tests failed again in the same boot runs them once more in a
+    // freshly booted host: there, one triple fault is often followed by more in the same
+    // boot (2026-12-03: the same test failed 3 of 3 times in one boot, twice, and passed
+    // in other boots), so a fresh boot is the second chance that means something.
+    let mut again = Vec::new();
+    for s in SUITES {
+        let Some(o) = report.outcomes.iter().find(|o| o.name == *s) else { continue };
+        if o.status == Status::Exited(0) || o.status == Status::NotRun {
+            continue;
+        }
+        let failed = failed_tests(&text(o));
+        if failed.is_empty() || failed.len() > MAX_RETRIED {
+            continue;
+        }
+        let script =
+            format!("export RUST_BACKTRACE=1\n/suites/{s} --test-threads=1 --skip qemu --exact {}\n", failed.join(" "));
+        again.push(Scenario { name: fresh_boot(s), script, timeout: SUITE_TIMEOUT });
+    }
+    if !again.is_empty() {
+        say(&format!("hwkvm: booting the host again for {} suites with failed tests", again.len()));
+        let r = boot::run(&packages, &img, &again, &opts, &work).map_err(|e| e.to_string())?;
+        report.seconds += r.seconds;
+        report.outcomes.extend(r.outcomes);
+        if let Some(p) = r.problem {
+            problems.push(format!("the fresh boot for failed tests: {p}"));
+            report.problem = Some(problems.join("; "));
+        }
+    }
     let _ = std::fs::remove_file(work.join("initramfs.cpio"));
     if report.seconds > DEADLINE.as_secs_f64() {
         report.problem.get_or_insert(format!("the nested run took {:.0} s", report.seconds));
     }
     say(&format!("hwkvm: the nested host ({}) ran for {:.0} s in all", report.host, report.seconds));
     Ok(report)
+}
+
+/// The scenario that runs `suite`'s failed tests again in a fresh boot.
+fn fresh_boot(suite: &str) -> String {
+    format!("{suite} (failed tests, fresh boot)")
+}
+
+/// The tests libtest reported as failed anywhere in `out`.
+fn failed_tests(out: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        out.lines().filter_map(|l| l.strip_prefix("test ")?.strip_suffix(" ... FAILED")).map(str::to_string).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A line on the test run's stderr that libtest does not capture.
@@ -324,12 +366,31 @@ fn text(o: &Outcome) -> String {
 /// docs/HOSTS.md). The kernel survives what it can detect, but not everything a broken CPU
 /// can do. So a test that fails there runs again, alone, up to twice, and the suite passes if it
 /// passes then; every such second run is printed with the first run's output, and more
-/// than MAX_RETRIED of them fail the suite. (On PVM hosts nothing is retried.)
+/// than MAX_RETRIED of them fail the suite. Failures there cluster in one boot of the host,
+/// so tests that failed every time in one boot get one more run in a fresh boot (at most
+/// MAX_RETRIED of them per suite), printed the same way. (On PVM hosts nothing is retried.)
 fn assert_suite(name: &str) {
     let Some(o) = outcome(name) else { return };
     let out = text(o);
+    if o.status != Status::Exited(0) {
+        // Its failed tests' run in a fresh boot (see `run_all`), if they were few enough.
+        let again = report().outcomes.iter().find(|a| a.name == fresh_boot(name));
+        let passed = again.is_some_and(|a| a.status == Status::Exited(0) && text(a).contains("test result: ok."));
+        assert!(
+            passed,
+            "suite '{name}' on the nested kvm_amd host: {:?} after {:.0} s\n{out}\n--- its failed tests in a fresh boot: {}",
+            o.status,
+            o.seconds,
+            again.map_or("not run (too many failed, or none named)".to_string(), |a| format!("{:?}\n{}", a.status, text(a)))
+        );
+        say(&format!(
+            "{name}: passed on nested kvm_amd only with {:?} run again in a fresh boot of the host\n--- the first boot\n{out}",
+            failed_tests(&out)
+        ));
+        return;
+    }
     assert!(
-        o.status == Status::Exited(0) && out.contains("test result: ok."),
+        out.contains("test result: ok."),
         "suite '{name}' on the nested kvm_amd host: {:?} after {:.0} s\n{out}",
         o.status,
         o.seconds
