@@ -14,7 +14,7 @@
 //! - nothing a user passes can make the kernel panic: every argument is checked and every
 //!   failure is an [`Error`] in the caller's `rax`.
 
-use l4_abi::args;
+use l4_abi::args::{self, ret};
 use l4_abi::bootinfo;
 use l4_abi::layout::{BOOTINFO_VA, IPC_BUFFER_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
 use l4_abi::syscall::{rights, Error, ENTRY_VA};
@@ -111,6 +111,21 @@ impl UserRegs {
             rdi: self.rdi,
             rsi: self.rsi,
             words: [self.rdx, self.r10, self.r8, self.r9, self.r12, self.r13, self.r14, self.r15],
+        }
+    }
+
+    /// A successful call's named results: `rax` 0, each value in its register (`rdi`,
+    /// `rsi`, then the words); the other registers keep what they held.
+    #[inline(always)]
+    pub fn set_values<R: args::Results>(&mut self, v: R) {
+        let r = v.into_regs();
+        self.rax = 0;
+        for i in 0..R::NAMES.len() {
+            match i {
+                0 => self.rdi = r.rdi,
+                1 => self.rsi = r.rsi,
+                _ => self.set_word(i - 2, r.words[i - 2]),
+            }
         }
     }
 
@@ -977,20 +992,18 @@ impl Kernel {
         Ok(())
     }
 
-    pub(crate) fn endpoint_create(&mut self, c: usize, ti: usize) -> Result<(), Error> {
+    pub(crate) fn endpoint_create(&mut self, ti: usize) -> Result<ret::EndpointCreate, Error> {
         let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
         let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
         self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
-        self.threads[c].regs.rdi = slot as u64;
-        Ok(())
+        Ok(ret::EndpointCreate { slot: slot as u64 })
     }
 
-    pub(crate) fn cap_derive(&mut self, c: usize, ti: usize, a: args::CapDerive) -> Result<(), Error> {
+    pub(crate) fn cap_derive(&mut self, ti: usize, a: args::CapDerive) -> Result<ret::CapDerive, Error> {
         let slot = self.tasks[ti].caps.derive(a.slot, a.rights, a.badge)?;
         let cap = self.tasks[ti].caps.to_copy(slot as u64)?;
         self.add_ref(cap);
-        self.threads[c].regs.rdi = slot as u64;
-        Ok(())
+        Ok(ret::CapDerive { slot: slot as u64 })
     }
 
     pub(crate) fn set_recv_window(&mut self, c: usize, a: args::SetRecvWindow) -> Result<(), Error> {
@@ -1002,33 +1015,27 @@ impl Kernel {
         Ok(())
     }
 
-    pub(crate) fn trace<P: Platform>(&mut self, p: &mut P, c: usize, op: u64) -> Result<(), Error> {
+    pub(crate) fn trace<P: Platform>(&mut self, p: &mut P, op: u64) -> Result<ret::Trace, Error> {
         if op > 2 {
             return Err(Error::BadArgument);
         }
-        self.threads[c].regs.rdi = p.trace(op);
-        Ok(())
+        Ok(ret::Trace { count: p.trace(op) })
     }
 
-    pub(crate) fn cap_grant(&mut self, c: usize, ti: usize, a: args::CapGrant) -> Result<(), Error> {
+    pub(crate) fn cap_grant(&mut self, ti: usize, a: args::CapGrant) -> Result<ret::CapGrant, Error> {
         let (target, _) = self.tasks[ti].caps.lookup(a.task, Kind::Task, rights::GRANT)?;
         let give = self.tasks[ti].caps.to_copy(a.slot)?;
         let slot = self.tasks[target as usize].caps.insert(give)?;
         self.add_ref(give);
-        self.threads[c].regs.rdi = slot as u64;
-        Ok(())
+        Ok(ret::CapGrant { slot: slot as u64 })
     }
 
-    pub(crate) fn this_cpu(&mut self, c: usize) -> Result<(), Error> {
-        self.threads[c].regs.rdi = self.cpu as u64;
-        self.threads[c].regs.rsi = self.cpus as u64;
-        Ok(())
+    pub(crate) fn this_cpu(&self) -> Result<ret::ThisCpu, Error> {
+        Ok(ret::ThisCpu { cpu: self.cpu as u64, cpus: self.cpus as u64 })
     }
 
-    pub(crate) fn frame_stats(&mut self, c: usize) -> Result<(), Error> {
-        self.threads[c].regs.rdi = self.frames.free();
-        self.threads[c].regs.rsi = self.frames.used();
-        Ok(())
+    pub(crate) fn frame_stats(&self) -> Result<ret::FrameStats, Error> {
+        Ok(ret::FrameStats { free: self.frames.free(), used: self.frames.used() })
     }
 
     pub(crate) fn task_kill<P: Platform>(&mut self, p: &mut P, ti: usize, a: args::TaskKill) -> Result<(), Error> {
@@ -1116,7 +1123,7 @@ impl Kernel {
         c: usize,
         ti: usize,
         a: args::TaskSpawn,
-    ) -> Result<(), Error> {
+    ) -> Result<ret::TaskSpawn, Error> {
         let (f, _) = self.tasks[ti].caps.lookup(a.file, Kind::BootFile, rights::SEND)?;
         let (fault_ep, fault_cap) = self.tasks[ti].caps.lookup(a.fault, Kind::Endpoint, rights::SEND)?;
         let parent = self.tasks[ti].caps.to_copy(a.parent)?;
@@ -1141,8 +1148,7 @@ impl Kernel {
             self.kill_task(p, nt);
             return Err(e);
         }
-        self.threads[c].regs.rdi = slot as u64;
-        Ok(())
+        Ok(ret::TaskSpawn { task: slot as u64 })
     }
 }
 

@@ -7,7 +7,7 @@
 //! the CPU; every capability a call looks up is in [`CAP_ARGS`] with the kind and rights
 //! it needs (the host tests try each).
 
-use l4_abi::args::{self as a, Args, Regs};
+use l4_abi::args::{self as a, Args, Regs, Results};
 use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, RING_SERVER};
 
 use crate::cap::Kind;
@@ -122,6 +122,19 @@ impl Kernel {
         }
     }
 
+    /// A handler's named results (`l4_abi::args::ret`) written into its caller `c`'s
+    /// registers, or its error: the one place a call's values reach the caller.
+    #[inline(always)]
+    pub(crate) fn give<R: Results>(&mut self, c: usize, r: Result<R, Error>) -> Next {
+        match r {
+            Ok(values) => {
+                self.threads[c].regs.set_values(values);
+                Next::Return(Ok(()))
+            }
+            Err(e) => Next::Return(Err(e)),
+        }
+    }
+
     /// One system call: its arguments decoded, its handler run.
     fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno, r: &Regs) -> Next {
         let ti = self.threads[c].task as usize;
@@ -141,14 +154,14 @@ impl Kernel {
             }
             Sysno::ThreadCreate => {
                 let a = a::ThreadCreate::from_regs(r);
-                ret(self.thread_create(p, c, a.entry, a.stack, a.arg, a.cpu).map(|th| {
-                    self.threads[c].regs.rdi = crate::task::thread_ipc_buffer(th);
-                }))
+                let made = self.thread_create(p, c, a.entry, a.stack, a.arg, a.cpu);
+                self.give(c, made.map(|th| a::ret::ThreadCreate { ipc_buffer: crate::task::thread_ipc_buffer(th) }))
             }
             Sysno::Null => ret(self.null(p, a::Null::from_regs(r).mode)),
             Sysno::RingCreate => {
                 let a = a::RingCreate::from_regs(r);
-                ret(self.ring_create(p, c, ti, a.entries, a.data_pages))
+                let made = self.ring_create(p, ti, a.entries, a.data_pages);
+                self.give(c, made)
             }
             Sysno::RingEnter => {
                 let a = a::RingEnter::from_regs(r);
@@ -156,8 +169,14 @@ impl Kernel {
             }
             Sysno::SetAffinity => ret(self.set_affinity(ti, a::SetAffinity::from_regs(r))),
             Sysno::Yield => Next::Yield,
-            Sysno::EndpointCreate => ret(self.endpoint_create(c, ti)),
-            Sysno::CapDerive => ret(self.cap_derive(c, ti, a::CapDerive::from_regs(r))),
+            Sysno::EndpointCreate => {
+                let made = self.endpoint_create(ti);
+                self.give(c, made)
+            }
+            Sysno::CapDerive => {
+                let made = self.cap_derive(ti, a::CapDerive::from_regs(r));
+                self.give(c, made)
+            }
             Sysno::CapDelete => {
                 ret(self.tasks[ti].caps.take(a::CapDelete::from_regs(r).slot).map(|cap| self.drop_cap(p, cap)))
             }
@@ -172,13 +191,19 @@ impl Kernel {
             Sysno::Recv => self.ipc_recv(p, c, a::Recv::from_regs(r).endpoint),
             Sysno::ReplyRecv => self.ipc_reply_recv(p, c, a::ReplyRecv::from_regs(r).endpoint),
             Sysno::Reply => ret(self.ipc_reply(p, c)),
-            Sysno::NotifyCreate => ret(self.notify_create(c, ti)),
+            Sysno::NotifyCreate => {
+                let made = self.notify_create(ti);
+                self.give(c, made)
+            }
             Sysno::Signal => {
                 let a = a::Signal::from_regs(r);
                 ret(self.signal(ti, a.notification, a.bits))
             }
             Sysno::SetRecvWindow => ret(self.set_recv_window(c, a::SetRecvWindow::from_regs(r))),
-            Sysno::MemCreate => ret(self.memobj_create(p, c, ti, a::MemCreate::from_regs(r).pages)),
+            Sysno::MemCreate => {
+                let made = self.memobj_create(p, ti, a::MemCreate::from_regs(r).pages);
+                self.give(c, made)
+            }
             Sysno::MemMapObj => {
                 let a = a::MemMapObj::from_regs(r);
                 ret(self.memobj_map(p, ti, a.memory, a.va))
@@ -188,7 +213,10 @@ impl Kernel {
                 self.ipc_send_nb(p, c, a.endpoint, a.info)
             }
             Sysno::RecvNB => self.ipc_recv_nb(p, c, a::RecvNB::from_regs(r).endpoint),
-            Sysno::Trace => ret(self.trace(p, c, a::Trace::from_regs(r).op)),
+            Sysno::Trace => {
+                let count = self.trace(p, a::Trace::from_regs(r).op);
+                self.give(c, count)
+            }
             Sysno::Wait => self.wait(c, ti, a::Wait::from_regs(r).notification),
             Sysno::MemMap => {
                 let a = a::MemMap::from_regs(r);
@@ -198,10 +226,22 @@ impl Kernel {
                 let a = a::MemUnmap::from_regs(r);
                 ret(self.mem_unmap(p, ti, a.va, a.pages))
             }
-            Sysno::TaskSpawn => ret(self.task_spawn(p, c, ti, a::TaskSpawn::from_regs(r))),
-            Sysno::CapGrant => ret(self.cap_grant(c, ti, a::CapGrant::from_regs(r))),
-            Sysno::ThisCpu => ret(self.this_cpu(c)),
-            Sysno::FrameStats => ret(self.frame_stats(c)),
+            Sysno::TaskSpawn => {
+                let made = self.task_spawn(p, c, ti, a::TaskSpawn::from_regs(r));
+                self.give(c, made)
+            }
+            Sysno::CapGrant => {
+                let made = self.cap_grant(ti, a::CapGrant::from_regs(r));
+                self.give(c, made)
+            }
+            Sysno::ThisCpu => {
+                let here = self.this_cpu();
+                self.give(c, here)
+            }
+            Sysno::FrameStats => {
+                let stats = self.frame_stats();
+                self.give(c, stats)
+            }
             Sysno::TaskKill => ret(self.task_kill(p, ti, a::TaskKill::from_regs(r))),
             Sysno::MachineExit => ret(self.machine_exit(p, ti, a::MachineExit::from_regs(r))),
         }

@@ -4,6 +4,7 @@
 //! Invariants: a notification has at most one waiter, and a waiter exists only while
 //! the bits are 0.
 
+use l4_abi::args::ret;
 use l4_abi::syscall::{rights, Error};
 
 use crate::cap::{Cap, Kind, Object};
@@ -11,12 +12,11 @@ use crate::kernel::{Kernel, Notification, ThreadState, NONE};
 use crate::syscall::Next;
 
 impl Kernel {
-    pub(crate) fn notify_create(&mut self, c: usize, ti: usize) -> Result<(), Error> {
+    pub(crate) fn notify_create(&mut self, ti: usize) -> Result<ret::NotifyCreate, Error> {
         let n = self.notifications.iter().position(|n| n.refs == 0).ok_or(Error::NoSlots)?;
         let slot = self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL))?;
         self.notifications[n] = Notification { refs: 1, ..Notification::FREE };
-        self.threads[c].regs.rdi = slot as u64;
-        Ok(())
+        Ok(ret::NotifyCreate { slot: slot as u64 })
     }
 
     fn notification(&self, ti: usize, slot: u64, need: u64) -> Result<(usize, Cap), Error> {
@@ -32,9 +32,8 @@ impl Kernel {
         if nt.waiter != NONE && nt.bits != 0 {
             let w = nt.waiter as usize;
             nt.waiter = NONE;
-            let b = core::mem::take(&mut nt.bits);
-            self.threads[w].regs.rdi = b;
-            self.threads[w].regs.rax = 0;
+            let bits = core::mem::take(&mut nt.bits);
+            self.threads[w].regs.set_values(ret::Wait { bits });
             self.make_ready(w);
         }
         Ok(())
@@ -48,8 +47,8 @@ impl Kernel {
         };
         let nt = &mut self.notifications[n];
         if nt.bits != 0 {
-            self.threads[c].regs.rdi = core::mem::take(&mut nt.bits);
-            return Next::Return(Ok(()));
+            let bits = core::mem::take(&mut nt.bits);
+            return self.give(c, Ok(ret::Wait { bits }));
         }
         if nt.waiter != NONE {
             return Next::Return(Err(Error::Exists));

@@ -10,6 +10,7 @@
 //!   gets a private copy of that one page (or, for the last owner, just write access);
 //! - a transfer checks every page and the receive window before it changes anything.
 
+use l4_abi::args::ret;
 use l4_abi::syscall::{rights, Error, MsgInfo};
 
 use crate::cap::{Cap, Kind, Object};
@@ -121,10 +122,9 @@ impl Kernel {
     pub(crate) fn memobj_create<P: Platform>(
         &mut self,
         p: &mut P,
-        c: usize,
         ti: usize,
         pages: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<ret::MemCreate, Error> {
         if pages == 0 || pages > MAX_OBJ_PAGES {
             return Err(Error::BadArgument);
         }
@@ -144,10 +144,7 @@ impl Kernel {
         }
         self.memobjs[m] = MemObj { refs: 1, pages, list };
         match self.tasks[ti].caps.insert(Cap::new(Object::Memory(m as u16), rights::ALL)) {
-            Ok(slot) => {
-                self.threads[c].regs.rdi = slot as u64;
-                Ok(())
-            }
+            Ok(slot) => Ok(ret::MemCreate { slot: slot as u64 }),
             Err(e) => {
                 self.destroy_memobj(p, m);
                 Err(e)

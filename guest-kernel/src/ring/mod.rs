@@ -9,6 +9,7 @@
 //! ring dies; checks and sleeps happen under the kernel lock, so a wake-up cannot be lost
 //! between a side's check and its sleep.
 
+use l4_abi::args::ret;
 use l4_abi::ring::{self as abi, pending};
 use l4_abi::syscall::{rights, Error, RING_SERVER};
 
@@ -83,10 +84,7 @@ impl Kernel {
     fn wake_ring_waiter(&mut self, t: u16, r: Result<u32, Error>) {
         let t = t as usize;
         match r {
-            Ok(n) => {
-                self.threads[t].regs.rax = 0;
-                self.threads[t].regs.rdi = n as u64;
-            }
+            Ok(n) => self.threads[t].regs.set_values(ret::RingEnter { pending: n as u64 }),
             Err(e) => self.threads[t].regs.set_result(Err(e)),
         }
         self.make_ready(t);
@@ -96,19 +94,17 @@ impl Kernel {
     pub(crate) fn ring_create<P: Platform>(
         &mut self,
         p: &mut P,
-        c: usize,
         ti: usize,
         entries: u64,
         data_pages: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<ret::RingCreate, Error> {
         let entries = u32::try_from(entries).map_err(|_| Error::BadArgument)?;
         if entries == 0 || !entries.is_power_of_two() || entries > abi::MAX_ENTRIES || data_pages > MAX_OBJ_PAGES / 2 {
             return Err(Error::BadArgument);
         }
         let r = self.rings.iter().position(|r| r.refs == 0).ok_or(Error::NoSlots)?;
         let pages = (abi::data_offset(entries) / 4096) as u64 + data_pages;
-        self.memobj_create(p, c, ti, pages)?;
-        let mem_slot = self.threads[c].regs.rdi;
+        let mem_slot = self.memobj_create(p, ti, pages)?.slot;
         let Ok((m, _)) = self.tasks[ti].caps.lookup(mem_slot, Kind::Memory, rights::ALL) else {
             return Err(Error::NoSlots);
         };
@@ -126,10 +122,7 @@ impl Kernel {
             (Ok(cs), Ok(ss)) => {
                 self.rings[r] = Ring { refs: 2, send_refs: 1, recv_refs: 1, mem: m, entries, ..Ring::FREE };
                 self.memobjs[m as usize].refs += 1;
-                self.threads[c].regs.rdi = cs as u64;
-                self.threads[c].regs.rsi = mem_slot;
-                self.threads[c].regs.rdx = ss as u64;
-                Ok(())
+                Ok(ret::RingCreate { client: cs as u64, memory: mem_slot, server: ss as u64 })
             }
             (Err(e), _) | (_, Err(e)) => {
                 if let Ok(cap) = self.tasks[ti].caps.take(mem_slot) {
@@ -186,8 +179,7 @@ impl Kernel {
         let mine = if server { sq } else { cq };
         let Some(n) = mine else { return Next::Return(Err(Error::BadArgument)) };
         if n >= min {
-            self.threads[c].regs.rdi = n as u64;
-            return Next::Return(Ok(()));
+            return self.give(c, Ok(ret::RingEnter { pending: n as u64 }));
         }
         let waiter = if server { self.rings[r].server } else { self.rings[r].client };
         if waiter != NONE && waiter as usize != c {

@@ -41,16 +41,16 @@ fn at(base: u64, off: usize) -> &'static AtomicU32 {
 /// `RingEnter(ring, 0, min, flags)`; returns the pending count.
 pub fn enter(slot: u8, min: u32, server: bool) -> Result<u32, Error> {
     let flags = if server { RING_SERVER } else { 0 };
-    let r = sys::call(l4_abi::args::RingEnter { ring: slot as u64, unused: 0, min: min as u64, flags }).ok()?;
-    Ok(r.rdi as u32)
+    let r = sys::call_ok(l4_abi::args::RingEnter { ring: slot as u64, unused: 0, min: min as u64, flags })?;
+    Ok(r.pending as u32)
 }
 
 /// Creates a ring with `entries` slots and `data_pages` of data, maps it at `va`;
 /// returns it (with the client capability), the memory capability and the server
 /// capability (both to hand to the server).
 pub fn create(entries: u32, data_pages: u64, va: u64) -> Result<(Ring, u8, u8), Error> {
-    let r = sys::call(l4_abi::args::RingCreate { entries: entries as u64, data_pages }).ok()?;
-    let (slot, mem, server) = (r.rdi as u8, r.rsi as u8, r.words[0] as u8);
+    let r = sys::call_ok(l4_abi::args::RingCreate { entries: entries as u64, data_pages })?;
+    let (slot, mem, server) = (r.client as u8, r.memory as u8, r.server as u8);
     sys::mem_map_obj(mem, va)?;
     Ok((Ring::at(slot, va)?, mem, server))
 }

@@ -1,6 +1,6 @@
 //! System calls: one `call` into the kernel entry page per call (see `l4_abi::syscall`).
 
-use l4_abi::args::{self as a, Args};
+use l4_abi::args::{self as a, Args, Regs, Results};
 use l4_abi::syscall::{Error, MsgInfo, Sysno, ENTRY_VA};
 
 /// Registers after a system call.
@@ -104,10 +104,11 @@ pub fn call<A: Args>(a: A) -> Ret {
     raw(A::SYSNO, r.rdi, r.rsi, r.words)
 }
 
-/// [`call`], `Ok` if it succeeded.
+/// [`call`]: its named results (`l4_abi::args::ret`) if it succeeded, else its error.
 #[inline(always)]
-fn call_ok<A: Args>(a: A) -> Result<Ret, Error> {
-    call(a).ok()
+pub fn call_ok<A: Args>(a: A) -> Result<A::Ret, Error> {
+    let r = call(a).ok()?;
+    Ok(A::Ret::from_regs(&Regs { rdi: r.rdi, rsi: r.rsi, words: r.words }))
 }
 
 /// Prints bytes on the console.
@@ -131,12 +132,12 @@ pub fn yield_now() {
 
 /// A new endpoint; returns its slot.
 pub fn endpoint_create() -> Result<u8, Error> {
-    call_ok(a::EndpointCreate {}).map(|r| r.rdi as u8)
+    call_ok(a::EndpointCreate {}).map(|r| r.slot as u8)
 }
 
 /// A copy of `slot` with at most `rights` and (if it has none) `badge`.
 pub fn cap_derive(slot: u8, rights: u64, badge: u64) -> Result<u8, Error> {
-    call_ok(a::CapDerive { slot: slot as u64, rights, badge }).map(|r| r.rdi as u8)
+    call_ok(a::CapDerive { slot: slot as u64, rights, badge }).map(|r| r.slot as u8)
 }
 
 pub fn cap_delete(slot: u8) -> Result<(), Error> {
@@ -163,13 +164,13 @@ pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2])
         arg0: args[0],
         arg1: args[1],
     };
-    call_ok(spawn).map(|r| r.rdi as u8)
+    call_ok(spawn).map(|r| r.task as u8)
 }
 
 /// A new thread in this task on `cpu`: `entry(arg, its IPC buffer address)` on the stack
 /// below `stack_top` (16-byte aligned). Returns the thread's IPC buffer address.
 pub fn thread_create(entry: extern "C" fn(u64, u64) -> !, stack_top: u64, arg: u64, cpu: u64) -> Result<u64, Error> {
-    call_ok(a::ThreadCreate { entry: entry as usize as u64, stack: stack_top, arg, cpu }).map(|r| r.rdi)
+    call_ok(a::ThreadCreate { entry: entry as usize as u64, stack: stack_top, arg, cpu }).map(|r| r.ipc_buffer)
 }
 
 /// Ends the calling thread (the task, with `code`, if it is the last one).
@@ -190,19 +191,17 @@ pub fn null(switch_spaces: bool) -> Result<(), Error> {
 
 /// Copies my capability `slot` into `task`; returns its slot there.
 pub fn cap_grant(task: u8, slot: u8) -> Result<u8, Error> {
-    call_ok(a::CapGrant { task: task as u64, slot: slot as u64 }).map(|r| r.rdi as u8)
+    call_ok(a::CapGrant { task: task as u64, slot: slot as u64 }).map(|r| r.slot as u8)
 }
 
 /// The CPU this thread runs on, and how many CPUs are online.
 pub fn this_cpu() -> (u64, u64) {
-    let r = call(a::ThisCpu {});
-    (r.rdi, r.rsi)
+    call_ok(a::ThisCpu {}).map_or((0, 1), |r| (r.cpu, r.cpus))
 }
 
 /// (free frames, used frames).
 pub fn frame_stats() -> (u64, u64) {
-    let r = call(a::FrameStats {});
-    (r.rdi, r.rsi)
+    call_ok(a::FrameStats {}).map_or((0, 0), |r| (r.free, r.used))
 }
 
 pub fn task_kill(task: u8) -> Result<(), Error> {
@@ -221,7 +220,7 @@ pub fn info(r: &Ret) -> MsgInfo {
 
 /// A new notification; returns its slot.
 pub fn notify_create() -> Result<u8, Error> {
-    call_ok(a::NotifyCreate {}).map(|r| r.rdi as u8)
+    call_ok(a::NotifyCreate {}).map(|r| r.slot as u8)
 }
 
 /// Sets `bits` in a notification.
@@ -231,7 +230,7 @@ pub fn signal(n: u8, bits: u64) -> Result<(), Error> {
 
 /// Waits for bits in a notification; returns (and clears) them.
 pub fn wait(n: u8) -> Result<u64, Error> {
-    call_ok(a::Wait { notification: n as u64 }).map(|r| r.rdi)
+    call_ok(a::Wait { notification: n as u64 }).map(|r| r.bits)
 }
 
 /// Starts the VMM's count of ring-0 instructions.
@@ -242,7 +241,7 @@ pub fn count_start() {
 /// Stops it and returns the count (`None`: this VMM cannot count).
 pub fn count_stop() -> Option<u64> {
     let _ = call(a::Trace { op: 1 });
-    let n = call(a::Trace { op: 2 }).rdi;
+    let n = call_ok(a::Trace { op: 2 }).map_or(0, |r| r.count);
     // All-ones: l4vmm cannot count here; zero: no counting device at all (e.g. QEMU).
     (n != u64::from(u32::MAX) && n != 0).then_some(n)
 }
@@ -254,7 +253,7 @@ pub fn set_recv_window(va: u64, pages: u64) -> Result<(), Error> {
 
 /// A new memory object of `pages` zeroed pages; returns its slot.
 pub fn mem_create(pages: u64) -> Result<u8, Error> {
-    call_ok(a::MemCreate { pages }).map(|r| r.rdi as u8)
+    call_ok(a::MemCreate { pages }).map(|r| r.slot as u8)
 }
 
 /// Maps the memory object in `slot` at `va`.
