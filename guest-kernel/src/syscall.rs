@@ -55,19 +55,18 @@ const fn cap_arg(call: Sysno, arg: usize, kind: Kind, needs: u64) -> CapArg {
     CapArg { call, arg, kind, needs, when: None }
 }
 
+/// `a` for a message that carries a capability (`MsgInfo` in `rsi` with one).
+const fn carrying_cap(a: CapArg) -> CapArg {
+    CapArg { when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)), ..a }
+}
+
 /// Every capability a system call looks up (CapDerive, CapDelete, CapGrant's second
 /// and TaskSpawn's parent capability are only copied or deleted: any capability will do).
 pub const CAP_ARGS: &[CapArg] = &[
     cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND),
-    CapArg {
-        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
-        ..cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
-    },
+    carrying_cap(cap_arg(Sysno::Send, 0, Kind::Endpoint, rights::SEND | rights::GRANT)),
     cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND),
-    CapArg {
-        when: Some((1, MsgInfo::new(0, 0).with_cap(0).0)),
-        ..cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)
-    },
+    carrying_cap(cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)),
     cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND),
     cap_arg(Sysno::Recv, 0, Kind::Endpoint, rights::RECV),
     cap_arg(Sysno::RecvNB, 0, Kind::Endpoint, rights::RECV),
