@@ -593,9 +593,16 @@ fn system_registers_are_gdb_registers_and_agree_with_monitor_regs() {
 /// steps in l4vmm's stub and in QEMU's own (TCG), the reference. No instruction in these
 /// steps differs between the two machines (no cpuid-dependent branch yet; the serial
 /// port's status reads agree). Further on they part where docs/DEBUGGING.md says.
+///
+/// No instruction in these steps repeats (no `rep`, no jump to itself), so every l4vmm step
+/// moves rip. QEMU 7.2's TCG step now and then stops before it has executed anything: gdb
+/// shows the same rip twice (seen 2 in 80 runs, and once in CI, always one step). Those
+/// stops say nothing about the instruction; the reference trace drops them, and QEMU is
+/// asked for a few more steps so that 250 remain.
 #[test]
 fn the_first_250_steps_agree_with_qemu_s_gdbstub() {
     const STEPS: usize = 250;
+    const QEMU_SPARE: usize = 10;
     let steps = vec!["stepi"; STEPS];
     let dir = TempDir::new("gdbqemu");
     let (child, port, _) = start(&dir, "");
@@ -604,6 +611,7 @@ fn the_first_250_steps_agree_with_qemu_s_gdbstub() {
     cmds.push("kill");
     let ours = gdb(port, &cmds);
     assert_eq!(wait_exit(child), 69);
+    let steps = vec!["stepi"; STEPS + QEMU_SPARE];
 
     let qport = free_port();
     let mut q = qemu(1, "");
@@ -632,11 +640,24 @@ fn the_first_250_steps_agree_with_qemu_s_gdbstub() {
     };
     // Each step's new rip (gdb shows the display at the entry itself only sometimes).
     let after_entry = |v: Vec<String>| -> Vec<String> { v.into_iter().skip_while(|p| p == "0x101000").collect() };
-    let (a, b) = (after_entry(pcs(&ours)), after_entry(pcs(&theirs)));
+    let (a, mut b) = (after_entry(pcs(&ours)), after_entry(pcs(&theirs)));
     assert_eq!(a.len(), STEPS, "every step reported by l4vmm:\n{ours}");
-    assert_eq!(b.len(), STEPS, "every step reported by QEMU:\n{theirs}");
+    if let Some(i) = a.windows(2).position(|w| w[0] == w[1]) {
+        panic!("l4vmm's step {} did not move rip from {}:\n{ours}", i + 1, a[i]);
+    }
+    assert_eq!(b.len(), STEPS + QEMU_SPARE, "every step reported by QEMU:\n{theirs}");
+    b.dedup();
+    assert!(b.len() >= STEPS, "QEMU stopped without executing more than {QEMU_SPARE} times:\n{theirs}");
+    b.truncate(STEPS);
     if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("step {i}: l4vmm at {}, QEMU at {}\nl4vmm:\n{ours}\nQEMU:\n{theirs}", a[i], b[i]);
+        let near: Vec<String> =
+            (i.saturating_sub(3)..(i + 4).min(STEPS)).map(|k| format!("  {k}: {} {}", a[k], b[k])).collect();
+        panic!(
+            "step {i}: l4vmm at {}, QEMU at {}\nsteps near it (l4vmm, QEMU):\n{}\nl4vmm:\n{ours}\nQEMU:\n{theirs}",
+            a[i],
+            b[i],
+            near.join("\n")
+        );
     }
 }
 
