@@ -17,8 +17,14 @@ pub const IPC_BUFFER_VA: u64 = 0x0000_7fff_ffff_a000;
 /// The boot-info page (root task only): [`crate::bootinfo`].
 pub const BOOTINFO_VA: u64 = 0x0000_7fff_ffff_8000;
 /// IPC buffers of threads made with `ThreadCreate`: one page per kernel thread slot,
-/// above [`USER_MAP_MAX`] so that a task cannot unmap them.
-pub const THREAD_IPC_BUFFERS_VA: u64 = 0x0000_7fff_fff0_0000;
+/// above [`USER_MAP_MAX`] so that a task cannot unmap them, and room for
+/// [`THREAD_SLOTS_MAX`] of them below the first thread's stack.
+pub const THREAD_IPC_BUFFERS_VA: u64 = 0x0000_7fff_c000_0000;
+/// The most thread slots a kernel may have (thread numbers are u16; u16::MAX is none).
+pub const THREAD_SLOTS_MAX: u64 = 0xffff;
+const _: () = assert!(
+    THREAD_IPC_BUFFERS_VA >= USER_MAP_MAX && THREAD_IPC_BUFFERS_VA + THREAD_SLOTS_MAX * 4096 <= STACK_TOP - STACK_SIZE
+);
 
 /// The IPC buffer of the thread in kernel slot `slot` (made with `ThreadCreate`).
 pub const fn thread_ipc_buffer(slot: usize) -> u64 {

@@ -323,6 +323,14 @@ impl MsgInfo {
         }
     }
 
+    /// Whether the message is registers only: no capability, no pages, at most
+    /// [`MSG_REGS`] words (the fast path's test). One mask and one compare: the flags lie
+    /// above the word count, so the masked value is small only if they are all clear.
+    pub const fn registers_only(self) -> bool {
+        const MASK: u64 = (0x7f << 32) | MsgInfo::CAP_FLAG | MsgInfo::COW | MsgInfo::GRANT;
+        self.0 & MASK <= (MSG_REGS as u64) << 32
+    }
+
     /// The capability slot, if a capability travels with the message.
     pub const fn cap(self) -> Option<u8> {
         if self.0 & Self::CAP_FLAG != 0 {
@@ -340,6 +348,23 @@ pub const FAULT_LABEL: u32 = 0xfa17;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registers_only_is_no_capability_no_pages_and_at_most_eight_words() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u64 {
+            // Every combination of the flags and word counts around the limit, over
+            // random labels and slots, and random descriptors.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v =
+                if i < 10_000 { (x & 0xff00_0000_ffff_ffff) | ((i % 130) << 32) | ((i / 130 % 8) << 40) } else { x };
+            let m = MsgInfo(v);
+            let long = m.cap().is_none() && m.pages().is_none() && m.words() <= MSG_REGS;
+            assert_eq!(m.registers_only(), long, "{v:#x}");
+        }
+    }
 
     #[test]
     fn msginfo_round_trips() {

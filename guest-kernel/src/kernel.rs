@@ -26,15 +26,63 @@ use crate::mm::umem::USlice;
 use crate::mm::vspace::{self, MapError, OWNED, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;
-use crate::task::sched::{RunQueue, PRIOS};
+use crate::task::sched::{Link, RunQueue, PRIOS};
+use core::mem::size_of;
 
-pub const MAX_TASKS: usize = 16;
-pub const MAX_THREADS: usize = 32;
-pub const MAX_ENDPOINTS: usize = 64;
 pub const MAX_BOOT_FILES: usize = 32;
-pub const MAX_NOTIFICATIONS: usize = 32;
-pub const MAX_MEMOBJS: usize = 32;
-pub const MAX_RINGS: usize = 16;
+
+/// How many objects of each kind the kernel's tables hold. They are sized from the
+/// guest's usable memory at boot, in steps of [`Capacity::STEP`] rounded up (so the
+/// default 256 MiB guest, a few MiB of which hold the kernel and its modules, gets the
+/// 256 MiB tables), and cost about 1% of it. Object numbers are u16 (`NONE` is u16::MAX),
+/// so no table grows past [`Capacity::MOST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub tasks: usize,
+    pub threads: usize,
+    pub endpoints: usize,
+    pub notifications: usize,
+    pub memobjs: usize,
+    pub rings: usize,
+}
+
+impl Capacity {
+    /// The memory each step of tables is sized for.
+    pub const STEP: u64 = 64 << 20;
+    /// What each step of memory adds.
+    pub const PER_STEP: Capacity =
+        Capacity { tasks: 64, threads: 256, endpoints: 1024, notifications: 256, memobjs: 256, rings: 64 };
+    /// The largest table.
+    pub const MOST: usize = 0xff00;
+
+    /// The tables for `bytes` of usable memory.
+    pub fn for_memory(bytes: u64) -> Capacity {
+        let steps = bytes.div_ceil(Self::STEP).max(1) as usize;
+        let n = |per: usize| per.saturating_mul(steps).min(Self::MOST);
+        let p = Self::PER_STEP;
+        Capacity {
+            tasks: n(p.tasks),
+            threads: n(p.threads),
+            endpoints: n(p.endpoints),
+            notifications: n(p.notifications),
+            memobjs: n(p.memobjs),
+            rings: n(p.rings),
+        }
+    }
+
+    /// The bytes the tables take (each rounded up to whole frames), with one run-queue
+    /// link table per CPU.
+    pub fn bytes(&self) -> u64 {
+        let frames = |n: usize, size: usize| ((n * size) as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        frames(self.tasks, size_of::<Task>())
+            + frames(self.threads, size_of::<Thread>())
+            + frames(self.endpoints, size_of::<Endpoint>())
+            + frames(self.notifications, size_of::<Notification>())
+            + frames(self.memobjs, size_of::<MemObj>())
+            + frames(self.rings, size_of::<crate::ring::Ring>())
+            + MAX_CPUS as u64 * frames(self.threads, size_of::<Link>())
+    }
+}
 /// The most CPUs the kernel schedules on.
 pub const MAX_CPUS: usize = 16;
 /// The largest memory object and the largest page transfer: 1 GiB.
@@ -353,16 +401,18 @@ pub struct BootFile {
 /// The whole kernel state.
 pub struct Kernel {
     pub frames: Frames,
-    pub tasks: [Task; MAX_TASKS],
-    pub threads: [Thread; MAX_THREADS],
-    pub endpoints: [Endpoint; MAX_ENDPOINTS],
-    pub notifications: [Notification; MAX_NOTIFICATIONS],
-    pub memobjs: [MemObj; MAX_MEMOBJS],
-    pub rings: [crate::ring::Ring; MAX_RINGS],
+    /// The object tables, made by `init` from the guest's memory ([`Capacity`]); empty
+    /// before.
+    pub tasks: &'static mut [Task],
+    pub threads: &'static mut [Thread],
+    pub endpoints: &'static mut [Endpoint],
+    pub notifications: &'static mut [Notification],
+    pub memobjs: &'static mut [MemObj],
+    pub rings: &'static mut [crate::ring::Ring],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
-    /// One run queue per CPU.
-    pub runqs: [RunQueue<MAX_THREADS>; MAX_CPUS],
+    /// One run queue per CPU, each with a link per thread.
+    pub runqs: [RunQueue; MAX_CPUS],
     /// The CPU executing kernel code now (set by the arch layer on entry, under the lock).
     pub cpu: usize,
     /// CPUs that are online.
@@ -406,15 +456,15 @@ impl Kernel {
     pub const fn new() -> Self {
         Kernel {
             frames: Frames::empty(),
-            tasks: [Task::DEAD; MAX_TASKS],
-            threads: [Thread::FREE; MAX_THREADS],
-            endpoints: [Endpoint::FREE; MAX_ENDPOINTS],
-            notifications: [Notification::FREE; MAX_NOTIFICATIONS],
-            memobjs: [MemObj::FREE; MAX_MEMOBJS],
-            rings: [crate::ring::Ring::FREE; MAX_RINGS],
+            tasks: &mut [],
+            threads: &mut [],
+            endpoints: &mut [],
+            notifications: &mut [],
+            memobjs: &mut [],
+            rings: &mut [],
             boot_files: [BootFile { pa: 0, size: 0, name: [0; bootinfo::NAME_BYTES] }; MAX_BOOT_FILES],
             nboot_files: 0,
-            runqs: [const { RunQueue::new() }; MAX_CPUS],
+            runqs: [const { RunQueue::empty() }; MAX_CPUS],
             cpu: 0,
             cpus: 1,
             current: NONE,
@@ -428,7 +478,8 @@ impl Kernel {
         }
     }
 
-    /// Takes the usable memory, the kernel's page-table root and the user entry stub.
+    /// Takes the usable memory, the kernel's page-table root and the user entry stub, and
+    /// makes the object tables, as large as [`Capacity::for_memory`] says, from it.
     pub fn init<P: Platform>(
         &mut self,
         p: &mut P,
@@ -436,9 +487,23 @@ impl Kernel {
         kernel_root: u64,
         entry_code: &[u8],
     ) -> Result<(), Error> {
-        self.frames = Frames::new(usable);
+        self.frames.reset(usable);
         if !self.frames.init_refcounts() {
             return Err(Error::OutOfMemory);
+        }
+        let c = Capacity::for_memory(self.frames.total() * PAGE_SIZE);
+        let frames = &mut self.frames;
+        let mut take =
+            |bytes: usize| frames.take_contiguous((bytes as u64).div_ceil(PAGE_SIZE)).ok_or(Error::OutOfMemory);
+        self.tasks = p.table(take(c.tasks * size_of::<Task>())?, c.tasks, Task::DEAD);
+        self.threads = p.table(take(c.threads * size_of::<Thread>())?, c.threads, Thread::FREE);
+        self.endpoints = p.table(take(c.endpoints * size_of::<Endpoint>())?, c.endpoints, Endpoint::FREE);
+        self.notifications =
+            p.table(take(c.notifications * size_of::<Notification>())?, c.notifications, Notification::FREE);
+        self.memobjs = p.table(take(c.memobjs * size_of::<MemObj>())?, c.memobjs, MemObj::FREE);
+        self.rings = p.table(take(c.rings * size_of::<crate::ring::Ring>())?, c.rings, crate::ring::Ring::FREE);
+        for q in self.runqs.iter_mut() {
+            *q = RunQueue::new(p.table(take(c.threads * size_of::<Link>())?, c.threads, Link::OUT));
         }
         self.kernel_root = kernel_root;
         let f = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
@@ -521,9 +586,10 @@ impl Kernel {
     /// higher-priority thread is ready; otherwise run the best ready thread.
     pub fn reschedule(&mut self) {
         if let Some(c) = self.current() {
-            if self.threads[c].state == ThreadState::Running {
-                let top = self.runqs[self.cpu].top_priority();
-                if self.threads[c].cpu as usize == self.cpu && top.is_none_or(|p| p <= self.threads[c].prio as usize) {
+            let t = &self.threads[c];
+            if t.state == ThreadState::Running {
+                let (cpu, prio) = (t.cpu as usize, t.prio as usize);
+                if cpu == self.cpu && self.runqs[self.cpu].top_priority().is_none_or(|p| p <= prio) {
                     return;
                 }
                 // Preempted, or moved to another CPU.
@@ -759,7 +825,7 @@ impl Kernel {
         // be writing an entry frame into a TCB that is reused.
         let root = self.tasks[ti].root;
         p.retire_root(root);
-        for th in 0..MAX_THREADS {
+        for th in 0..self.threads.len() {
             if self.threads[th].state == ThreadState::Free || self.threads[th].task as usize != ti {
                 continue;
             }
@@ -767,7 +833,7 @@ impl Kernel {
         }
         // Its endpoints close: whoever waits on them (callers queued at a crashed
         // server) gets PartnerGone now, later sends and receives get it at once.
-        for e in 0..MAX_ENDPOINTS {
+        for e in 0..self.endpoints.len() {
             if self.endpoints[e].refs > 0 && self.endpoints[e].owner == ti as u16 {
                 self.fail_waiters(e);
                 self.endpoints[e].waiting = Waiting::Closed;
@@ -836,7 +902,7 @@ impl Kernel {
             ThreadState::BlockedRing { r } => self.rings[r as usize].forget(th as u16),
             _ => {}
         }
-        for other in 0..MAX_THREADS {
+        for other in 0..self.threads.len() {
             if other == th {
                 continue;
             }
@@ -978,7 +1044,7 @@ impl Kernel {
         if cpu >= self.cpus {
             return Err(Error::BadArgument);
         }
-        for th in 0..MAX_THREADS {
+        for th in 0..self.threads.len() {
             if self.threads[th].state == ThreadState::Free || self.threads[th].task != target {
                 continue;
             }

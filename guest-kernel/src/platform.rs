@@ -20,4 +20,8 @@ pub trait Platform: PhysMem {
     fn bounce_root(&mut self, via: u64);
     /// The address space `root` is about to be freed: no CPU may keep it loaded.
     fn retire_root(&mut self, root: u64);
+    /// A kernel table: `n` objects, each `init`, in the frames at `pa`, which the caller
+    /// took for good from the frame allocator (`Frames::take_contiguous`) and holds
+    /// `n * size_of::<T>()` bytes. Called once per table at boot.
+    fn table<T: Copy>(&mut self, pa: u64, n: usize, init: T) -> &'static mut [T];
 }

@@ -104,8 +104,9 @@ impl Kernel {
     pub(crate) fn carry_out(&mut self, c: usize, next: Next) {
         match next {
             Next::Return(r) => {
-                if self.threads[c].state != ThreadState::Free {
-                    self.threads[c].regs.set_result(r);
+                let t = &mut self.threads[c];
+                if t.state != ThreadState::Free {
+                    t.regs.set_result(r);
                 }
             }
             Next::Block(state) => self.stop_running(c, state),

@@ -21,24 +21,29 @@ mod notify;
 use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL, MAX_WORDS, MSG_REGS};
 
 use crate::cap::Kind;
-use crate::kernel::{Kernel, ThreadState, Waiting, NONE};
+use crate::kernel::{Endpoint, Kernel, Thread, ThreadState, Waiting, NONE};
 use crate::platform::Platform;
 use crate::syscall::Next;
+
+/// Appends thread `t` to endpoint `e`'s queue of `kind` (senders or receivers).
+#[inline(always)]
+pub(crate) fn queue_at(endpoints: &mut [Endpoint], threads: &mut [Thread], e: usize, t: usize, kind: Waiting) {
+    let ep = &mut endpoints[e];
+    ep.waiting = kind;
+    threads[t].ep_next = NONE;
+    if ep.tail == NONE {
+        ep.head = t as u16;
+    } else {
+        threads[ep.tail as usize].ep_next = t as u16;
+    }
+    ep.tail = t as u16;
+}
 
 impl Kernel {
     // ---- endpoint queues ------------------------------------------------------------
 
     pub(crate) fn ep_push(&mut self, e: usize, t: usize, kind: Waiting) {
-        let ep = &mut self.endpoints[e];
-        ep.waiting = kind;
-        self.threads[t].ep_next = NONE;
-        if ep.tail == NONE {
-            ep.head = t as u16;
-        } else {
-            let tail = ep.tail as usize;
-            self.threads[tail].ep_next = t as u16;
-        }
-        self.endpoints[e].tail = t as u16;
+        queue_at(self.endpoints, self.threads, e, t, kind);
     }
 
     pub(crate) fn ep_pop(&mut self, e: usize) -> Option<usize> {

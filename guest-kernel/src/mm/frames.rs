@@ -64,7 +64,10 @@ pub fn usable_ranges(ram: &[Range], reserved: &[Range]) -> ([Range; MAX_RANGES],
     (out, n)
 }
 
-/// The frame allocator.
+/// The frame allocator. On a page of its own: a gdb watch on its counters is a page trap
+/// on hosts without working debug registers (docs/DEBUGGING.md), and with the scheduler's
+/// hot state beside them every system call would trap too.
+#[repr(align(4096))]
 pub struct Frames {
     ranges: [Range; MAX_RANGES],
     nranges: usize,
@@ -104,21 +107,32 @@ impl Frames {
     pub fn init_refcounts(&mut self) -> bool {
         let top = self.ranges[..self.nranges].iter().map(|r| r.end).max().unwrap_or(0);
         let need = (top / PAGE_SIZE * 2).div_ceil(PAGE_SIZE);
+        let Some(pa) = self.take_contiguous(need) else { return false };
+        self.refs_pa = pa;
+        self.refs_frames = need;
+        true
+    }
+
+    /// Takes `n` contiguous never-used frames for good (the kernel's own tables): their
+    /// physical address, or `None` if no range has that many left. They are zero
+    /// (VMM-zeroed memory) and count as used.
+    pub fn take_contiguous(&mut self, n: u64) -> Option<u64> {
+        // Never-used frames of the ranges passed over: taken too, as lost (so that
+        // `free() + used() == total()` still holds). Rare: the tables are taken at boot.
+        let mut skipped = 0;
         for i in self.bump_range..self.nranges {
             let r = self.ranges[i];
-            let start = if i == self.bump_range { self.bump_next } else { r.start };
-            if r.end - start >= need * PAGE_SIZE {
-                // Frames before `start` in earlier ranges stay available to the bump pointer
-                // only if this is the current range; otherwise they are skipped (rare).
-                self.refs_pa = start;
-                self.refs_frames = need;
+            // (max/min, not clamp: clamp's assertion formats with SSE, see tests/kernel_image.rs.)
+            let start = if i == self.bump_range { self.bump_next.max(r.start).min(r.end) } else { r.start };
+            if r.end - start >= n.saturating_mul(PAGE_SIZE) {
                 self.bump_range = i;
-                self.bump_next = start + need * PAGE_SIZE;
-                self.used += need;
-                return true;
+                self.bump_next = start + n * PAGE_SIZE;
+                self.used += n + skipped;
+                return Some(start);
             }
+            skipped += (r.end - start) / PAGE_SIZE;
         }
-        false
+        None
     }
 
     fn ref_at(&self, pa: u64) -> Option<u64> {
@@ -164,13 +178,28 @@ impl Frames {
     /// An allocator over `ranges` (page aligned, not containing frame 0).
     pub fn new(ranges: &[Range]) -> Self {
         let mut f = Frames::empty();
-        for r in ranges.iter().filter(|r| r.start < r.end && r.start > 0).take(MAX_RANGES) {
-            f.ranges[f.nranges] = *r;
-            f.nranges += 1;
-            f.total += (r.end - r.start) / PAGE_SIZE;
-        }
-        f.bump_next = f.ranges[0].start;
+        f.reset(ranges);
         f
+    }
+
+    /// Makes this an allocator over `ranges`, in place (a `Frames` is a page: the kernel
+    /// builds it where it lives rather than in a temporary on its 16 KiB boot stack).
+    pub fn reset(&mut self, ranges: &[Range]) {
+        let (mut ranges_in, mut n, mut total) = ([Range { start: 0, end: 0 }; MAX_RANGES], 0, 0);
+        for r in ranges.iter().filter(|r| r.start < r.end && r.start > 0).take(MAX_RANGES) {
+            ranges_in[n] = *r;
+            n += 1;
+            total += (r.end - r.start) / PAGE_SIZE;
+        }
+        self.ranges = ranges_in;
+        self.nranges = n;
+        self.bump_range = 0;
+        self.bump_next = self.ranges[0].start;
+        self.free_head = 0;
+        self.total = total;
+        self.used = 0;
+        self.refs_pa = 0;
+        self.refs_frames = 0;
     }
 
     pub fn total(&self) -> u64 {

@@ -1,45 +1,55 @@
 //! Fixed-priority round-robin run queues: one FIFO per priority, a bitmap of non-empty
-//! priorities, intrusive links (no allocation).
+//! priorities, links in a table with one entry per thread (given at boot, no allocation).
 //!
 //! Invariants: a thread is in at most one queue; `pop` returns the first thread of the
 //! highest non-empty priority; the bitmap bit of a priority is set iff its queue is
-//! non-empty.
+//! non-empty; thread numbers past the link table are never queued.
 
 /// Priorities 0 (lowest) to `PRIOS - 1`.
 pub const PRIOS: usize = 32;
 const NONE: u16 = u16::MAX;
 
-/// Run queues for up to `N` threads.
-pub struct RunQueue<const N: usize> {
-    next: [u16; N],
-    queued: [bool; N],
+/// One thread's place in a run queue.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    next: u16,
+    queued: bool,
+}
+
+impl Link {
+    /// Not queued.
+    pub const OUT: Link = Link { next: NONE, queued: false };
+}
+
+/// Run queues for as many threads as `links` has entries.
+pub struct RunQueue {
+    links: &'static mut [Link],
     head: [u16; PRIOS],
     tail: [u16; PRIOS],
     bitmap: u32,
 }
 
-impl<const N: usize> Default for RunQueue<N> {
-    fn default() -> Self {
-        Self::new()
+impl RunQueue {
+    /// Queues with room for no thread (until the kernel's tables are made).
+    pub const fn empty() -> Self {
+        RunQueue { links: &mut [], head: [NONE; PRIOS], tail: [NONE; PRIOS], bitmap: 0 }
     }
-}
 
-impl<const N: usize> RunQueue<N> {
-    pub const fn new() -> Self {
-        RunQueue { next: [NONE; N], queued: [false; N], head: [NONE; PRIOS], tail: [NONE; PRIOS], bitmap: 0 }
+    /// Empty queues for threads `0..links.len()` (every link `Link::OUT`).
+    pub fn new(links: &'static mut [Link]) -> Self {
+        RunQueue { links, ..Self::empty() }
     }
 
     /// Appends thread `t` at priority `p` (no-op if already queued).
     pub fn push(&mut self, t: usize, p: usize) {
-        if t >= N || p >= PRIOS || self.queued[t] {
+        if t >= self.links.len() || p >= PRIOS || self.links[t].queued {
             return;
         }
-        self.queued[t] = true;
-        self.next[t] = NONE;
+        self.links[t] = Link { next: NONE, queued: true };
         if self.tail[p] == NONE {
             self.head[p] = t as u16;
         } else {
-            self.next[self.tail[p] as usize] = t as u16;
+            self.links[self.tail[p] as usize].next = t as u16;
         }
         self.tail[p] = t as u16;
         self.bitmap |= 1 << p;
@@ -58,29 +68,29 @@ impl<const N: usize> RunQueue<N> {
     pub fn pop(&mut self) -> Option<usize> {
         let p = self.top_priority()?;
         let t = self.head[p] as usize;
-        self.head[p] = self.next[t];
+        self.head[p] = self.links[t].next;
         if self.head[p] == NONE {
             self.tail[p] = NONE;
             self.bitmap &= !(1 << p);
         }
-        self.queued[t] = false;
+        self.links[t].queued = false;
         Some(t)
     }
 
     /// Removes thread `t` (queued at priority `p`), wherever it is in its queue.
     pub fn remove(&mut self, t: usize, p: usize) {
-        if t >= N || p >= PRIOS || !self.queued[t] {
+        if t >= self.links.len() || p >= PRIOS || !self.links[t].queued {
             return;
         }
         let mut prev = NONE;
         let mut cur = self.head[p];
         while cur != NONE {
             if cur as usize == t {
-                let nx = self.next[t];
+                let nx = self.links[t].next;
                 if prev == NONE {
                     self.head[p] = nx;
                 } else {
-                    self.next[prev as usize] = nx;
+                    self.links[prev as usize].next = nx;
                 }
                 if self.tail[p] == cur {
                     self.tail[p] = prev;
@@ -88,16 +98,16 @@ impl<const N: usize> RunQueue<N> {
                 if self.head[p] == NONE {
                     self.bitmap &= !(1 << p);
                 }
-                self.queued[t] = false;
+                self.links[t].queued = false;
                 return;
             }
             prev = cur;
-            cur = self.next[cur as usize];
+            cur = self.links[cur as usize].next;
         }
     }
 
     pub fn is_queued(&self, t: usize) -> bool {
-        t < N && self.queued[t]
+        self.links.get(t).is_some_and(|l| l.queued)
     }
 }
 
@@ -105,9 +115,13 @@ impl<const N: usize> RunQueue<N> {
 mod tests {
     use super::*;
 
+    fn queues(n: usize) -> RunQueue {
+        RunQueue::new(Box::leak(vec![Link::OUT; n].into_boxed_slice()))
+    }
+
     #[test]
     fn highest_priority_first_round_robin_within() {
-        let mut q: RunQueue<8> = RunQueue::new();
+        let mut q = queues(8);
         q.push(1, 3);
         q.push(2, 5);
         q.push(3, 3);
@@ -126,7 +140,7 @@ mod tests {
 
     #[test]
     fn remove_from_middle_and_tail() {
-        let mut q: RunQueue<8> = RunQueue::new();
+        let mut q = queues(8);
         for t in 0..4 {
             q.push(t, 0);
         }
@@ -134,5 +148,16 @@ mod tests {
         q.remove(1, 0);
         q.push(5, 0);
         assert_eq!((q.pop(), q.pop(), q.pop(), q.pop()), (Some(0), Some(2), Some(5), None));
+    }
+
+    #[test]
+    fn a_thread_past_the_link_table_is_never_queued() {
+        let mut q = queues(4);
+        q.push(4, 1);
+        q.push(usize::from(u16::MAX), 1);
+        assert!(!q.is_queued(4));
+        assert_eq!(q.top_priority(), None);
+        q.remove(4, 1);
+        assert_eq!(q.pop(), None);
     }
 }

@@ -67,6 +67,31 @@ impl PhysMem for Machine {
 }
 
 impl Platform for Machine {
+    fn table<T: Copy>(&mut self, pa: u64, n: usize, init: T) -> &'static mut [T] {
+        let bytes = (n as u64).checked_mul(core::mem::size_of::<T>() as u64).expect("table size");
+        let base = ptr(pa, bytes) as *mut T;
+        assert!(pa % 4096 == 0 && core::mem::align_of::<T>() <= 4096, "a table starts on a frame");
+        if n == 0 {
+            return &mut [];
+        }
+        // The first element, then copies of what is done so far, doubling: about log2(n)
+        // `rep movsb`, each one emulated instruction on PVM, instead of n stores of a T.
+        // SAFETY (both blocks): every element written lies inside the checked range, in
+        // frames the frame allocator gave up for good, so nothing else refers to them;
+        // frame-aligned, so aligned for T; the copied elements are initialized Copy values
+        // and source and destination do not overlap ([0, c) and [done, done + c), c <= done).
+        unsafe { base.write(init) };
+        let mut done = 1;
+        while done < n {
+            let c = done.min(n - done);
+            // SAFETY: as above; [0, c) is initialized and does not overlap [done, done + c).
+            unsafe { core::ptr::copy_nonoverlapping(base, base.add(done), c) };
+            done += c;
+        }
+        // SAFETY: the n elements were just initialized; the range is used by nothing else for
+        // the rest of the kernel's life, and this is its only reference.
+        unsafe { core::slice::from_raw_parts_mut(base, n) }
+    }
     fn console(&mut self, bytes: &[u8]) {
         super::serial::write_bytes(bytes);
     }

@@ -265,7 +265,7 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
     // retired before its threads), but once this CPU waits for the lock it may, and reuse
     // the slot; then the frame is someone else's and only this vector is ours.
     // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
-    let (vector, rip) = unsafe { ((*frame).vector, (*frame).rip) };
+    let (vector, rip, sysno) = unsafe { ((*frame).vector, (*frame).rip, (*frame).rax) };
     // SAFETY: trap context, interrupts off; the big kernel lock is taken right below
     // before anything is touched (with one CPU there is nobody to contend with).
     let (k, _) = unsafe { state() };
@@ -277,10 +277,8 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
     }
     let is_syscall =
         vector == SYSCALL_VECTOR || (vector == 3 && rip == ENTRY_VA + 1 && entry_mode() == EntryMode::Int3);
-    if is_syscall {
-        if k.fastpath() {
-            enter_user(k, k.current as usize);
-        }
+    if is_syscall && k.fastpath(sysno) {
+        enter_user(k, k.current as usize);
     }
     trap_slow(frame, vector, is_syscall)
 }
@@ -445,7 +443,9 @@ pub fn run() -> ! {
 #[inline(always)]
 fn enter_user(k: &mut Kernel, t: usize) -> ! {
     let me = k.cpu;
-    let root = k.threads[t].root;
+    // The table in a local: its base and length stay in registers across the asm below.
+    let threads = &mut *k.threads;
+    let root = threads[t].root;
     if cpu::cr3() & !0xfff != root {
         // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
         unsafe { cpu::set_cr3(root) };
@@ -454,17 +454,17 @@ fn enter_user(k: &mut Kernel, t: usize) -> ! {
     // SAFETY: this CPU's owner entry, under the lock. Thread ids are never reused, so a
     // new thread in a recycled slot never inherits its predecessor's registers.
     unsafe {
-        let id = k.threads[t].id;
+        let id = threads[t].id;
         if FPU_OWNER[me].1 != id {
             let (slot, owner) = FPU_OWNER[me];
-            if owner != 0 && k.threads[slot].id == owner {
-                cpu::fxsave(&mut k.threads[slot].fpu);
+            if owner != 0 && threads.get(slot).is_some_and(|o| o.id == owner) {
+                cpu::fxsave(&mut threads[slot].fpu);
             }
-            cpu::fxrstor(&k.threads[t].fpu);
+            cpu::fxrstor(&threads[t].fpu);
             FPU_OWNER[me] = (t, id);
         }
     }
-    let frame = &mut k.threads[t].regs as *mut UserRegs;
+    let frame = &mut threads[t].regs as *mut UserRegs;
     entry::set_frame_top(me, frame as u64 + core::mem::size_of::<UserRegs>() as u64);
     if smp::active() {
         k.leave_cpu();
