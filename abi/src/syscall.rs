@@ -331,6 +331,13 @@ impl MsgInfo {
         self.0 & MASK <= (MSG_REGS as u64) << 32
     }
 
+    /// What the receiver of a registers-only message ([`MsgInfo::registers_only`]) is
+    /// told: its label and word count, nothing else. One mask: for such a message this is
+    /// `MsgInfo::new(self.label(), self.words())`, without the clamp.
+    pub const fn registers_only_received(self) -> MsgInfo {
+        MsgInfo(self.0 & ((0x7f << 32) | 0xffff_ffff))
+    }
+
     /// The capability slot, if a capability travels with the message.
     pub const fn cap(self) -> Option<u8> {
         if self.0 & Self::CAP_FLAG != 0 {
@@ -363,6 +370,9 @@ mod tests {
             let m = MsgInfo(v);
             let long = m.cap().is_none() && m.pages().is_none() && m.words() <= MSG_REGS;
             assert_eq!(m.registers_only(), long, "{v:#x}");
+            if long {
+                assert_eq!(m.registers_only_received(), MsgInfo::new(m.label(), m.words()), "{v:#x}");
+            }
         }
     }
 

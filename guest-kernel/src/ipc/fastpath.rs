@@ -109,15 +109,13 @@ impl Kernel {
 /// is copied: no words cost one test, eight cost two, and n between cost n + 2.
 #[inline(always)]
 fn deliver(threads: &mut [Thread], from: usize, to: usize, badge: u64, info: MsgInfo) {
-    // The label and the word count, nothing else (the flags are clear; no clamp needed).
-    let received = info.0 & 0x7f_ffff_ffff;
+    let received = info.registers_only_received().0;
     let n = (received >> 32) as usize;
     let (f, t) = (from, to);
     let dst = &mut threads[t].regs;
     dst.rax = 0;
     dst.rdi = badge;
     dst.rsi = received;
-    let _ = &threads[f];
     if n == 0 {
         return;
     }
