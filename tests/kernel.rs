@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 11 boot files",
+            "l4: 12 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -37,6 +37,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 8: 'ringtest'",
             "boot file 9: 'fuzz'",
             "boot file 10: 'crashtest'",
+            "boot file 11: 'quotatest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -47,7 +48,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 11 boot files",
+            "root: started, 12 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",

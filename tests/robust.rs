@@ -95,3 +95,32 @@ fn a_server_crashed_mid_call_100_times_is_restarted_and_no_caller_hangs() {
     let cut = number_after(&r.stdout, "answers and ").expect("the second caller's count");
     assert!(cut >= 1, "{}", r.stdout);
 }
+
+#[test]
+fn a_task_that_takes_until_refused_leaves_its_siblings_working() {
+    // quotatest, given a quota of its own, takes endpoints, notifications, rings, memory
+    // objects, threads and then pages until the kernel refuses each with `Quota` at
+    // exactly its quota (the machine has plenty more), and holds it all. It runs first
+    // (root gives it the highest priority of the children), so echo and client work
+    // while it holds everything; then root stops it and every frame comes back.
+    let r = l4vmm_within(
+        &["--timeout", "240", "--cmdline", "run=echo,client,quotatest quota=quotatest:256/1/3/8/4/3/1"],
+        std::time::Duration::from_secs(300),
+    );
+    r.assert_code(0)
+        .assert_stdout_has("quotatest: left of my quota: 224 frames, 0 tasks, 2 threads, 8 endpoints, 4 notifications, 3 memory objects, 1 rings")
+        .assert_stdout_has("quotatest: ok endpoints refused with Quota after 8")
+        .assert_stdout_has("quotatest: ok notifications refused with Quota after 4")
+        .assert_stdout_has("quotatest: ok rings refused with Quota after 1")
+        .assert_stdout_has("quotatest: ok memory objects refused with Quota after 2")
+        .assert_stdout_has("quotatest: ok threads refused with Quota after 2")
+        .assert_stdout_has("quotatest: ok nothing left but 0 frames")
+        .assert_stdout_has("root: all done: 1 succeeded, 0 failed, 0 faulted")
+        .assert_stdout_has("after stopping them: back to baseline");
+    assert!(!r.stdout.contains("quotatest: FAIL"), "{}", r.stdout);
+    let pages = number_after(&r.stdout, "memory refused with Quota after ").expect("the pages quotatest took");
+    assert!(pages > 100 && pages < 224, "{}", r.stdout);
+    let held = r.stdout.find("quotatest: holding it all, 0 checks failed").expect("quotatest holds");
+    let worked = r.stdout.find("client: 100/100 echo round trips correct").expect("the sibling works");
+    assert!(held < worked, "the sibling worked while quotatest held everything:\n{}", r.stdout);
+}

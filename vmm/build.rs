@@ -12,8 +12,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 11] =
-    ["root", "echo", "client", "faulty", "spinner", "ipcbench", "ipctest", "ringsrv", "ringtest", "fuzz", "crashtest"];
+const SERVERS: [&str; 12] = [
+    "root",
+    "echo",
+    "client",
+    "faulty",
+    "spinner",
+    "ipcbench",
+    "ipctest",
+    "ringsrv",
+    "ringtest",
+    "fuzz",
+    "crashtest",
+    "quotatest",
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

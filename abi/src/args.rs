@@ -8,9 +8,10 @@
 //!
 //! ```
 //! use l4_abi::args::{Args, Regs, TaskSpawn};
-//! let a = TaskSpawn { file: 3, prio: 5, fault: 7, parent: 9, arg0: 1, arg1: 2 };
+//! let a = TaskSpawn { file: 3, prio: 5, fault: 7, parent: 9, arg0: 1, arg1: 2, quota: 0x1000 };
 //! let r: Regs = a.into_regs();
 //! assert_eq!((r.rdi, r.rsi, r.words[0], r.words[1], r.words[2], r.words[3]), (3, 5, 7, 9, 1, 2));
+//! assert_eq!(r.words[4], 0x1000);
 //! assert_eq!(TaskSpawn::from_regs(&r), a);
 //! ```
 
@@ -144,8 +145,10 @@ calls! {
     MemMap { va, pages } -> {}
     /// Load boot file `file` into a new task at priority `prio` whose faults go to
     /// endpoint `fault`, with `parent` copied into its slot 0; its first thread starts
-    /// with `rdi = arg0`, `rsi = arg1`. Gives the new task's capability.
-    TaskSpawn { file, prio, fault, parent, arg0, arg1 } -> { task }
+    /// with `rdi = arg0`, `rsi = arg1`. `quota` points to the [`crate::quota::Quota`]
+    /// the task gets out of the caller's (0: it draws on the caller's). Gives the new
+    /// task's capability.
+    TaskSpawn { file, prio, fault, parent, arg0, arg1, quota } -> { task }
     /// Copy the capability in `slot` into the task `task`; gives its slot there.
     CapGrant { task, slot } -> { slot }
     /// Free and used frames.
@@ -193,6 +196,9 @@ calls! {
     Null { mode } -> {}
     /// The calling thread's CPU and the CPUs online.
     ThisCpu {} -> { cpu, cpus }
+    /// What is left of the quota the caller draws on ([`crate::quota::Quota`]'s order;
+    /// `u64::MAX`: no limit).
+    QuotaLeft {} -> { frames, tasks, threads, endpoints, notifications, memobjs, rings }
 }
 
 #[cfg(test)]

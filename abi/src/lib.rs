@@ -3,7 +3,7 @@
 //!
 //! Everything that two of those parts must agree on is defined here, once: I/O ports of the
 //! VMM's devices, the guest exit codes, the trace markers, the system-call ABI, the user
-//! address-space layout and the root task's boot-info page. `no_std`, no dependencies.
+//! address-space layout, quotas and the root task's boot-info page. `no_std`, no dependencies.
 #![no_std]
 
 pub mod args;
@@ -11,5 +11,6 @@ pub mod bootinfo;
 pub mod exit;
 pub mod layout;
 pub mod port;
+pub mod quota;
 pub mod ring;
 pub mod syscall;

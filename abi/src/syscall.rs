@@ -51,11 +51,13 @@ pub enum Sysno {
     ReplyRecv = 9,
     /// `(va, pages)`: map zeroed read-write memory at `va` in the caller's address space.
     MemMap = 10,
-    /// `(boot file slot, priority, fault endpoint slot, parent slot, arg, arg2) -> task
-    /// slot`: load an ELF boot file into a new task and start its first thread with
-    /// `rdi = arg`, `rsi = arg2`. Needs SEND on the boot file and on the fault endpoint;
-    /// the parent capability is copied into the new task's slot 0. The new task's
-    /// capability has every right.
+    /// `(boot file slot, priority, fault endpoint slot, parent slot, arg, arg2, quota)
+    /// -> task slot`: load an ELF boot file into a new task and start its first thread
+    /// with `rdi = arg`, `rsi = arg2`. Needs SEND on the boot file and on the fault
+    /// endpoint; the parent capability is copied into the new task's slot 0. The new
+    /// task's capability has every right. `quota` points to a [`crate::quota::Quota`]
+    /// taken out of the caller's (`Quota` if it does not fit), which pays for the new
+    /// task and everything it makes; 0 lets the new task draw on the caller's.
     TaskSpawn = 11,
     /// `(task slot, my slot) -> their slot`: copy a capability into another task. Needs
     /// GRANT on the task capability; any capability can be copied (with its rights).
@@ -124,6 +126,9 @@ pub enum Sysno {
     /// until `SetAffinity` moves it). A server can tell its clients where it runs, so no
     /// one has to guess placement from timing.
     ThisCpu = 33,
+    /// `() -> (frames, tasks, threads, endpoints, notifications, memory objects, rings)`:
+    /// what is left of the quota the caller draws on (see [`crate::quota`]).
+    QuotaLeft = 34,
 }
 
 /// `RingEnter` flag: the caller is the ring's server.
@@ -168,6 +173,7 @@ impl Sysno {
             31 => ThreadExit,
             32 => Null,
             33 => ThisCpu,
+            34 => QuotaLeft,
             _ => return None,
         })
     }
@@ -203,6 +209,9 @@ pub enum Error {
     WouldBlock = 12,
     /// The receiver has no receive window, or one too small for the pages sent.
     WindowTooSmall = 13,
+    /// The quota the caller draws on has none left of what the call needs (see
+    /// [`crate::quota`]); the machine may still have some.
+    Quota = 14,
 }
 
 impl Error {
@@ -223,6 +232,7 @@ impl Error {
             11 => Exists,
             12 => WouldBlock,
             13 => WindowTooSmall,
+            14 => Quota,
             _ => return None,
         })
     }
@@ -244,6 +254,7 @@ impl Error {
             Exists => "already exists",
             WouldBlock => "would block",
             WindowTooSmall => "receive window too small",
+            Quota => "quota used up",
         }
     }
 }
@@ -391,13 +402,14 @@ mod tests {
 
     #[test]
     fn numbers_decode() {
-        for n in 0..=33 {
+        for n in 0..=34 {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
-        assert_eq!(Sysno::from_u64(34), None);
-        for n in 1..=13 {
+        assert_eq!(Sysno::from_u64(35), None);
+        for n in 1..=14 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }
         assert_eq!(Error::from_u64(0), None);
+        assert_eq!(Error::from_u64(15), None);
     }
 }

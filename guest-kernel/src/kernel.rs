@@ -26,6 +26,7 @@ use crate::mm::umem::USlice;
 use crate::mm::vspace::{self, MapError, OWNED, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;
+use crate::quota::{Account, Counts, Meter, Res, RESOURCES};
 use crate::task::sched::{Link, RunQueue, PRIOS};
 use core::mem::size_of;
 
@@ -314,17 +315,34 @@ impl Thread {
     };
 }
 
-/// A task: an address space and a capability table.
+/// A task: an address space, a capability table, and the account it draws on.
 #[derive(Clone, Copy)]
 pub struct Task {
     pub alive: bool,
     pub root: u64,
     pub caps: CapTable,
     pub name: [u8; 32],
+    /// The task whose account this one's system calls are charged to: itself if it has
+    /// a quota of its own, else the account its spawner drew on (`NONE`: unlimited, only
+    /// tasks the kernel's own tests make).
+    pub account: u16,
+    /// Its own account (when `account` is itself).
+    pub acct: Account,
+    /// The account its quota was lent out of, which gets it back when it dies (`NONE`
+    /// for the root task's).
+    pub lender: u16,
 }
 
 impl Task {
-    const DEAD: Task = Task { alive: false, root: 0, caps: CapTable::EMPTY, name: [0; 32] };
+    const DEAD: Task = Task {
+        alive: false,
+        root: 0,
+        caps: CapTable::EMPTY,
+        name: [0; 32],
+        account: NONE,
+        acct: Account::EMPTY,
+        lender: NONE,
+    };
 
     /// The task's name (its boot file's).
     pub fn name(&self) -> &[u8] {
@@ -431,6 +449,10 @@ pub struct Kernel {
     pub(crate) next_thread_id: u64,
     /// Set once a MachineExit was requested.
     pub exit_code: Option<u8>,
+    /// What is live, and the ceilings of the running system call (see `crate::quota`).
+    pub meter: Meter,
+    /// The account the running system call is charged to (`NONE`: none is open).
+    pub payer: u16,
 }
 
 /// Writes `parts` to the console.
@@ -475,6 +497,8 @@ impl Kernel {
             slice_left: [SLICE_TICKS; MAX_CPUS],
             next_thread_id: 1,
             exit_code: None,
+            meter: Meter::new(),
+            payer: NONE,
         }
     }
 
@@ -528,6 +552,123 @@ impl Kernel {
     /// The running thread, if any.
     pub fn current(&self) -> Option<usize> {
         (self.current != NONE).then_some(self.current as usize)
+    }
+
+    // ---- accounts (see crate::quota) -----------------------------------------------------
+
+    /// What is left of the account task `ti` draws on (`u64::MAX` each: no limit).
+    pub(crate) fn quota_left(&self, ti: usize) -> Counts {
+        match self.tasks[ti].account {
+            NONE => [u64::MAX; RESOURCES],
+            a => self.tasks[a as usize].acct.left(),
+        }
+    }
+
+    /// What is left of the payer's account.
+    fn payer_left(&self) -> Counts {
+        match self.payer {
+            NONE => [u64::MAX; RESOURCES],
+            a => self.tasks[a as usize].acct.left(),
+        }
+    }
+
+    /// A system call of task `ti` starts: what it makes and frees is charged to the
+    /// account `ti` draws on, and what it makes may not pass what is left of it.
+    #[inline(always)]
+    pub(crate) fn open_account(&mut self, ti: usize) {
+        self.payer = self.tasks[ti].account;
+        self.reopen();
+    }
+
+    /// The frame ceiling of what is left of the payer's account; the objects' ceilings
+    /// are taken when the call first makes or frees one (`take`, `put`).
+    #[inline(always)]
+    fn reopen(&mut self) {
+        let used = self.frames.used();
+        let ceiling = match self.payer {
+            NONE => u64::MAX,
+            a => used.saturating_add(self.tasks[a as usize].acct.left_of(Res::Frames)),
+        };
+        self.frames.set_ceiling(ceiling);
+        self.meter.open(used);
+    }
+
+    /// One more object of kind `r`, charged to the running call's payer: `Quota` if its
+    /// account has none left.
+    pub(crate) fn take(&mut self, r: Res) -> Result<(), Error> {
+        if !self.meter.begun() {
+            let left = self.payer_left();
+            self.meter.begin(&left);
+        }
+        self.meter.take(r)
+    }
+
+    /// One object of kind `r` fewer, credited to the running call's payer.
+    pub(crate) fn put(&mut self, r: Res) {
+        if !self.meter.begun() {
+            let left = self.payer_left();
+            self.meter.begin(&left);
+        }
+        self.meter.put(r)
+    }
+
+    /// Charges the payer with what changed since the meter was opened or flushed.
+    #[inline(never)]
+    fn flush_payer(&mut self) {
+        let d = self.meter.flush(self.frames.used());
+        if self.payer != NONE {
+            self.tasks[self.payer as usize].acct.charge(&d);
+        }
+    }
+
+    /// The system call ends: what it changed is charged, the ceiling lifts. Returns
+    /// whether a ceiling refused something during it.
+    #[inline(always)]
+    pub(crate) fn close_account(&mut self) -> bool {
+        self.frames.set_ceiling(u64::MAX);
+        if self.meter.changed(self.frames.used()) {
+            self.flush_payer();
+        }
+        self.payer = NONE;
+        self.meter.take_refused() | self.frames.take_refused()
+    }
+
+    /// `n` frames can be had: `OutOfMemory` if the machine has fewer free, `Quota` if
+    /// the payer's account has fewer left.
+    pub(crate) fn room_for(&self, n: u64) -> Result<(), Error> {
+        if self.frames.free() < n {
+            Err(Error::OutOfMemory)
+        } else if self.frames.room() < n {
+            Err(Error::Quota)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Task `ti`, which has an account of its own, is dying: the account goes back to
+    /// the one it was lent out of, and whatever drew on it draws on that one now.
+    fn retire_account(&mut self, ti: usize) {
+        // What the running call did so far goes to its payer (perhaps this account).
+        self.flush_payer();
+        let (gone, lender) = (self.tasks[ti].acct, self.tasks[ti].lender);
+        if lender != NONE {
+            self.tasks[lender as usize].acct.settle(&gone);
+        }
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            if i == ti || !t.alive {
+                continue;
+            }
+            if t.account == ti as u16 {
+                t.account = lender;
+            }
+            if t.lender == ti as u16 {
+                t.lender = lender;
+            }
+        }
+        if self.payer == ti as u16 {
+            self.payer = lender;
+        }
+        self.reopen();
     }
 
     // ---- scheduling -------------------------------------------------------------------
@@ -667,8 +808,9 @@ impl Kernel {
         Ok(())
     }
 
-    /// Creates a task from boot file `file`, with one thread at `prio`, ready to run.
-    /// Returns (task, thread). On failure everything allocated is released.
+    /// Creates a task from boot file `file`, with one thread at `prio`, ready to run;
+    /// it draws on no account until its spawner gives it one. Returns (task, thread). On
+    /// failure everything allocated is released.
     pub fn spawn<P: Platform>(&mut self, p: &mut P, file: usize, prio: usize) -> Result<(usize, usize), Error> {
         let bf = *self.boot_files[..self.nboot_files].get(file).ok_or(Error::BadArgument)?;
         if prio >= PRIOS {
@@ -676,11 +818,32 @@ impl Kernel {
         }
         let ti = self.free_task_slot()?;
         let th = self.free_thread_slot()?;
+        self.take(Res::Tasks)?;
+        if let Err(e) = self.take(Res::Threads) {
+            self.put(Res::Tasks);
+            return Err(e);
+        }
+        let made = self.spawn_in(p, &bf, (ti, th), prio);
+        if made.is_err() {
+            self.put(Res::Tasks);
+            self.put(Res::Threads);
+        }
+        made
+    }
+
+    /// `spawn`'s work, in slots `ti` and `th`.
+    fn spawn_in<P: Platform>(
+        &mut self,
+        p: &mut P,
+        bf: &BootFile,
+        (ti, th): (usize, usize),
+        prio: usize,
+    ) -> Result<(usize, usize), Error> {
         let root = vspace::new_root(p, &mut self.frames, self.kernel_root).ok_or(Error::OutOfMemory)?;
-        self.tasks[ti] = Task { alive: true, root, caps: CapTable::EMPTY, name: [0; 32] };
+        self.tasks[ti] = Task { alive: true, root, ..Task::DEAD };
         let nlen = bf.name.iter().position(|&b| b == 0).unwrap_or(32).min(31);
         self.tasks[ti].name[..nlen].copy_from_slice(&bf.name[..nlen]);
-        let r = self.load_image(p, root, &bf).and_then(|e| {
+        let r = self.load_image(p, root, bf).and_then(|e| {
             self.map_zeroed(p, root, IPC_BUFFER_VA, 1, WRITABLE)?;
             Ok(e)
         });
@@ -810,6 +973,29 @@ impl Kernel {
         let root = self.tasks[ti].root;
         vspace::map(p, &mut self.frames, root, BOOTINFO_VA, info, OWNED).map_err(map_error)?;
         let _ = th;
+        // The root task's account is the machine: every frame and table slot, of which
+        // it holds what is used now.
+        let limit = [
+            self.frames.total(),
+            self.tasks.len() as u64,
+            self.threads.len() as u64,
+            self.endpoints.len() as u64,
+            self.notifications.len() as u64,
+            self.memobjs.len() as u64,
+            self.rings.len() as u64,
+        ];
+        let m = &self.meter;
+        let used = [
+            self.frames.used(),
+            m.live(Res::Tasks),
+            m.live(Res::Threads),
+            m.live(Res::Endpoints),
+            m.live(Res::Notifications),
+            m.live(Res::Memobjs),
+            m.live(Res::Rings),
+        ];
+        let t = &mut self.tasks[ti];
+        (t.account, t.acct, t.lender) = (ti as u16, Account::new(limit, used), NONE);
         Ok(ti)
     }
 
@@ -848,6 +1034,10 @@ impl Kernel {
             t.caps.revoke(Object::Task(ti as u16));
         }
         vspace::destroy(p, &mut self.frames, root);
+        self.put(Res::Tasks);
+        if self.tasks[ti].account == ti as u16 {
+            self.retire_account(ti);
+        }
         self.tasks[ti] = Task::DEAD;
     }
 
@@ -877,6 +1067,9 @@ impl Kernel {
         self.detach_thread(th);
         if let Some((ep, _)) = self.threads[th].fault_ep {
             self.drop_cap(p, Cap::new(Object::Endpoint(ep), 0));
+        }
+        if self.threads[th].state != ThreadState::Free {
+            self.put(Res::Threads);
         }
         self.threads[th] = Thread::FREE;
         if self.current == th as u16 {
@@ -933,6 +1126,9 @@ impl Kernel {
         }
         if let Object::Notification(n) = c.object {
             let n = n as usize;
+            if self.notifications[n].refs == 1 {
+                self.put(Res::Notifications);
+            }
             self.notifications[n].refs = self.notifications[n].refs.saturating_sub(1);
             if self.notifications[n].refs == 0 {
                 let w = self.notifications[n].waiter;
@@ -945,6 +1141,9 @@ impl Kernel {
         }
         if let Object::Endpoint(e) = c.object {
             let e = e as usize;
+            if self.endpoints[e].refs == 1 {
+                self.put(Res::Endpoints);
+            }
             self.endpoints[e].refs = self.endpoints[e].refs.saturating_sub(1);
             if self.endpoints[e].refs == 0 {
                 self.fail_waiters(e);
@@ -990,11 +1189,17 @@ impl Kernel {
     /// good; its fault handler gets a message (label `FAULT_LABEL`).
     pub fn fault<P: Platform>(&mut self, p: &mut P, vector: u64, error: u64, addr: u64) {
         let Some(c) = self.current() else { return };
-        // A write to a copy-on-write page is not a fault: give the writer its own copy.
-        if vector == 14 && error & 0b111 == 0b111 && self.resolve_cow(p, self.threads[c].root, addr) {
-            return;
-        }
         let ti = self.threads[c].task as usize;
+        // A write to a copy-on-write page is not a fault: give the writer its own copy,
+        // paid for by the account it draws on (none left: the write faults).
+        if vector == 14 && error & 0b111 == 0b111 {
+            self.open_account(ti);
+            let copied = self.resolve_cow(p, self.threads[c].root, addr);
+            let _ = self.close_account();
+            if copied {
+                return;
+            }
+        }
         let rip = self.threads[c].regs.rip;
         let (mut b0, mut b1, mut b2, mut h) = ([0u8; 20], [0u8; 20], [0u8; 20], [0u8; 16]);
         say(
@@ -1060,7 +1265,10 @@ impl Kernel {
 
     pub(crate) fn endpoint_create(&mut self, ti: usize) -> Result<ret::EndpointCreate, Error> {
         let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
-        let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL))?;
+        self.take(Res::Endpoints)?;
+        let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL)).inspect_err(|_| {
+            self.put(Res::Endpoints);
+        })?;
         self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
         Ok(ret::EndpointCreate { slot: slot as u64 })
     }
@@ -1102,6 +1310,11 @@ impl Kernel {
 
     pub(crate) fn frame_stats(&self) -> Result<ret::FrameStats, Error> {
         Ok(ret::FrameStats { free: self.frames.free(), used: self.frames.used() })
+    }
+
+    pub(crate) fn quota_left_of(&self, ti: usize) -> Result<ret::QuotaLeft, Error> {
+        let [frames, tasks, threads, endpoints, notifications, memobjs, rings] = self.quota_left(ti);
+        Ok(ret::QuotaLeft { frames, tasks, threads, endpoints, notifications, memobjs, rings })
     }
 
     pub(crate) fn task_kill<P: Platform>(&mut self, p: &mut P, ti: usize, a: args::TaskKill) -> Result<(), Error> {
@@ -1156,9 +1369,7 @@ impl Kernel {
 
     pub(crate) fn mem_map<P: Platform>(&mut self, p: &mut P, ti: usize, va: u64, pages: u64) -> Result<(), Error> {
         Self::check_user_pages(va, pages)?;
-        if self.frames.free() < pages {
-            return Err(Error::OutOfMemory);
-        }
+        self.room_for(pages)?;
         let root = self.tasks[ti].root;
         self.map_zeroed(p, root, va, pages, WRITABLE)
     }
@@ -1190,6 +1401,11 @@ impl Kernel {
         ti: usize,
         a: args::TaskSpawn,
     ) -> Result<ret::TaskSpawn, Error> {
+        // The quota first: a bad pointer is refused whatever the capabilities are.
+        let quota = match a.quota {
+            0 => None,
+            va => Some(self.read_quota(p, ti, va)?),
+        };
         let (f, _) = self.tasks[ti].caps.lookup(a.file, Kind::BootFile, rights::SEND)?;
         let (fault_ep, fault_cap) = self.tasks[ti].caps.lookup(a.fault, Kind::Endpoint, rights::SEND)?;
         let parent = self.tasks[ti].caps.to_copy(a.parent)?;
@@ -1199,7 +1415,14 @@ impl Kernel {
         }
         // Where the new task's capability goes, found before anything is created.
         let slot = self.tasks[ti].caps.free_slot()?;
-        let (nt, nth) = self.spawn(p, f as usize, prio)?;
+        let (nt, nth) = match quota {
+            None => {
+                let made = self.spawn(p, f as usize, prio)?;
+                self.tasks[made.0].account = self.payer;
+                made
+            }
+            Some(q) => self.spawn_with_quota(p, f as usize, prio, q)?,
+        };
         self.threads[nth].regs.rdi = a.arg0;
         self.threads[nth].regs.rsi = a.arg1;
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
@@ -1215,6 +1438,59 @@ impl Kernel {
             return Err(e);
         }
         Ok(ret::TaskSpawn { task: slot as u64 })
+    }
+
+    /// The quota at user address `va` of task `ti`.
+    fn read_quota<P: Platform>(&self, p: &P, ti: usize, va: u64) -> Result<Counts, Error> {
+        let mut b = [0u8; RESOURCES * 8];
+        let s = USlice::new(self.tasks[ti].root, va, b.len() as u64).map_err(|_| Error::BadAddress)?;
+        s.read(p, &mut b).map_err(|_| Error::BadAddress)?;
+        Ok(core::array::from_fn(|i| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        }))
+    }
+
+    /// `spawn`, with an account of its own for the new task: `q` is lent out of the
+    /// payer's (the caller's) account, and what making the task takes (itself, its first
+    /// thread, its image, stack and page tables) is charged to the new account, within
+    /// `q`. On failure the loan is returned and nothing is left.
+    fn spawn_with_quota<P: Platform>(
+        &mut self,
+        p: &mut P,
+        file: usize,
+        prio: usize,
+        q: Counts,
+    ) -> Result<(usize, usize), Error> {
+        let lender = self.payer;
+        if lender != NONE {
+            self.tasks[lender as usize].acct.lend(&q)?;
+        }
+        // The meter moves to the new account (which has no slot yet) for the spawn...
+        self.flush_payer();
+        self.frames.set_ceiling(self.frames.used().saturating_add(q[Res::Frames as usize]));
+        self.meter.begin(&q);
+        let made = self.spawn(p, file, prio);
+        let d = self.meter.flush(self.frames.used());
+        // ... and back.
+        self.reopen();
+        match made {
+            Ok((nt, nth)) => {
+                let t = &mut self.tasks[nt];
+                (t.account, t.lender) = (nt as u16, lender);
+                t.acct = Account { limit: q, used: d };
+                Ok((nt, nth))
+            }
+            Err(e) => {
+                if lender != NONE {
+                    let a = &mut self.tasks[lender as usize].acct;
+                    a.charge(&q.map(|n| -(n.min(i64::MAX as u64) as i64)));
+                    a.charge(&d);
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -1092,3 +1092,186 @@ fn init_makes_the_tables_its_memory_pays_for_and_counts_them_used() {
     let r = small.init(&mut p, &[Range { start: 0x100000, end: 0x140000 }], 0x1000, &[0xcc, 0xc3]);
     assert_eq!(r, Err(Error::OutOfMemory));
 }
+
+// ---- quotas ---------------------------------------------------------------------------
+
+/// Where the root task of `root_setup` keeps the quota it spawns with.
+const QUOTA_VA: u64 = 0x1000_0000;
+
+/// A root task from the tiny image (its account is the machine): the kernel, its thread,
+/// and the slot of an endpoint it made (for the fault and parent capabilities).
+fn root_setup() -> (Box<Kernel>, FakePlatform, usize, u64) {
+    let (mut k, mut p, _) = setup(0);
+    let rt = k.spawn_root(&mut p, 5, b"").unwrap();
+    let th = task_thread(&k, rt);
+    sys(&mut k, &mut p, th, Sysno::MemMap, QUOTA_VA, 1, &[]);
+    sys(&mut k, &mut p, th, Sysno::EndpointCreate, 0, 0, &[]);
+    assert_eq!(result(&k, th), None);
+    let ep = k.threads[th].regs.rdi;
+    (k, p, th, ep)
+}
+
+/// The first thread of task `ti`.
+fn task_thread(k: &Kernel, ti: usize) -> usize {
+    (0..k.threads.len()).find(|&t| k.threads[t].state != ThreadState::Free && k.threads[t].task as usize == ti).unwrap()
+}
+
+/// Thread `t` spawns the tiny image from its capability `file` with `quota` (`None`:
+/// drawing on its own), at `QUOTA_VA` in its memory: the new task's slot there and its
+/// thread.
+fn spawn_child(
+    k: &mut Kernel,
+    p: &mut FakePlatform,
+    t: usize,
+    (file, ep): (u64, u64),
+    quota: Option<Counts>,
+) -> Result<(u64, usize), Error> {
+    let va = match quota {
+        None => 0,
+        Some(q) => {
+            let (pa, _) = vspace::translate(p, k.threads[t].root, QUOTA_VA).unwrap();
+            let bytes: Vec<u8> = q.iter().flat_map(|w| w.to_le_bytes()).collect();
+            p.write_bytes(pa, &bytes);
+            QUOTA_VA
+        }
+    };
+    sys(k, p, t, Sysno::TaskSpawn, file, 5, &[ep, ep, 0, 0, va]);
+    if let Some(e) = result(k, t) {
+        return Err(e);
+    }
+    let slot = k.threads[t].regs.rdi;
+    let Object::Task(nt) = k.tasks[k.threads[t].task as usize].caps.to_copy(slot).unwrap().object else { panic!() };
+    Ok((slot, task_thread(k, nt as usize)))
+}
+
+/// What `QuotaLeft` tells thread `t`.
+fn left(k: &mut Kernel, p: &mut FakePlatform, t: usize) -> Counts {
+    sys(k, p, t, Sysno::QuotaLeft, 0, 0, &[]);
+    assert_eq!(result(k, t), None);
+    let r = k.threads[t].regs;
+    [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9, r.r12]
+}
+
+fn minus(a: Counts, b: Counts) -> Counts {
+    core::array::from_fn(|i| a[i] - b[i])
+}
+
+/// Makes one thing with call `n` (arguments `rdi`, `rsi`, the next two 0) as thread `t`
+/// until refused: how many were made, and the error.
+fn until_refused(
+    k: &mut Kernel,
+    p: &mut FakePlatform,
+    t: usize,
+    n: Sysno,
+    args: impl Fn(u64) -> (u64, u64),
+) -> (u64, Error) {
+    for i in 0.. {
+        let (rdi, rsi) = args(i);
+        sys(k, p, t, n, rdi, rsi, &[0, 0]);
+        if let Some(e) = result(k, t) {
+            return (i, e);
+        }
+    }
+    unreachable!()
+}
+
+const FILE: u64 = bootinfo::FIRST_FILE_SLOT as u64;
+
+#[test]
+fn a_task_that_takes_until_refused_gets_quota_errors_at_its_quota_and_its_siblings_keep_working() {
+    let (mut k, mut p, root, ep) = root_setup();
+    let before = left(&mut k, &mut p, root);
+    assert_eq!(before[0], k.frames.free(), "the root task's account is the machine");
+    let q = [64, 1, 2, 3, 1, 1, 0];
+    let (hog_slot, hog) = spawn_child(&mut k, &mut p, root, (FILE, ep), Some(q)).unwrap();
+    assert_eq!(left(&mut k, &mut p, root), minus(before, q), "the quota is lent out of the root task's");
+    let mine = left(&mut k, &mut p, hog);
+    assert_eq!(mine[1..], [0, 1, 3, 1, 1, 0], "the task and its first thread are its own");
+    assert!(mine[0] < 64 && mine[0] > 16, "its image, stack and page tables are its own: {mine:?}");
+
+    // Each kind, until refused: with `Quota`, exactly at the quota.
+    let (hk, pk) = (&mut k, &mut p);
+    assert_eq!(until_refused(hk, pk, hog, Sysno::EndpointCreate, |_| (0, 0)), (3, Error::Quota));
+    assert_eq!(until_refused(hk, pk, hog, Sysno::NotifyCreate, |_| (0, 0)), (1, Error::Quota));
+    assert_eq!(until_refused(hk, pk, hog, Sysno::MemCreate, |_| (1, 0)), (1, Error::Quota));
+    assert_eq!(until_refused(hk, pk, hog, Sysno::RingCreate, |_| (8, 0)), (0, Error::Quota));
+    let threads = until_refused(hk, pk, hog, Sysno::ThreadCreate, |i| (0x400000, 0x2000_0000 + i * 0x1000));
+    assert_eq!(threads, (1, Error::Quota));
+    let (pages, e) = until_refused(hk, pk, hog, Sysno::MemMap, |i| (0x3000_0000 + i * 4096, 1));
+    assert_eq!(e, Error::Quota, "after {pages} pages");
+    assert!(hk.frames.free() > 1000, "the machine has plenty more");
+    let mine = left(hk, pk, hog);
+    assert_eq!(mine[1..], [0; 6]);
+    assert!(mine[0] < 4, "{mine:?}");
+    // A refused call changes nothing.
+    let used = hk.frames.used();
+    sys(hk, pk, hog, Sysno::MemMap, 0x3800_0000, 8, &[]);
+    assert_eq!((result(hk, hog), hk.frames.used()), (Some(Error::Quota), used));
+
+    // A sibling drawing on the root task's account works as if the hog were not there.
+    let (sib_slot, sib) = spawn_child(hk, pk, root, (FILE, ep), None).unwrap();
+    for (n, rdi, rsi) in [(Sysno::EndpointCreate, 0, 0), (Sysno::NotifyCreate, 0, 0), (Sysno::MemMap, 0x3000_0000, 16)]
+    {
+        sys(hk, pk, sib, n, rdi, rsi, &[]);
+        assert_eq!(result(hk, sib), None, "{n:?}");
+    }
+    sys(hk, pk, sib, Sysno::RingCreate, 8, 0, &[]);
+    assert_eq!(result(hk, sib), None);
+    assert_eq!(left(hk, pk, sib), left(hk, pk, root), "the sibling draws on the root task's account");
+
+    // Both end: the root task's account is back where it was, to the frame.
+    for slot in [hog_slot, sib_slot] {
+        sys(hk, pk, root, Sysno::TaskKill, slot, 0, &[]);
+        assert_eq!(result(hk, root), None);
+    }
+    assert_eq!(left(hk, pk, root), before);
+}
+
+#[test]
+fn a_quota_that_does_not_fit_or_cannot_pay_for_the_task_changes_nothing() {
+    let (mut k, mut p, root, ep) = root_setup();
+    let before = left(&mut k, &mut p, root);
+    let (used, tasks) = (k.frames.used(), k.tasks.iter().filter(|t| t.alive).count());
+    let too_much = [before[0] + 1, 1, 1, 0, 0, 0, 0];
+    let no_room = [3, 1, 1, 0, 0, 0, 0];
+    let no_thread = [64, 1, 0, 0, 0, 0, 0];
+    for q in [too_much, no_room, no_thread] {
+        assert_eq!(spawn_child(&mut k, &mut p, root, (FILE, ep), Some(q)).err(), Some(Error::Quota), "{q:?}");
+        assert_eq!(left(&mut k, &mut p, root), before, "{q:?}");
+        assert_eq!((k.frames.used(), k.tasks.iter().filter(|t| t.alive).count()), (used, tasks), "{q:?}");
+    }
+    sys(&mut k, &mut p, root, Sysno::TaskSpawn, FILE, 5, &[ep, ep, 0, 0, 0x5000_0000]);
+    assert_eq!(result(&k, root), Some(Error::BadAddress), "an unmapped quota");
+}
+
+#[test]
+fn what_outlives_a_task_is_charged_where_its_quota_came_from() {
+    let (mut k, mut p, root, ep) = root_setup();
+    let before = left(&mut k, &mut p, root);
+    let root_task = k.threads[root].task;
+    let (_, child) = spawn_child(&mut k, &mut p, root, (FILE, ep), Some([128, 2, 2, 1, 0, 0, 0])).unwrap();
+    let ct = k.threads[child].task as usize;
+    // The child may spawn and give capabilities to the root task.
+    let file = k.tasks[ct].caps.insert(Cap::new(Object::BootFile(0), rights::SEND)).unwrap() as u64;
+    let to_root = k.tasks[ct].caps.insert(Cap::new(Object::Task(root_task), rights::GRANT)).unwrap() as u64;
+    // Its endpoint goes to the root task; a grandchild gets part of its quota.
+    sys(&mut k, &mut p, child, Sysno::EndpointCreate, 0, 0, &[]);
+    let child_ep = k.threads[child].regs.rdi;
+    sys(&mut k, &mut p, child, Sysno::CapGrant, to_root, child_ep, &[]);
+    assert_eq!(result(&k, child), None);
+    let root_copy = k.threads[child].regs.rdi;
+    sys(&mut k, &mut p, child, Sysno::MemMap, QUOTA_VA, 1, &[]);
+    let gq = [40, 1, 1, 0, 0, 0, 0];
+    let (_, grandchild) = spawn_child(&mut k, &mut p, child, (file, child_ep), Some(gq)).unwrap();
+
+    // The child ends itself: the endpoint it made lives on in the root task and is
+    // charged there; the grandchild's quota is lent out of the root task's now.
+    sys(&mut k, &mut p, child, Sysno::TaskExit, 0, 0, &[]);
+    let mut want = minus(before, gq);
+    want[3] -= 1;
+    assert_eq!(left(&mut k, &mut p, root), want);
+    // The grandchild ends, the root task lets the endpoint go: all back.
+    sys(&mut k, &mut p, grandchild, Sysno::TaskExit, 0, 0, &[]);
+    sys(&mut k, &mut p, root, Sysno::CapDelete, root_copy, 0, &[]);
+    assert_eq!(left(&mut k, &mut p, root), before);
+}

@@ -10,7 +10,8 @@
 //! - the kernel runs with interrupts off and is never preempted;
 //! - every value that comes from outside (boot loader, user space) is validated before
 //!   use; user memory is only touched through [`mm::umem`];
-//! - kernel objects live in fixed tables: no heap;
+//! - kernel objects live in tables sized from memory at boot: no heap; every task draws
+//!   on a quota ([`quota`]) that bounds what it holds of them and of memory;
 //! - no `core::fmt` in the kernel: on PVM hosts ring 0 runs in KVM's instruction emulator,
 //!   which dies on the SSE code that the precompiled `core::fmt` contains.
 #![cfg_attr(not(test), no_std)]
@@ -24,6 +25,7 @@ pub mod ipc;
 pub mod kernel;
 pub mod mm;
 pub mod platform;
+pub mod quota;
 pub mod ring;
 pub mod syscall;
 pub mod task;

@@ -9,12 +9,17 @@ use l4_abi::syscall::{rights, Error};
 
 use crate::cap::{Cap, Kind, Object};
 use crate::kernel::{Kernel, Notification, ThreadState, NONE};
+use crate::quota::Res;
 use crate::syscall::Next;
 
 impl Kernel {
     pub(crate) fn notify_create(&mut self, ti: usize) -> Result<ret::NotifyCreate, Error> {
         let n = self.notifications.iter().position(|n| n.refs == 0).ok_or(Error::NoSlots)?;
-        let slot = self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL))?;
+        self.take(Res::Notifications)?;
+        let slot =
+            self.tasks[ti].caps.insert(Cap::new(Object::Notification(n as u16), rights::ALL)).inspect_err(|_| {
+                self.put(Res::Notifications);
+            })?;
         self.notifications[n] = Notification { refs: 1, ..Notification::FREE };
         Ok(ret::NotifyCreate { slot: slot as u64 })
     }

@@ -83,6 +83,11 @@ pub struct Frames {
     /// last owner. 0 until `init_refcounts`.
     refs_pa: u64,
     refs_frames: u64,
+    /// `alloc` gives no frame while `used` is this high (the quota of the account a
+    /// system call is charged to, see `crate::quota`; `u64::MAX` outside calls), and
+    /// says so in `refused`.
+    ceiling: u64,
+    refused: bool,
 }
 
 impl Frames {
@@ -98,6 +103,8 @@ impl Frames {
             used: 0,
             refs_pa: 0,
             refs_frames: 0,
+            ceiling: u64::MAX,
+            refused: false,
         }
     }
 
@@ -200,6 +207,8 @@ impl Frames {
         self.used = 0;
         self.refs_pa = 0;
         self.refs_frames = 0;
+        self.ceiling = u64::MAX;
+        self.refused = false;
     }
 
     pub fn total(&self) -> u64 {
@@ -212,6 +221,21 @@ impl Frames {
         self.total - self.used
     }
 
+    /// How many frames `alloc` can still give: the free ones, up to the ceiling.
+    pub fn room(&self) -> u64 {
+        self.free().min(self.ceiling.saturating_sub(self.used))
+    }
+
+    /// Sets the ceiling `used` may not pass (`u64::MAX`: none).
+    pub fn set_ceiling(&mut self, ceiling: u64) {
+        self.ceiling = ceiling;
+    }
+
+    /// Whether the ceiling refused a frame since the last time this was asked.
+    pub fn take_refused(&mut self) -> bool {
+        core::mem::take(&mut self.refused)
+    }
+
     /// Whether `pa` is a frame this allocator manages.
     pub fn owns(&self, pa: u64) -> bool {
         pa % PAGE_SIZE == 0 && self.ranges[..self.nranges].iter().any(|r| r.start <= pa && pa < r.end)
@@ -219,6 +243,10 @@ impl Frames {
 
     /// A zeroed frame.
     pub fn alloc<M: PhysMem + ?Sized>(&mut self, mem: &mut M) -> Option<u64> {
+        if self.used >= self.ceiling {
+            self.refused = true;
+            return None;
+        }
         if self.free_head != 0 {
             let pa = self.free_head;
             self.free_head = mem.read_u64(pa);
@@ -288,5 +316,24 @@ mod tests {
         assert_eq!(mem.zeroed, 1);
         assert_eq!(mem.read_u64(0x2008), 0, "reused frames are zeroed");
         assert_eq!((f.used(), f.free()), (4, 0));
+    }
+
+    #[test]
+    fn the_ceiling_refuses_frames_and_says_so() {
+        let mut mem = FakeMem::default();
+        let mut f = Frames::new(&[Range { start: 0x1000, end: 0x9000 }]);
+        f.alloc(&mut mem).unwrap();
+        f.set_ceiling(3);
+        assert_eq!(f.room(), 2);
+        let a = f.alloc(&mut mem).unwrap();
+        f.alloc(&mut mem).unwrap();
+        assert!(!f.take_refused());
+        assert_eq!(f.alloc(&mut mem), None);
+        assert!(f.take_refused());
+        assert!(!f.take_refused(), "asked once");
+        assert!(f.free_frame(&mut mem, a));
+        assert!(f.alloc(&mut mem).is_some(), "freeing makes room under the ceiling");
+        f.set_ceiling(u64::MAX);
+        assert_eq!(f.room(), f.free());
     }
 }

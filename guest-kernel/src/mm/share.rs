@@ -18,6 +18,7 @@ use crate::kernel::{Kernel, MemObj, MAX_OBJ_PAGES};
 use crate::mm::vspace::{self, COW, OWNED, PRESENT, USER, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;
+use crate::quota::Res;
 
 impl Kernel {
     /// Handles a user write to `addr` that faulted: if the page is copy-on-write, makes it
@@ -130,9 +131,9 @@ impl Kernel {
         }
         let m = self.memobjs.iter().position(|o| o.refs == 0).ok_or(Error::NoSlots)?;
         let lists = pages.div_ceil(512);
-        if self.frames.free() < pages + lists + 1 {
-            return Err(Error::OutOfMemory);
-        }
+        self.room_for(pages + lists + 1)?;
+        self.take(Res::Memobjs)?;
+        // Cannot fail: there is room for every frame.
         let list = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
         for l in 0..lists {
             let l2 = self.frames.alloc(p).ok_or(Error::OutOfMemory)?;
@@ -190,6 +191,9 @@ impl Kernel {
     /// is freed once no mapping owns it either).
     pub(crate) fn destroy_memobj<P: Platform>(&mut self, p: &mut P, m: usize) {
         let MemObj { pages, list, .. } = self.memobjs[m];
+        if pages != 0 {
+            self.put(Res::Memobjs);
+        }
         if list != 0 {
             for l in 0..pages.div_ceil(512) {
                 let l2 = p.read_u64(list + l * 8);

@@ -16,6 +16,7 @@ use l4_abi::syscall::{rights, Error, RING_SERVER};
 use crate::cap::{Cap, Kind, Object};
 use crate::kernel::{Kernel, ThreadState, MAX_OBJ_PAGES, NONE};
 use crate::platform::Platform;
+use crate::quota::Res;
 use crate::syscall::Next;
 
 /// A ring channel.
@@ -104,8 +105,10 @@ impl Kernel {
         }
         let r = self.rings.iter().position(|r| r.refs == 0).ok_or(Error::NoSlots)?;
         let pages = (abi::data_offset(entries) / 4096) as u64 + data_pages;
-        let mem_slot = self.memobj_create(p, ti, pages)?.slot;
+        self.take(Res::Rings)?;
+        let mem_slot = self.memobj_create(p, ti, pages).inspect_err(|_| self.put(Res::Rings))?.slot;
         let Ok((m, _)) = self.tasks[ti].caps.lookup(mem_slot, Kind::Memory, rights::ALL) else {
+            self.put(Res::Rings);
             return Err(Error::NoSlots);
         };
         let f = self.memobj_page(p, m as usize, 0);
@@ -125,6 +128,7 @@ impl Kernel {
                 Ok(ret::RingCreate { client: cs as u64, memory: mem_slot, server: ss as u64 })
             }
             (Err(e), _) | (_, Err(e)) => {
+                self.put(Res::Rings);
                 if let Ok(cap) = self.tasks[ti].caps.take(mem_slot) {
                     self.drop_cap(p, cap);
                 }
@@ -225,6 +229,7 @@ impl Kernel {
             }
         }
         self.rings[r] = Ring::FREE;
+        self.put(Res::Rings);
         self.drop_cap(p, Cap::new(Object::Memory(mem), 0));
     }
 }

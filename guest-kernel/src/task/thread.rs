@@ -15,6 +15,7 @@ use crate::cap::{Cap, Object};
 use crate::kernel::{Kernel, ThreadState};
 use crate::mm::vspace::{self, WRITABLE};
 use crate::platform::Platform;
+use crate::quota::Res;
 
 impl Kernel {
     /// `ThreadCreate(entry, stack_top, arg, cpu)` from thread `c`: returns the new
@@ -43,7 +44,8 @@ impl Kernel {
         let th = self.threads.iter().position(|t| t.state == ThreadState::Free).ok_or(Error::NoSlots)?;
         let creator = self.threads[c];
         let buf = thread_ipc_buffer(th);
-        self.map_zeroed(p, creator.root, buf, 1, WRITABLE)?;
+        self.take(Res::Threads)?;
+        self.map_zeroed(p, creator.root, buf, 1, WRITABLE).inspect_err(|_| self.put(Res::Threads))?;
         if let Some((ep, _)) = creator.fault_ep {
             self.add_ref(Cap::new(Object::Endpoint(ep), 0));
         }

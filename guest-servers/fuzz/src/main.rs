@@ -119,6 +119,15 @@ fn address(r: &mut Rng, may_be_code: bool) -> u64 {
     }
 }
 
+/// `TaskSpawn`'s quota: none, or any address (in our arena it holds whatever is there).
+fn quota(r: &mut Rng) -> u64 {
+    if r.below(2) == 0 {
+        0
+    } else {
+        address(r, true)
+    }
+}
+
 fn pages(r: &mut Rng, small_only: bool) -> u64 {
     match r.below(if small_only { 2 } else { 4 }) {
         0 => r.below(4),
@@ -190,10 +199,11 @@ fn draw(r: &mut Rng, t: &Targets) -> Drawn {
         ThreadCreate,
         Null,
         ThisCpu,
+        QuotaLeft,
     ];
     if r.below(40) == 0 {
         // A number that is no system call.
-        c.n = r.pick_r(&[34, 35, 100, 1 << 32, u64::MAX]);
+        c.n = r.pick_r(&[35, 36, 100, 1 << 32, u64::MAX]);
         c.rdi = r.next();
         c.rsi = r.next();
         c.w = words(r);
@@ -282,7 +292,7 @@ fn draw(r: &mut Rng, t: &Targets) -> Drawn {
         TaskSpawn => {
             let (file, prio) = (slot(r, t), r.next());
             let (fault, parent, arg0, arg1) = (c.w[0], c.w[1], c.w[2], c.w[3]);
-            put(&mut c, a::TaskSpawn { file, prio, fault, parent, arg0, arg1 });
+            put(&mut c, a::TaskSpawn { file, prio, fault, parent, arg0, arg1, quota: quota(r) });
         }
         CapGrant => put(&mut c, a::CapGrant { task: slot(r, t), slot: r.next() }),
         TaskKill => {
@@ -292,7 +302,7 @@ fn draw(r: &mut Rng, t: &Targets) -> Drawn {
         }
         MachineExit => put(&mut c, a::MachineExit { machine: slot(r, t), code: r.next() }),
         SetAffinity => put(&mut c, a::SetAffinity { task: slot(r, t), cpu: r.next() }),
-        Yield | EndpointCreate | FrameStats | NotifyCreate | ThisCpu => {
+        Yield | EndpointCreate | FrameStats | NotifyCreate | ThisCpu | QuotaLeft => {
             c.rdi = slot(r, t);
             c.rsi = r.next();
         }

@@ -15,6 +15,7 @@
 
 use l4_abi::bootinfo::{self, FILE_WORDS, NAME_BYTES};
 use l4_abi::layout::BOOTINFO_VA;
+use l4_abi::quota::Quota;
 use l4_abi::syscall::{rights, FAULT_LABEL};
 use l4_rt::ipc::{self, Msg};
 use l4_rt::names::{self, DONE, LOOKUP, NOT_FOUND, OK, REGISTER};
@@ -30,6 +31,8 @@ const CHILD_PRIORITY: u64 = 10;
 /// costs nothing), the benchmark above the spinner so that its numbers are its own.
 fn priority(name: &str) -> u64 {
     match name {
+        // The quota test's hostile task takes what it can before anyone else runs.
+        "hog" => CHILD_PRIORITY + 3,
         "echo" | "ringsrv" => CHILD_PRIORITY + 2,
         "ipcbench" => CHILD_PRIORITY + 1,
         _ => CHILD_PRIORITY,
@@ -94,7 +97,18 @@ fn start(c: &Child, i: usize, ns: u8) -> Result<u8, l4_abi::syscall::Error> {
             return Err(e);
         }
     };
-    let r = sys::task_spawn(c.file, priority(c.name()), fault, parent, start_args(c.name()));
+    let (prio, args) = (priority(c.name()), start_args(c.name()));
+    let r = match quota(c.name()) {
+        None => sys::task_spawn(c.file, prio, fault, parent, args),
+        Some(Ok(q)) => sys::task_spawn_with_quota(c.file, prio, fault, parent, args, &q),
+        Some(Err(())) => {
+            println!(
+                "root: quota for '{}' is not FRAMES/TASKS/THREADS/ENDPOINTS/NOTIFICATIONS/MEMOBJS/RINGS",
+                c.name()
+            );
+            Err(l4_abi::syscall::Error::BadArgument)
+        }
+    };
     // The child holds its own copies now.
     let _ = sys::cap_delete(parent);
     let _ = sys::cap_delete(fault);
@@ -136,6 +150,27 @@ fn per_task(key: &str, name: &str) -> Option<u64> {
             None
         }
     })
+}
+
+/// Root's policy for what a task may hold: `quota=NAME:F/T/TH/E/N/M/R,...` on the kernel
+/// command line gives it a quota of its own out of root's (frames, tasks, threads,
+/// endpoints, notifications, memory objects, rings; see `l4_abi::quota`); without one it
+/// draws on root's. `Some(Err)`: named, but not seven numbers.
+fn quota(name: &str) -> Option<Result<Quota, ()>> {
+    let list = cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("quota="))?;
+    let spec = list.split(',').find_map(|p| p.split_once(':').filter(|(n, _)| *n == name))?.1;
+    let mut w = [0u64; Quota::RESOURCES];
+    let mut parts = spec.split('/');
+    for x in w.iter_mut() {
+        match parts.next().map(str::parse) {
+            Some(Ok(n)) => *x = n,
+            _ => return Some(Err(())),
+        }
+    }
+    if parts.next().is_some() {
+        return Some(Err(()));
+    }
+    Some(Ok(Quota::from_words(w)))
 }
 
 /// Root's policy for where a task runs: `pin=NAME:CPU,...` on the kernel command line.

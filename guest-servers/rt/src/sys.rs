@@ -1,6 +1,7 @@
 //! System calls: one `call` into the kernel entry page per call (see `l4_abi::syscall`).
 
 use l4_abi::args::{self as a, Args, Regs, Results};
+use l4_abi::quota::Quota;
 use l4_abi::syscall::{Error, MsgInfo, Sysno, ENTRY_VA};
 
 /// Registers after a system call.
@@ -154,8 +155,26 @@ pub fn mem_unmap(va: u64, pages: u64) -> Result<(), Error> {
 }
 
 /// Starts boot file `file` as a task at `prio`; faults go to `fault_ep`; `parent` lands in
-/// the new task's slot 0. Returns the task capability's slot.
+/// the new task's slot 0. It draws on this task's quota. Returns the task capability's
+/// slot.
 pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2]) -> Result<u8, Error> {
+    spawn(file, prio, fault_ep, parent, args, 0)
+}
+
+/// [`task_spawn`], with a quota of its own for the new task, taken out of this task's
+/// (`Error::Quota` if it does not fit): what it and everything it makes may hold.
+pub fn task_spawn_with_quota(
+    file: u8,
+    prio: u64,
+    fault_ep: u8,
+    parent: u8,
+    args: [u64; 2],
+    quota: &Quota,
+) -> Result<u8, Error> {
+    spawn(file, prio, fault_ep, parent, args, quota as *const Quota as u64)
+}
+
+fn spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2], quota: u64) -> Result<u8, Error> {
     let spawn = a::TaskSpawn {
         file: file as u64,
         prio,
@@ -163,8 +182,22 @@ pub fn task_spawn(file: u8, prio: u64, fault_ep: u8, parent: u8, args: [u64; 2])
         parent: parent as u64,
         arg0: args[0],
         arg1: args[1],
+        quota,
     };
     call_ok(spawn).map(|r| r.task as u8)
+}
+
+/// What is left of the quota this task draws on (`u64::MAX`: no limit).
+pub fn quota_left() -> Quota {
+    call_ok(a::QuotaLeft {}).map_or(Quota::default(), |r| Quota {
+        frames: r.frames,
+        tasks: r.tasks,
+        threads: r.threads,
+        endpoints: r.endpoints,
+        notifications: r.notifications,
+        memobjs: r.memobjs,
+        rings: r.rings,
+    })
 }
 
 /// A new thread in this task on `cpu`: `entry(arg, its IPC buffer address)` on the stack
