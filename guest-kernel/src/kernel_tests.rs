@@ -794,7 +794,8 @@ fn unmapping_a_huge_sparse_range_skips_what_no_table_covers() {
 /// Random system calls from the runnable threads of three tasks (one with a second thread
 /// in its address space), aimed at memory, capabilities, IPC with pages and rings; then
 /// every task is killed and the frames in use must be back where they were before the
-/// tasks existed. The guest's `fuzz` server does the same through the real entry path;
+/// tasks existed. All of them draw on one tight account, which after every call must hold
+/// exactly what is live and never pass its limit. The guest's `fuzz` server does the same through the real entry path;
 /// this one runs the portable kernel alone, fast enough for many seeds.
 #[test]
 fn random_system_calls_leave_no_frame_behind() {
@@ -829,19 +830,85 @@ fn host_fuzz_one(seed: u64, steps: usize) {
     };
     let first = (0..k.threads.len()).find(|&t| k.threads[t].state != ThreadState::Free).unwrap();
     sys(&mut k, &mut p, first, Sysno::ThreadCreate, 0x400000, 0x7000_0000_0000, &[0, 0]);
+    // Every task draws on one account, held by a task that never runs, with a little
+    // more room than they hold of each kind, so that calls are refused with `Quota` too.
+    // After every step the account holds exactly what is live, and never past its limit.
+    let (bank, _) = k.spawn(&mut p, 0, 5).unwrap();
+    let live = |k: &Kernel| -> Counts {
+        let m = &k.meter;
+        [
+            k.frames.used(),
+            m.live(Res::Tasks),
+            m.live(Res::Threads),
+            m.live(Res::Endpoints),
+            m.live(Res::Notifications),
+            m.live(Res::Memobjs),
+            m.live(Res::Rings),
+        ]
+    };
+    // What the tables hold, counted: the meter must agree.
+    let counted = |k: &Kernel| -> Counts {
+        [
+            k.frames.used(),
+            k.tasks.iter().filter(|t| t.alive).count() as u64,
+            k.threads.iter().filter(|t| t.state != ThreadState::Free).count() as u64,
+            k.endpoints.iter().filter(|e| e.refs > 0).count() as u64,
+            k.notifications.iter().filter(|n| n.refs > 0).count() as u64,
+            k.memobjs.iter().filter(|m| m.refs > 0).count() as u64,
+            k.rings.iter().filter(|r| r.refs > 0).count() as u64,
+        ]
+    };
+    let now = live(&k);
+    let room = [400, 2, 6, 12, 4, 6, 3];
+    k.tasks[bank].acct = Account::new(core::array::from_fn(|i| now[i] + room[i]), now);
+    for &ti in tasks.iter().chain([&bank]) {
+        k.tasks[ti].account = bank as u16;
+    }
     let va = |r: u64| 0x60_0000_0000 + (r % 256) * 4096;
-    let mut log = Vec::new();
+    let (mut log, mut refused) = (Vec::new(), 0);
     for step in 0..steps {
+        let a = k.tasks[bank].acct;
+        let now = live(&k);
+        assert_eq!(
+            now,
+            counted(&k),
+            "seed {seed}, step {step}: the meter is not what the tables hold: {:?}",
+            &log[log.len().saturating_sub(4)..]
+        );
+        assert_eq!(
+            a.used,
+            now.map(|n| n as i64),
+            "seed {seed}, step {step}: the account is not what is live: {:?}",
+            &log[log.len().saturating_sub(4)..]
+        );
+        assert!(now.iter().zip(a.limit).all(|(n, l)| *n <= l), "seed {seed}, step {step}: past the limit");
         let runnable: Vec<usize> = (0..k.threads.len())
             .filter(|&t| matches!(k.threads[t].state, ThreadState::Ready | ThreadState::Running))
+            .filter(|&t| k.threads[t].task as usize != bank)
             .collect();
         // Everyone blocked (or now and then anyway): a task dies and a new one starts, so
         // that deaths in every state are part of the run.
         if runnable.is_empty() || rnd() % 200 == 0 {
+            if tasks.is_empty() {
+                break;
+            }
             let i = (rnd() % tasks.len() as u64) as usize;
             log.push((step, usize::MAX, Sysno::TaskKill, tasks[i] as u64, 0, 0, 0));
+            // As the bank's own call would: charged to its account, which may be too
+            // full for the new task (what the dead one shared lives on).
+            k.open_account(bank);
             k.kill_task(&mut p, tasks[i]);
-            tasks[i] = k.spawn(&mut p, 0, 5).unwrap().0;
+            match k.spawn(&mut p, 0, 5) {
+                Ok((ti, _)) => {
+                    tasks[i] = ti;
+                    k.tasks[ti].account = bank as u16;
+                }
+                Err(e) => {
+                    assert_eq!(e, Error::Quota, "seed {seed}, step {step}");
+                    tasks.swap_remove(i);
+                }
+            }
+            let _ = k.close_account();
             continue;
         }
         let t = runnable[(rnd() % runnable.len() as u64) as usize];
@@ -880,10 +947,12 @@ fn host_fuzz_one(seed: u64, steps: usize) {
         };
         log.push((step, t, n, rdi, rsi, w[6], w[7]));
         sys(&mut k, &mut p, t, n, rdi, rsi, &w);
+        refused += usize::from(result(&k, t) == Some(Error::Quota));
     }
+    assert!(refused > 0 || steps < 1000, "seed {seed}: the account's limits were never reached");
     let executed = log.iter().filter(|l| l.1 != usize::MAX).count();
     assert!(executed > steps / 2, "seed {seed}: only {executed} calls made");
-    for ti in tasks {
+    for ti in tasks.into_iter().chain([bank]) {
         k.kill_task(&mut p, ti);
     }
     assert_eq!(
