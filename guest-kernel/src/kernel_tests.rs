@@ -858,30 +858,49 @@ fn host_fuzz_one(seed: u64, steps: usize) {
             k.rings.iter().filter(|r| r.refs > 0).count() as u64,
         ]
     };
+    // What the accounts hold together, less what they lent each other: what is live.
+    let charged = |k: &Kernel| -> [i64; RESOURCES] {
+        let mut sum = [0i64; RESOURCES];
+        for (_, t) in k.tasks.iter().enumerate().filter(|(i, t)| t.alive && t.account == *i as u16) {
+            let lent = if t.lender == NONE { [0; RESOURCES] } else { t.acct.limit };
+            for r in 0..RESOURCES {
+                sum[r] += t.acct.used[r] - lent[r] as i64;
+            }
+        }
+        sum
+    };
+    // Each task may spawn: the tiny image in slot 63, an endpoint of its own in slot 62
+    // (for the fault and parent capabilities), a quota at QUOTA_VA.
+    let arm = |k: &mut Kernel, p: &mut FakePlatform, ti: usize| {
+        let th = task_thread(k, ti);
+        k.tasks[ti].caps.set(63, Cap::new(Object::BootFile(0), rights::SEND)).unwrap();
+        sys(k, p, th, Sysno::MemMap, QUOTA_VA, 1, &[]);
+        sys(k, p, th, Sysno::EndpointCreate, 0, 0, &[]);
+        if result(k, th).is_none() {
+            let ep = k.tasks[ti].caps.take(k.threads[th].regs.rdi).unwrap();
+            k.tasks[ti].caps.set(62, ep).unwrap();
+        }
+    };
+    for &ti in &tasks {
+        arm(&mut k, &mut p, ti);
+    }
     let now = live(&k);
-    let room = [400, 2, 6, 12, 4, 6, 3];
+    let room = [400, 3, 6, 12, 4, 6, 3];
     k.tasks[bank].acct = Account::new(core::array::from_fn(|i| now[i] + room[i]), now);
     for &ti in tasks.iter().chain([&bank]) {
         k.tasks[ti].account = bank as u16;
     }
     let va = |r: u64| 0x60_0000_0000 + (r % 256) * 4096;
-    let (mut log, mut refused) = (Vec::new(), 0);
+    let (mut log, mut refused, mut accounts) = (Vec::new(), 0, 0);
     for step in 0..steps {
-        let a = k.tasks[bank].acct;
         let now = live(&k);
+        let last = &log[log.len().saturating_sub(4)..];
+        assert_eq!(now, counted(&k), "seed {seed}, step {step}: the meter is not what the tables hold: {last:?}");
         assert_eq!(
-            now,
-            counted(&k),
-            "seed {seed}, step {step}: the meter is not what the tables hold: {:?}",
-            &log[log.len().saturating_sub(4)..]
-        );
-        assert_eq!(
-            a.used,
+            charged(&k),
             now.map(|n| n as i64),
-            "seed {seed}, step {step}: the account is not what is live: {:?}",
-            &log[log.len().saturating_sub(4)..]
+            "seed {seed}, step {step}: the accounts are not what is live: {last:?}"
         );
-        assert!(now.iter().zip(a.limit).all(|(n, l)| *n <= l), "seed {seed}, step {step}: past the limit");
         let runnable: Vec<usize> = (0..k.threads.len())
             .filter(|&t| matches!(k.threads[t].state, ThreadState::Ready | ThreadState::Running))
             .filter(|&t| k.threads[t].task as usize != bank)
@@ -889,26 +908,40 @@ fn host_fuzz_one(seed: u64, steps: usize) {
         // Everyone blocked (or now and then anyway): a task dies and a new one starts, so
         // that deaths in every state are part of the run.
         if runnable.is_empty() || rnd() % 200 == 0 {
-            if tasks.is_empty() {
-                break;
-            }
-            let i = (rnd() % tasks.len() as u64) as usize;
-            log.push((step, usize::MAX, Sysno::TaskKill, tasks[i] as u64, 0, 0, 0));
-            // As the bank's own call would: charged to its account, which may be too
-            // full for the new task (what the dead one shared lives on).
+            // Any task but the bank (the ones the tasks spawned too); then the three the
+            // run started with are made up again, as far as the account has room. As the
+            // bank's own call would: charged to its account, which may be too full for a
+            // new task (what a dead one shared lives on).
+            let victims: Vec<usize> = (0..k.tasks.len()).filter(|&t| k.tasks[t].alive && t != bank).collect();
             k.open_account(bank);
-            k.kill_task(&mut p, tasks[i]);
-            match k.spawn(&mut p, 0, 5) {
-                Ok((ti, _)) => {
-                    tasks[i] = ti;
-                    k.tasks[ti].account = bank as u16;
-                }
-                Err(e) => {
-                    assert_eq!(e, Error::Quota, "seed {seed}, step {step}");
-                    tasks.swap_remove(i);
+            if !victims.is_empty() {
+                let victim = victims[(rnd() % victims.len() as u64) as usize];
+                log.push((step, usize::MAX, Sysno::TaskKill, victim as u64, 0, 0, 0));
+                k.kill_task(&mut p, victim);
+            }
+            tasks.retain(|&t| k.tasks[t].alive);
+            let mut fresh = Vec::new();
+            while tasks.len() < 3 {
+                match k.spawn(&mut p, 0, 5) {
+                    Ok((ti, _)) => {
+                        tasks.push(ti);
+                        k.tasks[ti].account = bank as u16;
+                        fresh.push(ti);
+                    }
+                    Err(e) => {
+                        // The ceiling refused it (the frame allocator says OutOfMemory).
+                        assert!(e == Error::Quota || k.frames.free() > 0, "seed {seed}, step {step}: {e:?}");
+                        break;
+                    }
                 }
             }
             let _ = k.close_account();
+            for ti in fresh {
+                arm(&mut k, &mut p, ti);
+            }
+            if victims.is_empty() && tasks.is_empty() {
+                break;
+            }
             continue;
         }
         let t = runnable[(rnd() % runnable.len() as u64) as usize];
@@ -942,17 +975,44 @@ fn host_fuzz_one(seed: u64, steps: usize) {
             19 => (Sysno::NotifyCreate, 0, 0, [0; 8]),
             20 => (Sysno::Signal, slot, rnd(), [0; 8]),
             21 => (Sysno::RingCreate, [1, 64, 4096][(rnd() % 3) as usize], rnd() % 8, [0; 8]),
-            22 => (Sysno::EndpointCreate, 0, 0, [0; 8]),
+            22 => {
+                // A quota of its own (enough for the task, or now and then not), or none.
+                let least = u64::from(rnd() % 8 != 0);
+                let q: Counts = [
+                    least * 40 + rnd() % 60,
+                    least + rnd() % 2,
+                    least + rnd() % 3,
+                    rnd() % 6,
+                    rnd() % 3,
+                    rnd() % 3,
+                    rnd() % 2,
+                ];
+                let at = vspace::translate(&p, k.threads[t].root, QUOTA_VA).map(|(pa, _)| pa);
+                let quota = match at {
+                    Some(pa) if rnd() % 4 != 0 => {
+                        p.write_bytes(pa, &q.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+                        QUOTA_VA
+                    }
+                    _ => 0,
+                };
+                let (fault, parent) = if rnd() % 8 == 0 { (rnd() % 64, rnd() % 64) } else { (62, 62) };
+                (Sysno::TaskSpawn, 63, 5, [fault, parent, 0, 0, quota, 0, 0, 0])
+            }
             _ => (Sysno::CapGrant, slot, rnd() % 64, [0; 8]),
         };
         log.push((step, t, n, rdi, rsi, w[6], w[7]));
         sys(&mut k, &mut p, t, n, rdi, rsi, &w);
         refused += usize::from(result(&k, t) == Some(Error::Quota));
+        let own = k.tasks.iter().enumerate().filter(|(i, t)| t.alive && t.account == *i as u16).count();
+        accounts = accounts.max(own);
     }
     assert!(refused > 0 || steps < 1000, "seed {seed}: the account's limits were never reached");
+    assert!(accounts > 1 || steps < 1000, "seed {seed}: no task ever spawned one with a quota");
     let executed = log.iter().filter(|l| l.1 != usize::MAX).count();
     assert!(executed > steps / 2, "seed {seed}: only {executed} calls made");
-    for ti in tasks.into_iter().chain([bank]) {
+    // Every task, the ones the tasks spawned too.
+    let _ = tasks;
+    for ti in 0..k.tasks.len() {
         k.kill_task(&mut p, ti);
     }
     assert_eq!(
