@@ -6,7 +6,7 @@ use common::*;
 
 #[test]
 fn embedded_image_boots_and_prints_its_banner() {
-    let r = l4vmm(&[]);
+    let r = demo(&[]);
     r.assert_code(0)
         .assert_stdout_has("l4 kernel ")
         .assert_stdout_has("booted via PVH, start info at 0x0000000000006000")
@@ -112,7 +112,7 @@ fn timeout_stops_a_spinning_or_halted_guest() {
 
 #[test]
 fn extra_vcpus_wait_for_startup_without_disturbing_boot() {
-    l4vmm(&["--vcpus", "4"])
+    demo(&["--vcpus", "4"])
         .assert_code(0)
         .assert_stdout_has("cpus: 4 (local APIC IDs 0 1 2 3)")
         .assert_stdout_has("root: all done");

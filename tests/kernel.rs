@@ -19,7 +19,7 @@ fn in_order(haystack: &str, needles: &[&str]) {
 
 #[test]
 fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
-    let r = l4vmm(&[]);
+    let r = demo(&[]);
     r.assert_code(0);
     let out = &r.stdout;
     in_order(

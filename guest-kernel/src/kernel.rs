@@ -11,6 +11,9 @@
 //! - every capability names a live object; an endpoint lives while a capability names it;
 //! - every frame a task uses is freed when the task ends (frame accounting returns to its
 //!   value before the task was spawned);
+//! - every live task draws on the account of a live task (itself or an ancestor) or, only
+//!   for tasks the host tests make, on none; the accounts, less what they lent, add up to
+//!   what is live (`crate::quota`);
 //! - nothing a user passes can make the kernel panic: every argument is checked and every
 //!   failure is an [`Error`] in the caller's `rax`.
 

@@ -105,6 +105,15 @@ impl Run {
     }
 }
 
+/// The default demo (every server, ipcbench's quick run included) with a hang guard
+/// wide enough for the nested kvm_amd host, where ring 0 runs at TCG speed (60 s was
+/// once not enough there, in CI). `extra` goes before it.
+pub fn demo(extra: &[&str]) -> Run {
+    let mut args = extra.to_vec();
+    args.extend(["--timeout", "240"]);
+    l4vmm_within(&args, Duration::from_secs(300))
+}
+
 /// Runs l4vmm with `args` (and a --timeout safety net unless the args set one).
 pub fn l4vmm(args: &[&str]) -> Run {
     l4vmm_within(args, Duration::from_secs(90))
