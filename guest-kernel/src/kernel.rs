@@ -559,20 +559,31 @@ impl Kernel {
 
     // ---- accounts (see crate::quota) -----------------------------------------------------
 
-    /// What is left of the account task `ti` draws on (`u64::MAX` each: no limit).
-    pub(crate) fn quota_left(&self, ti: usize) -> Counts {
-        match self.tasks[ti].account {
+    /// What is left of account `a` (`u64::MAX` each for `NONE`: no limit).
+    fn account_left(&self, a: u16) -> Counts {
+        match a {
             NONE => [u64::MAX; RESOURCES],
             a => self.tasks[a as usize].acct.left(),
         }
     }
 
-    /// What is left of the payer's account.
-    fn payer_left(&self) -> Counts {
-        match self.payer {
-            NONE => [u64::MAX; RESOURCES],
-            a => self.tasks[a as usize].acct.left(),
-        }
+    /// What is left of the account task `ti` draws on.
+    pub(crate) fn quota_left(&self, ti: usize) -> Counts {
+        self.account_left(self.tasks[ti].account)
+    }
+
+    /// What is live: frames in use and objects of each kind.
+    pub fn live(&self) -> Counts {
+        let m = &self.meter;
+        [
+            self.frames.used(),
+            m.live(Res::Tasks),
+            m.live(Res::Threads),
+            m.live(Res::Endpoints),
+            m.live(Res::Notifications),
+            m.live(Res::Memobjs),
+            m.live(Res::Rings),
+        ]
     }
 
     /// A system call of task `ti` starts: what it makes and frees is charged to the
@@ -600,7 +611,7 @@ impl Kernel {
     /// account has none left.
     pub(crate) fn take(&mut self, r: Res) -> Result<(), Error> {
         if !self.meter.begun() {
-            let left = self.payer_left();
+            let left = self.account_left(self.payer);
             self.meter.begin(&left);
         }
         self.meter.take(r)
@@ -609,7 +620,7 @@ impl Kernel {
     /// One object of kind `r` fewer, credited to the running call's payer.
     pub(crate) fn put(&mut self, r: Res) {
         if !self.meter.begun() {
-            let left = self.payer_left();
+            let left = self.account_left(self.payer);
             self.meter.begin(&left);
         }
         self.meter.put(r)
@@ -987,16 +998,7 @@ impl Kernel {
             self.memobjs.len() as u64,
             self.rings.len() as u64,
         ];
-        let m = &self.meter;
-        let used = [
-            self.frames.used(),
-            m.live(Res::Tasks),
-            m.live(Res::Threads),
-            m.live(Res::Endpoints),
-            m.live(Res::Notifications),
-            m.live(Res::Memobjs),
-            m.live(Res::Rings),
-        ];
+        let used = self.live();
         let t = &mut self.tasks[ti];
         (t.account, t.acct, t.lender) = (ti as u16, Account::new(limit, used), NONE);
         Ok(ti)
@@ -1488,7 +1490,7 @@ impl Kernel {
             Err(e) => {
                 if lender != NONE {
                     let a = &mut self.tasks[lender as usize].acct;
-                    a.charge(&q.map(|n| -(n.min(i64::MAX as u64) as i64)));
+                    a.repay(&q);
                     a.charge(&d);
                 }
                 Err(e)

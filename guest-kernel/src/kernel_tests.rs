@@ -834,18 +834,6 @@ fn host_fuzz_one(seed: u64, steps: usize) {
     // more room than they hold of each kind, so that calls are refused with `Quota` too.
     // After every step the account holds exactly what is live, and never past its limit.
     let (bank, _) = k.spawn(&mut p, 0, 5).unwrap();
-    let live = |k: &Kernel| -> Counts {
-        let m = &k.meter;
-        [
-            k.frames.used(),
-            m.live(Res::Tasks),
-            m.live(Res::Threads),
-            m.live(Res::Endpoints),
-            m.live(Res::Notifications),
-            m.live(Res::Memobjs),
-            m.live(Res::Rings),
-        ]
-    };
     // What the tables hold, counted: the meter must agree.
     let counted = |k: &Kernel| -> Counts {
         [
@@ -884,7 +872,7 @@ fn host_fuzz_one(seed: u64, steps: usize) {
     for &ti in &tasks {
         arm(&mut k, &mut p, ti);
     }
-    let now = live(&k);
+    let now = k.live();
     let room = [400, 3, 6, 12, 4, 6, 3];
     k.tasks[bank].acct = Account::new(core::array::from_fn(|i| now[i] + room[i]), now);
     for &ti in tasks.iter().chain([&bank]) {
@@ -893,7 +881,7 @@ fn host_fuzz_one(seed: u64, steps: usize) {
     let va = |r: u64| 0x60_0000_0000 + (r % 256) * 4096;
     let (mut log, mut refused, mut accounts) = (Vec::new(), 0, 0);
     for step in 0..steps {
-        let now = live(&k);
+        let now = k.live();
         let last = &log[log.len().saturating_sub(4)..];
         assert_eq!(now, counted(&k), "seed {seed}, step {step}: the meter is not what the tables hold: {last:?}");
         assert_eq!(

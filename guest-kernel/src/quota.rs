@@ -91,6 +91,11 @@ impl Account {
         Ok(())
     }
 
+    /// Takes back a loan of `q` that was never used (the spawn it was for failed).
+    pub fn repay(&mut self, q: &Counts) {
+        self.charge(&q.map(|n| -(n.min(i64::MAX as u64) as i64)));
+    }
+
     /// Adds `d` to what is used.
     pub fn charge(&mut self, d: &[i64; RESOURCES]) {
         for (u, d) in self.used.iter_mut().zip(d.iter()) {
@@ -221,6 +226,9 @@ mod tests {
         assert_eq!(parent.used, [20, 1, 1, 0, 0, 0, 0], "a refused loan changes nothing");
         parent.lend(&q).unwrap();
         assert_eq!(parent.left(), [30, 7, 7, 5, 10, 10, 10]);
+        let mut refused = parent;
+        refused.repay(&q);
+        assert_eq!(refused.used, [20, 1, 1, 0, 0, 0, 0], "a loan repaid is as if never made");
         // The child made itself, a thread, 12 frames and 2 endpoints; one endpoint
         // outlives it, its frames are freed.
         let mut child = Account::new(q, [12, 1, 1, 2, 0, 0, 0]);
