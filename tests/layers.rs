@@ -342,6 +342,79 @@ fn the_kernel_has_no_import_cycle_but_the_listed_ones() {
     assert_eq!(found, listed, "the kernel's import cycles changed:\n{}", text.join("\n"));
 }
 
+/// The x86 registers and trap-frame fields, as the portable kernel would name them.
+const X86_REGS: &[&str] = &[
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+    "rip", "rflags", "cs", "ss", "vector", "error",
+];
+
+/// The places in `code` where a register is named as a field (`.rax`, `rax:`; the trap
+/// frame's `.vector` and `.error`), and the arch constants.
+fn names_registers(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for (line_no, line) in code.lines().enumerate() {
+        for reg in X86_REGS {
+            let mut from = 0;
+            while let Some(at) = line[from..].find(reg) {
+                let (start, end) = (from + at, from + at + reg.len());
+                from = end;
+                let before = line[..start].chars().next_back();
+                let after = line[end..].chars().next();
+                if before.is_some_and(ident) || after.is_some_and(ident) {
+                    continue;
+                }
+                // `name:` (a struct literal or pattern) only for the registers: a
+                // parameter may be called `vector` or `error`.
+                let register = !matches!(*reg, "vector" | "error");
+                let rest = line[end..].trim_start();
+                let field = before == Some('.') || register && rest.starts_with(':') && !rest.starts_with("::");
+                if field {
+                    found.push(format!("line {}: {}", line_no + 1, line.trim()));
+                }
+            }
+        }
+        for c in ["USER_CS", "USER_SS", "USER_RFLAGS"] {
+            if line.contains(c) {
+                found.push(format!("line {}: {}", line_no + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// The portable kernel (the library: every module but the binary's and `machine`, the
+/// arch boundary) names no x86 register: it reaches a thread's registers through
+/// `machine::UserRegs`'s methods, which name what they carry.
+#[test]
+fn the_portable_kernel_names_no_x86_register_outside_the_machine_module() {
+    let src = root().join("guest-kernel/src");
+    let main = std::fs::read_to_string(src.join("main.rs")).expect("main.rs");
+    // The binary's own modules (`mod x;` in main.rs).
+    let binary: BTreeSet<String> = code_only(&main)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("mod ").map(|m| m.trim_end_matches(';').trim().to_string()))
+        .collect();
+    assert!(binary.contains("arch"), "main.rs declares the arch layer: {binary:?}");
+    let mut offenders = Vec::new();
+    let mut checked = 0;
+    for (module, text) in modules(&src) {
+        let top = module.split("::").next().unwrap_or("");
+        if module.is_empty() || module == "machine" || binary.contains(top) {
+            continue;
+        }
+        checked += 1;
+        for hit in names_registers(&code_only(&text)) {
+            offenders.push(format!("{module}: {hit}"));
+        }
+    }
+    assert!(checked > 20, "the check saw the portable kernel's modules ({checked})");
+    assert!(offenders.is_empty(), "x86 registers named outside machine.rs:\n{}", offenders.join("\n"));
+    // The check sees what it looks for.
+    let probe = code_only("fn f(t: &mut T) { t.regs.rdi = 1; let r = R { rip: 0 }; let x = a.rax_like; }\n");
+    assert_eq!(names_registers(&probe).len(), 2, "{:?}", names_registers(&probe));
+}
+
 /// The checker itself: it sees a cycle through a brace tree, `super::` and a path in
 /// code, and none where there is none.
 #[test]

@@ -24,6 +24,7 @@ use l4_abi::syscall::{rights, Error, ENTRY_VA};
 
 use crate::cap::{Cap, CapTable, Kind, Object};
 use crate::elf;
+use crate::machine::{self, FpuState, UserRegs};
 use crate::mm::frames::{Frames, Range};
 use crate::mm::umem::USlice;
 use crate::mm::vspace::{self, MapError, OWNED, WRITABLE};
@@ -93,146 +94,7 @@ pub const MAX_CPUS: usize = 16;
 pub const MAX_OBJ_PAGES: u64 = 512 * 512;
 /// Timer ticks per time slice.
 pub const SLICE_TICKS: u32 = 2;
-/// User code and stack segment selectors (the arch layer's GDT).
-pub const USER_CS: u64 = 0x23;
-pub const USER_SS: u64 = 0x1b;
-/// User RFLAGS: interrupts on (so the timer can preempt), reserved bit 1.
-pub const USER_RFLAGS: u64 = 0x202;
 pub(crate) const NONE: u16 = u16::MAX;
-
-/// A user thread's registers, in the order of the arch layer's trap frame. 16-byte
-/// aligned and 176 bytes long, so that the frame's end is 16-byte aligned as the CPU
-/// requires of RSP0 (it would otherwise align the stack down and misplace the frame).
-#[repr(C, align(16))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UserRegs {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-impl UserRegs {
-    pub const ZERO: UserRegs = UserRegs {
-        r15: 0,
-        r14: 0,
-        r13: 0,
-        r12: 0,
-        r11: 0,
-        r10: 0,
-        r9: 0,
-        r8: 0,
-        rbp: 0,
-        rdi: 0,
-        rsi: 0,
-        rdx: 0,
-        rcx: 0,
-        rbx: 0,
-        rax: 0,
-        vector: 0,
-        error: 0,
-        rip: 0,
-        cs: 0,
-        rflags: 0,
-        rsp: 0,
-        ss: 0,
-    };
-
-    /// The system-call argument registers, as `l4_abi::args` names them.
-    #[inline(always)]
-    pub fn args(&self) -> args::Regs {
-        args::Regs {
-            rdi: self.rdi,
-            rsi: self.rsi,
-            words: [self.rdx, self.r10, self.r8, self.r9, self.r12, self.r13, self.r14, self.r15],
-        }
-    }
-
-    /// A successful call's named results: `rax` 0, each value in its register (`rdi`,
-    /// `rsi`, then the words); the other registers keep what they held.
-    #[inline(always)]
-    pub fn set_values<R: args::Results>(&mut self, v: R) {
-        let r = v.into_regs();
-        self.rax = 0;
-        for i in 0..R::NAMES.len() {
-            match i {
-                0 => self.rdi = r.rdi,
-                1 => self.rsi = r.rsi,
-                _ => self.set_word(i - 2, r.words[i - 2]),
-            }
-        }
-    }
-
-    /// Message word `i` (0-7): rdx, r10, r8, r9, r12, r13, r14, r15.
-    pub fn word(&self, i: usize) -> u64 {
-        match i {
-            0 => self.rdx,
-            1 => self.r10,
-            2 => self.r8,
-            3 => self.r9,
-            4 => self.r12,
-            5 => self.r13,
-            6 => self.r14,
-            _ => self.r15,
-        }
-    }
-
-    pub fn set_word(&mut self, i: usize, v: u64) {
-        match i {
-            0 => self.rdx = v,
-            1 => self.r10 = v,
-            2 => self.r8 = v,
-            3 => self.r9 = v,
-            4 => self.r12 = v,
-            5 => self.r13 = v,
-            6 => self.r14 = v,
-            _ => self.r15 = v,
-        }
-    }
-
-    /// Sets the system-call result.
-    pub fn set_result(&mut self, r: Result<(), Error>) {
-        self.rax = match r {
-            Ok(()) => 0,
-            Err(e) => e as u64,
-        };
-    }
-}
-
-/// The FXSAVE area: x87/SSE state of a user thread.
-#[repr(C, align(16))]
-#[derive(Clone, Copy)]
-pub struct FpuState(pub [u8; 512]);
-
-impl FpuState {
-    /// The reset state: FCW 0x37f, MXCSR 0x1f80, everything else zero.
-    pub const INIT: FpuState = {
-        let mut b = [0u8; 512];
-        b[0] = 0x7f;
-        b[1] = 0x03;
-        b[24] = 0x80;
-        b[25] = 0x1f;
-        FpuState(b)
-    };
-}
 
 /// Where a thread is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -893,8 +755,7 @@ impl Kernel {
         let t = &mut self.threads[th];
         *t = Thread::FREE;
         (t.task, t.root, t.prio, t.cpu, t.id) = (task.0, task.1, prio, cpu, id);
-        (t.regs.rip, t.regs.rsp) = start;
-        (t.regs.cs, t.regs.ss, t.regs.rflags) = (USER_CS, USER_SS, USER_RFLAGS);
+        t.regs = UserRegs::at_entry(start.0, start.1);
         t.ipc_buffer = vspace::translate(p, task.1, buffer_va).map_or(0, |(pa, _)| pa);
         t
     }
@@ -1197,7 +1058,7 @@ impl Kernel {
         let ti = self.threads[c].task as usize;
         // A write to a copy-on-write page is not a fault: give the writer its own copy,
         // paid for by the account it draws on (none left: the write faults).
-        if vector == 14 && error & 0b111 == 0b111 {
+        if machine::is_user_write_to_present_page(vector, error) {
             self.open_account(ti);
             let copied = self.resolve_cow(p, self.threads[c].root, addr);
             let _ = self.close_account();
@@ -1205,7 +1066,7 @@ impl Kernel {
                 return;
             }
         }
-        let rip = self.threads[c].regs.rip;
+        let rip = self.threads[c].regs.pc();
         let (mut b0, mut b1, mut b2, mut h) = ([0u8; 20], [0u8; 20], [0u8; 20], [0u8; 16]);
         say(
             p,
@@ -1428,8 +1289,7 @@ impl Kernel {
             }
             Some(q) => self.spawn_with_quota(p, f as usize, prio, q)?,
         };
-        self.threads[nth].regs.rdi = a.arg0;
-        self.threads[nth].regs.rsi = a.arg1;
+        self.threads[nth].regs.set_first_args(a.arg0, a.arg1);
         self.threads[nth].fault_ep = Some((fault_ep, fault_cap.badge));
         // The thread's fault endpoint stays alive as long as the thread: count it.
         self.endpoints[fault_ep as usize].refs += 1;

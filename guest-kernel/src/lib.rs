@@ -23,6 +23,7 @@ pub mod elf;
 pub mod fmt;
 pub mod ipc;
 pub mod kernel;
+pub mod machine;
 pub mod mm;
 pub mod platform;
 pub mod quota;

@@ -95,7 +95,7 @@ impl Kernel {
     pub fn syscall<P: Platform>(&mut self, p: &mut P) {
         let Some(c) = self.current() else { return };
         let regs = self.threads[c].regs;
-        let next = match Sysno::from_u64(regs.rax) {
+        let next = match Sysno::from_u64(regs.sysno()) {
             None => Next::Return(Err(Error::InvalidSyscall)),
             Some(s) if metered(s) => {
                 self.open_account(self.threads[c].task as usize);

@@ -23,10 +23,11 @@
 //! switch); the partner runs on the rest of the caller's time slice. The arch layer then
 //! switches the address space and returns to the partner.
 
-use l4_abi::syscall::{rights, MsgInfo, Sysno, MSG_REGS};
+use l4_abi::syscall::{rights, MsgInfo, Sysno};
 
 use crate::cap::Kind;
 use crate::kernel::{Kernel, Thread, ThreadState, Waiting, NONE};
+use crate::machine;
 
 impl Kernel {
     /// Tries the fast path for the current thread's system call `sysno` (its `rax`, which
@@ -46,7 +47,8 @@ impl Kernel {
         let c = *current as usize;
         // The current thread is the one that entered (or none: another CPU killed it).
         let Some(me) = threads.get(c) else { return false };
-        let (slot, info) = (me.regs.rdi, MsgInfo(me.regs.rsi));
+        let (slot, info) = me.regs.first_args();
+        let info = MsgInfo(info);
         if !info.registers_only() {
             return false;
         }
@@ -103,45 +105,11 @@ impl Kernel {
     }
 }
 
-/// Copies the words of `info`, a registers-only message ([`MsgInfo::registers_only`]: at
-/// most 8 words), from `from` to `to`, with the badge. Only the message's words: the
-/// receiver must not see the sender's other registers. Each word is loaded only where it
-/// is copied: no words cost one test, eight cost two, and n between cost n + 2.
+/// Tells `to` of the message of `from` (a registers-only message, [`MsgInfo::registers_only`]:
+/// at most 8 words), with the badge, and copies its words ([`machine::copy_words`]).
 #[inline(always)]
 fn deliver(threads: &mut [Thread], from: usize, to: usize, badge: u64, info: MsgInfo) {
     let received = info.registers_only_received().0;
-    let n = (received >> 32) as usize;
-    let (f, t) = (from, to);
-    let dst = &mut threads[t].regs;
-    dst.rax = 0;
-    dst.rdi = badge;
-    dst.rsi = received;
-    if n == 0 {
-        return;
-    }
-    if n == MSG_REGS {
-        let s = threads[f].regs;
-        let d = &mut threads[t].regs;
-        (d.rdx, d.r10, d.r8, d.r9, d.r12, d.r13, d.r14, d.r15) = (s.rdx, s.r10, s.r8, s.r9, s.r12, s.r13, s.r14, s.r15);
-        return;
-    }
-    threads[t].regs.rdx = threads[f].regs.rdx;
-    if n > 1 {
-        threads[t].regs.r10 = threads[f].regs.r10;
-        if n > 2 {
-            threads[t].regs.r8 = threads[f].regs.r8;
-            if n > 3 {
-                threads[t].regs.r9 = threads[f].regs.r9;
-                if n > 4 {
-                    threads[t].regs.r12 = threads[f].regs.r12;
-                    if n > 5 {
-                        threads[t].regs.r13 = threads[f].regs.r13;
-                        if n > 6 {
-                            threads[t].regs.r14 = threads[f].regs.r14;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    threads[to].regs.set_received(badge, received);
+    machine::copy_words(threads, |t| &mut t.regs, from, to, (received >> 32) as usize);
 }

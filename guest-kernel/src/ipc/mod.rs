@@ -94,16 +94,14 @@ impl Kernel {
     fn transfer<P: Platform>(&mut self, p: &mut P, from: usize, to: usize, badge: u64) -> Result<(), Error> {
         if let Some(f) = self.threads[from].fault {
             let regs = &mut self.threads[to].regs;
-            regs.rdi = badge;
-            regs.rsi = MsgInfo::new(FAULT_LABEL, 5).0;
+            regs.set_received(badge, MsgInfo::new(FAULT_LABEL, 5).0);
             for (i, w) in f.iter().enumerate() {
                 regs.set_word(i, *w);
             }
-            regs.rax = 0;
             return Ok(());
         }
         let src = self.threads[from].regs;
-        let info = MsgInfo(src.rsi);
+        let info = MsgInfo(src.first_args().1);
         let mut out = MsgInfo::new(info.label(), info.words());
         let mut landed = None;
         if let Some(kind) = info.pages() {
@@ -133,16 +131,14 @@ impl Kernel {
             p.write_bytes(db + 8 * MSG_REGS as u64, &buf[..len]);
         }
         let dst = &mut self.threads[to].regs;
-        dst.rdi = badge;
-        dst.rsi = out.0;
+        dst.set_received(badge, out.0);
         for i in 0..n.min(MSG_REGS) {
             dst.set_word(i, src.word(i));
         }
         if let Some((va, len)) = landed {
-            dst.r14 = va;
-            dst.r15 = len;
+            dst.set_word(6, va);
+            dst.set_word(7, len);
         }
-        dst.rax = 0;
         Ok(())
     }
 
@@ -246,7 +242,7 @@ impl Kernel {
                     self.threads[c].reply_to = s as u16;
                 }
                 _ => {
-                    self.threads[s].regs.rax = 0;
+                    self.threads[s].regs.set_result(Ok(()));
                     self.make_ready(s);
                 }
             }

@@ -53,7 +53,7 @@ impl Kernel {
         to: usize,
         kind: u64,
     ) -> Result<(u64, u64), Error> {
-        let (va, len) = (self.threads[from].regs.r14, self.threads[from].regs.r15);
+        let (va, len) = (self.threads[from].regs.word(6), self.threads[from].regs.word(7));
         if len == 0 || va % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
             return Err(Error::BadAddress);
         }

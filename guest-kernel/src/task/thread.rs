@@ -58,8 +58,7 @@ impl Kernel {
             buf,
         );
         t.fault_ep = creator.fault_ep;
-        t.regs.rdi = arg;
-        t.regs.rsi = buf;
+        t.regs.set_first_args(arg, buf);
         self.make_ready(th);
         Ok(th)
     }

@@ -76,13 +76,13 @@ pub fn enable_user_fpu() {
 }
 
 /// Saves the x87/SSE state into `area` (512 bytes, 16-byte aligned).
-pub fn fxsave(area: *mut l4_kernel::kernel::FpuState) {
+pub fn fxsave(area: *mut l4_kernel::machine::FpuState) {
     // SAFETY: `area` points at a live, aligned FXSAVE area (a thread's `fpu`).
     unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) area, options(nostack)) };
 }
 
 /// Loads the x87/SSE state from `area`.
-pub fn fxrstor(area: *const l4_kernel::kernel::FpuState) {
+pub fn fxrstor(area: *const l4_kernel::machine::FpuState) {
     // SAFETY: `area` points at a live, aligned FXSAVE area with a valid image (the reset
     // image or one written by fxsave).
     unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) area, options(nostack)) };

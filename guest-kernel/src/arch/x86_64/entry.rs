@@ -2,7 +2,7 @@
 //! the return to user mode.
 //!
 //! Every entry from user mode leaves the thread's registers in one frame layout,
-//! [`l4_kernel::kernel::UserRegs`], inside the thread's TCB: interrupts and exceptions
+//! [`l4_kernel::machine::UserRegs`], inside the thread's TCB: interrupts and exceptions
 //! because RSP0 points at the end of that frame (the CPU pushes SS..RIP there, the stub
 //! pushes the error code, the vector and the 15 GPRs); `syscall` by building the same
 //! frame at the same place. The kernel then runs on its own stack. Exit is always `iretq`
@@ -204,7 +204,7 @@ extern "C" {
     static isr_48: u8;
     static syscall_entry: u8;
     /// Restores the registers in `frame` and returns to user mode.
-    pub fn return_to_user(frame: *const l4_kernel::kernel::UserRegs) -> !;
+    pub fn return_to_user(frame: *const l4_kernel::machine::UserRegs) -> !;
 }
 
 #[repr(C)]

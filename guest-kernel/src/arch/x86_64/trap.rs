@@ -11,7 +11,8 @@ use core::ptr::addr_of_mut;
 
 use l4_abi::exit;
 use l4_abi::syscall::ENTRY_VA;
-use l4_kernel::kernel::{Kernel, UserRegs};
+use l4_kernel::kernel::Kernel;
+use l4_kernel::machine::UserRegs;
 use l4_kernel::mm::vspace;
 
 use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
