@@ -1,5 +1,10 @@
-//! The kernel's objects and system calls: tasks, threads, endpoints, boot files, the
-//! scheduler, and the dispatch of every system call. Portable: the platform supplies
+//! The kernel's state, [`Kernel`]: the tables of every kind of object (each kind defined
+//! in the module of its concept: [`Task`], [`Thread`], [`Endpoint`], [`Notification`],
+//! [`MemObj`], [`Ring`], [`BootFile`]), how a task is spawned and killed, faults, the
+//! scheduler, the accounts' charging, and the handlers of the calls that have no other
+//! home. The operations on IPC, memory objects, rings and threads are `impl Kernel`
+//! blocks in `ipc/`, `mm/share.rs`, `ring/enter.rs` and `task/lifecycle.rs`, above this
+//! module; `syscall.rs` decodes and dispatches every call. Portable: the platform supplies
 //! memory, console and machine exit; the arch layer saves user registers into
 //! [`Thread::regs`] before calling in and restores the registers of
 //! [`Kernel::current`] afterwards.
@@ -22,19 +27,23 @@ use l4_abi::bootinfo;
 use l4_abi::layout::{BOOTINFO_VA, IPC_BUFFER_VA, STACK_SIZE, STACK_TOP, USER_MAP_MAX, USER_MIN};
 use l4_abi::syscall::{rights, Error, ENTRY_VA};
 
-use crate::cap::{Cap, CapTable, Kind, Object};
+use crate::boot::{BootFile, MAX_BOOT_FILES};
+use crate::cap::{Cap, Kind, Object, NONE};
 use crate::elf;
-use crate::machine::{self, FpuState, UserRegs};
+use crate::ipc::{Endpoint, Notification, Waiting};
+use crate::machine::{self, UserRegs};
 use crate::mm::frames::{Frames, Range};
+use crate::mm::memobj::MemObj;
 use crate::mm::umem::USlice;
 use crate::mm::vspace::{self, MapError, OWNED, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;
 use crate::quota::{Account, Counts, Meter, Res, RESOURCES};
+use crate::ring::Ring;
 use crate::task::sched::{Link, RunQueue, PRIOS};
+use crate::task::thread::{Thread, ThreadState};
+use crate::task::Task;
 use core::mem::size_of;
-
-pub const MAX_BOOT_FILES: usize = 32;
 
 /// How many objects of each kind the kernel's tables hold. They are sized from the
 /// guest's usable memory at boot, in steps of [`Capacity::STEP`] rounded up (so the
@@ -84,202 +93,14 @@ impl Capacity {
             + frames(self.endpoints, size_of::<Endpoint>())
             + frames(self.notifications, size_of::<Notification>())
             + frames(self.memobjs, size_of::<MemObj>())
-            + frames(self.rings, size_of::<crate::ring::Ring>())
+            + frames(self.rings, size_of::<Ring>())
             + MAX_CPUS as u64 * frames(self.threads, size_of::<Link>())
     }
 }
 /// The most CPUs the kernel schedules on.
 pub const MAX_CPUS: usize = 16;
-/// The largest memory object and the largest page transfer: 1 GiB.
-pub const MAX_OBJ_PAGES: u64 = 512 * 512;
 /// Timer ticks per time slice.
 pub const SLICE_TICKS: u32 = 2;
-pub(crate) const NONE: u16 = u16::MAX;
-
-/// Where a thread is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ThreadState {
-    #[default]
-    Free,
-    Running,
-    Ready,
-    /// Queued on an endpoint to send (`call`: then wait for the reply).
-    BlockedSend {
-        ep: u16,
-        call: bool,
-    },
-    /// Queued on an endpoint to receive.
-    BlockedRecv {
-        ep: u16,
-    },
-    /// Waiting for `server` to reply.
-    BlockedReply {
-        server: u16,
-    },
-    /// Waiting for a bit in a notification.
-    BlockedWait {
-        n: u16,
-    },
-    /// Waiting in `RingEnter` on ring `r`.
-    BlockedRing {
-        r: u16,
-    },
-    /// Stopped by a fault, never runs again.
-    Faulted,
-}
-
-/// A thread.
-#[derive(Clone, Copy)]
-pub struct Thread {
-    pub state: ThreadState,
-    pub task: u16,
-    /// The task's page-table root (a copy, for the context switch).
-    pub root: u64,
-    pub prio: u8,
-    pub regs: UserRegs,
-    pub fpu: FpuState,
-    /// The endpoint and badge fault messages go to.
-    pub fault_ep: Option<(u16, u64)>,
-    /// The client this thread (a server) must reply to.
-    pub reply_to: u16,
-    /// The badge of the capability a blocked sender used.
-    pub send_badge: u64,
-    /// Set while this thread's pending "send" is a fault message.
-    pub fault: Option<[u64; 5]>,
-    /// Next thread in the endpoint queue.
-    pub ep_next: u16,
-    /// Unique over the kernel's lifetime (never reused, unlike the slot); 0 for free slots.
-    pub id: u64,
-    /// The CPU this thread runs on (its affinity).
-    pub cpu: u8,
-    /// Where pages sent to this thread land (`SetRecvWindow`): address and page count.
-    pub win_va: u64,
-    pub win_pages: u64,
-    /// The frame of this thread's IPC buffer (message words 8 and up).
-    pub ipc_buffer: u64,
-}
-
-impl Thread {
-    pub(crate) const FREE: Thread = Thread {
-        state: ThreadState::Free,
-        task: 0,
-        root: 0,
-        prio: 0,
-        regs: UserRegs::ZERO,
-        fpu: FpuState::INIT,
-        fault_ep: None,
-        reply_to: NONE,
-        send_badge: 0,
-        fault: None,
-        ep_next: NONE,
-        id: 0,
-        cpu: 0,
-        win_va: 0,
-        win_pages: 0,
-        ipc_buffer: 0,
-    };
-}
-
-/// A task: an address space, a capability table, and the account it draws on.
-#[derive(Clone, Copy)]
-pub struct Task {
-    pub alive: bool,
-    pub root: u64,
-    pub caps: CapTable,
-    pub name: [u8; 32],
-    /// The task whose account this one's system calls are charged to: itself if it has
-    /// a quota of its own, else the account its spawner drew on (`NONE`: unlimited, only
-    /// tasks the kernel's own tests make).
-    pub account: u16,
-    /// Its own account (when `account` is itself).
-    pub acct: Account,
-    /// The account its quota was lent out of, which gets it back when it dies (`NONE`
-    /// for the root task's).
-    pub lender: u16,
-}
-
-impl Task {
-    const DEAD: Task = Task {
-        alive: false,
-        root: 0,
-        caps: CapTable::EMPTY,
-        name: [0; 32],
-        account: NONE,
-        acct: Account::EMPTY,
-        lender: NONE,
-    };
-
-    /// The task's name (its boot file's).
-    pub fn name(&self) -> &[u8] {
-        let n = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
-        &self.name[..n]
-    }
-}
-
-/// Who waits on an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Waiting {
-    #[default]
-    Nobody,
-    Receivers,
-    Senders,
-    /// The task that created the endpoint died: every send and receive on it fails with
-    /// `PartnerGone` (so callers of a crashed server get an error instead of waiting for
-    /// ever), until its last capability goes. After `Senders`, so that "senders queued
-    /// or closed" is one comparison on the fast path.
-    Closed,
-}
-
-/// An IPC endpoint: a FIFO of blocked senders or of blocked receivers.
-#[derive(Clone, Copy, Debug)]
-pub struct Endpoint {
-    /// Capabilities naming it (0: free).
-    pub refs: u32,
-    /// The task that created it (its server): when that task dies the endpoint closes.
-    pub owner: u16,
-    pub waiting: Waiting,
-    pub head: u16,
-    pub tail: u16,
-}
-
-impl Endpoint {
-    const FREE: Endpoint = Endpoint { refs: 0, owner: NONE, waiting: Waiting::Nobody, head: NONE, tail: NONE };
-}
-
-/// A notification: signal bits and at most one waiting thread.
-#[derive(Clone, Copy, Debug)]
-pub struct Notification {
-    /// Capabilities naming it (0: free).
-    pub refs: u32,
-    pub bits: u64,
-    pub waiter: u16,
-}
-
-impl Notification {
-    pub(crate) const FREE: Notification = Notification { refs: 0, bits: 0, waiter: NONE };
-}
-
-/// A memory object: `pages` zeroed frames, listed in a two-level table (`list` is a frame
-/// of up to 512 frames of up to 512 frame addresses each). Lives while a capability names
-/// it; each of its frames lives while the object or a mapping owns it.
-#[derive(Clone, Copy, Debug)]
-pub struct MemObj {
-    pub refs: u32,
-    pub pages: u64,
-    pub list: u64,
-}
-
-impl MemObj {
-    const FREE: MemObj = MemObj { refs: 0, pages: 0, list: 0 };
-}
-
-/// A boot file: part of a boot module, read-only.
-#[derive(Clone, Copy, Debug)]
-pub struct BootFile {
-    pub pa: u64,
-    pub size: u64,
-    pub name: [u8; bootinfo::NAME_BYTES],
-}
 
 /// The whole kernel state.
 pub struct Kernel {
@@ -291,7 +112,7 @@ pub struct Kernel {
     pub endpoints: &'static mut [Endpoint],
     pub notifications: &'static mut [Notification],
     pub memobjs: &'static mut [MemObj],
-    pub rings: &'static mut [crate::ring::Ring],
+    pub rings: &'static mut [Ring],
     pub boot_files: [BootFile; MAX_BOOT_FILES],
     pub nboot_files: usize,
     /// One run queue per CPU, each with a link per thread.
@@ -390,7 +211,7 @@ impl Kernel {
         self.notifications =
             p.table(take(c.notifications * size_of::<Notification>())?, c.notifications, Notification::FREE);
         self.memobjs = p.table(take(c.memobjs * size_of::<MemObj>())?, c.memobjs, MemObj::FREE);
-        self.rings = p.table(take(c.rings * size_of::<crate::ring::Ring>())?, c.rings, crate::ring::Ring::FREE);
+        self.rings = p.table(take(c.rings * size_of::<Ring>())?, c.rings, Ring::FREE);
         for q in self.runqs.iter_mut() {
             *q = RunQueue::new(p.table(take(c.threads * size_of::<Link>())?, c.threads, Link::OUT));
         }

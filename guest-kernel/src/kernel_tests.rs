@@ -9,7 +9,8 @@ use crate::cap::Kind;
 use crate::mm::phys::fake::FakeMem;
 use crate::mm::vspace;
 use crate::mm::PhysMem;
-use crate::syscall::{Next, CAP_ARGS};
+use crate::syscall::CAP_ARGS;
+use crate::task::sched::Next;
 
 const BOOT_BASE: u64 = 0x4000_0000;
 

@@ -11,28 +11,10 @@ use l4_abi::args::{self as a, Args, Regs, Results};
 use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, RING_SERVER};
 
 use crate::cap::Kind;
-use crate::kernel::{Kernel, ThreadState};
+use crate::kernel::Kernel;
 use crate::platform::Platform;
-
-/// What a system call does with its caller next: the one way a handler says it
-/// (`Kernel::carry_out` does it).
-#[must_use]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
-    // Small enough to come back in two registers (`to` is a thread slot, as `current`).
-    /// Back to the caller with this result in `rax` (values the handler wrote stay).
-    Return(Result<(), Error>),
-    /// The caller waits in this state (already queued where it waits); its result is
-    /// written when it is woken.
-    Block(ThreadState),
-    /// The caller waits in `caller` and thread `to` runs now, on the caller's time slice
-    /// (L4 direct switch; a thread of another CPU is made ready there).
-    Switch { to: u16, caller: ThreadState },
-    /// The caller lets equal priorities run first: result 0, back in its run queue.
-    Yield,
-    /// The caller is gone (it ended itself or its task).
-    Gone,
-}
+use crate::task::sched::Next;
+use crate::task::thread::ThreadState;
 
 /// A capability argument of a system call: which register holds its slot, the kind of
 /// object it must name and the rights it must have (`when`: under which other arguments).

@@ -9,6 +9,10 @@
 
 use l4_abi::syscall::{rights, Error};
 
+/// No object: the object number (a table index, u16 as in [`Object`]) that names
+/// nothing, in every table's links and owner fields.
+pub const NONE: u16 = u16::MAX;
+
 /// Capability slots per task.
 pub const SLOTS: usize = 64;
 

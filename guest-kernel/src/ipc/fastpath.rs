@@ -25,9 +25,12 @@
 
 use l4_abi::syscall::{rights, MsgInfo, Sysno};
 
+use super::Waiting;
 use crate::cap::Kind;
-use crate::kernel::{Kernel, Thread, ThreadState, Waiting, NONE};
+use crate::cap::NONE;
+use crate::kernel::Kernel;
 use crate::machine;
+use crate::task::thread::{Thread, ThreadState};
 
 impl Kernel {
     /// Tries the fast path for the current thread's system call `sysno` (its `rax`, which

@@ -7,10 +7,13 @@
 use l4_abi::args::ret;
 use l4_abi::syscall::{rights, Error};
 
+use super::Notification;
+use crate::cap::NONE;
 use crate::cap::{Cap, Kind, Object};
-use crate::kernel::{Kernel, Notification, ThreadState, NONE};
+use crate::kernel::Kernel;
 use crate::quota::Res;
-use crate::syscall::Next;
+use crate::task::sched::Next;
+use crate::task::thread::ThreadState;
 
 impl Kernel {
     pub(crate) fn notify_create(&mut self, ti: usize) -> Result<ret::NotifyCreate, Error> {

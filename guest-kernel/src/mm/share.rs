@@ -14,7 +14,8 @@ use l4_abi::args::ret;
 use l4_abi::syscall::{rights, Error, MsgInfo};
 
 use crate::cap::{Cap, Kind, Object};
-use crate::kernel::{Kernel, MemObj, MAX_OBJ_PAGES};
+use crate::kernel::Kernel;
+use crate::mm::memobj::{MemObj, MAX_OBJ_PAGES};
 use crate::mm::vspace::{self, COW, OWNED, PRESENT, USER, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;

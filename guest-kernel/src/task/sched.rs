@@ -3,11 +3,36 @@
 //!
 //! Invariants: a thread is in at most one queue; `pop` returns the first thread of the
 //! highest non-empty priority; the bitmap bit of a priority is set iff its queue is
-//! non-empty; thread numbers past the link table are never queued.
+//! non-empty; thread numbers past the link table are never queued. And [`Next`], what a
+//! system call does with its caller next: the one scheduling decision a handler makes.
+
+use l4_abi::syscall::Error;
+
+use super::thread::ThreadState;
 
 /// Priorities 0 (lowest) to `PRIOS - 1`.
 pub const PRIOS: usize = 32;
-const NONE: u16 = u16::MAX;
+use crate::cap::NONE;
+
+/// What a system call does with its caller next: the one way a handler says it
+/// (`Kernel::carry_out` does it).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    // Small enough to come back in two registers (`to` is a thread slot, as `current`).
+    /// Back to the caller with this result in `rax` (values the handler wrote stay).
+    Return(Result<(), Error>),
+    /// The caller waits in this state (already queued where it waits); its result is
+    /// written when it is woken.
+    Block(ThreadState),
+    /// The caller waits in `caller` and thread `to` runs now, on the caller's time slice
+    /// (L4 direct switch; a thread of another CPU is made ready there).
+    Switch { to: u16, caller: ThreadState },
+    /// The caller lets equal priorities run first: result 0, back in its run queue.
+    Yield,
+    /// The caller is gone (it ended itself or its task).
+    Gone,
+}
 
 /// One thread's place in a run queue.
 #[derive(Clone, Copy, Debug)]

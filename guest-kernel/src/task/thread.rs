@@ -1,83 +1,99 @@
-//! Threads beside a task's first one: `ThreadCreate` and `ThreadExit`.
+//! Threads, the kernel's unit of execution: a thread's saved machine state, where it is
+//! (running, ready, blocked on what) and what IPC needs of it. The operations on threads
+//! are in [`super::lifecycle`] (making and ending them), [`super::sched`] (run queues)
+//! and `ipc/` (blocking and waking).
 //!
-//! Invariants: a thread made here shares its task's address space, capability table,
-//! priority and fault endpoint (whose reference count it holds, like every thread); its
-//! IPC buffer is a zeroed frame the kernel maps at `thread_ipc_buffer(slot)`, above what
-//! a task may map or unmap itself, so the frame lives exactly as long as the thread (it
-//! is unmapped when the thread ends, or with the address space when the task does). A
-//! task whose last thread ends is ended with that thread's code, as by `TaskExit`.
+//! Invariants: a `Free` slot has id 0 and is in no queue; a thread's `task` is a live
+//! task while the thread is not `Free`; `root` is that task's page-table root; a thread
+//! in an endpoint queue is `BlockedSend` or `BlockedRecv` on that endpoint, and `ep_next`
+//! links it there (`NONE` at the tail and when it is in no queue); `reply_to` names the
+//! client a server owes a reply (`NONE`: none).
 
 pub use l4_abi::layout::thread_ipc_buffer;
-use l4_abi::layout::{USER_MAP_MAX, USER_MIN};
-use l4_abi::syscall::Error;
 
-use crate::cap::{Cap, Object};
-use crate::kernel::{Kernel, ThreadState};
-use crate::mm::vspace::{self, WRITABLE};
-use crate::platform::Platform;
-use crate::quota::Res;
+use crate::cap::NONE;
+use crate::machine::{FpuState, UserRegs};
 
-impl Kernel {
-    /// `ThreadCreate(entry, stack_top, arg, cpu)` from thread `c`: returns the new
-    /// thread's slot.
-    pub(crate) fn thread_create<P: Platform>(
-        &mut self,
-        p: &mut P,
-        c: usize,
-        entry: u64,
-        stack_top: u64,
-        arg: u64,
-        cpu: u64,
-    ) -> Result<usize, Error> {
-        let user = USER_MIN..=USER_MAP_MAX;
-        if !user.contains(&entry)
-            || !user.contains(&stack_top)
-            || !stack_top.is_multiple_of(16)
-            || stack_top < USER_MIN + 8
-        {
-            return Err(Error::BadAddress);
-        }
-        let cpu = usize::try_from(cpu).map_err(|_| Error::BadArgument)?;
-        if cpu >= self.cpus {
-            return Err(Error::BadArgument);
-        }
-        let th = self.threads.iter().position(|t| t.state == ThreadState::Free).ok_or(Error::NoSlots)?;
-        let creator = self.threads[c];
-        let buf = thread_ipc_buffer(th);
-        self.take(Res::Threads)?;
-        self.map_zeroed(p, creator.root, buf, 1, WRITABLE).inspect_err(|_| self.put(Res::Threads))?;
-        if let Some((ep, _)) = creator.fault_ep {
-            self.add_ref(Cap::new(Object::Endpoint(ep), 0));
-        }
-        let t = self.fresh_thread(
-            p,
-            th,
-            (creator.task, creator.root),
-            (creator.prio, cpu as u8),
-            (entry, stack_top - 8),
-            buf,
-        );
-        t.fault_ep = creator.fault_ep;
-        t.regs.set_first_args(arg, buf);
-        self.make_ready(th);
-        Ok(th)
-    }
+/// Where a thread is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ThreadState {
+    #[default]
+    Free,
+    Running,
+    Ready,
+    /// Queued on an endpoint to send (`call`: then wait for the reply).
+    BlockedSend {
+        ep: u16,
+        call: bool,
+    },
+    /// Queued on an endpoint to receive.
+    BlockedRecv {
+        ep: u16,
+    },
+    /// Waiting for `server` to reply.
+    BlockedReply {
+        server: u16,
+    },
+    /// Waiting for a bit in a notification.
+    BlockedWait {
+        n: u16,
+    },
+    /// Waiting in `RingEnter` on ring `r`.
+    BlockedRing {
+        r: u16,
+    },
+    /// Stopped by a fault, never runs again.
+    Faulted,
+}
 
-    /// `ThreadExit(code)` from thread `c`.
-    pub(crate) fn thread_exit<P: Platform>(&mut self, p: &mut P, c: usize, code: u64) {
-        let ti = self.threads[c].task as usize;
-        let others = (0..self.threads.len())
-            .any(|t| t != c && self.threads[t].state != ThreadState::Free && self.threads[t].task as usize == ti);
-        if !others {
-            self.exit_task(p, ti, code);
-            return;
-        }
-        let root = self.threads[c].root;
-        let buf = thread_ipc_buffer(c);
-        if vspace::translate(p, root, buf).is_some_and(|(pa, _)| pa & !0xfff == self.threads[c].ipc_buffer) {
-            vspace::unmap(p, &mut self.frames, root, buf);
-            p.flush_tlb(root, buf);
-        }
-        self.retire_thread(p, c);
-    }
+/// A thread.
+#[derive(Clone, Copy)]
+pub struct Thread {
+    pub state: ThreadState,
+    pub task: u16,
+    /// The task's page-table root (a copy, for the context switch).
+    pub root: u64,
+    pub prio: u8,
+    pub regs: UserRegs,
+    pub fpu: FpuState,
+    /// The endpoint and badge fault messages go to.
+    pub fault_ep: Option<(u16, u64)>,
+    /// The client this thread (a server) must reply to.
+    pub reply_to: u16,
+    /// The badge of the capability a blocked sender used.
+    pub send_badge: u64,
+    /// Set while this thread's pending "send" is a fault message.
+    pub fault: Option<[u64; 5]>,
+    /// Next thread in the endpoint queue.
+    pub ep_next: u16,
+    /// Unique over the kernel's lifetime (never reused, unlike the slot); 0 for free slots.
+    pub id: u64,
+    /// The CPU this thread runs on (its affinity).
+    pub cpu: u8,
+    /// Where pages sent to this thread land (`SetRecvWindow`): address and page count.
+    pub win_va: u64,
+    pub win_pages: u64,
+    /// The frame of this thread's IPC buffer (message words 8 and up).
+    pub ipc_buffer: u64,
+}
+
+impl Thread {
+    pub(crate) const FREE: Thread = Thread {
+        state: ThreadState::Free,
+        task: 0,
+        root: 0,
+        prio: 0,
+        regs: UserRegs::ZERO,
+        fpu: FpuState::INIT,
+        fault_ep: None,
+        reply_to: NONE,
+        send_badge: 0,
+        fault: None,
+        ep_next: NONE,
+        id: 0,
+        cpu: 0,
+        win_va: 0,
+        win_pages: 0,
+        ipc_buffer: 0,
+    };
 }
