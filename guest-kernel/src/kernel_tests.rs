@@ -5,10 +5,12 @@
 use l4_abi::syscall::{rights, Error, MsgInfo, Sysno, FAULT_LABEL};
 
 use super::*;
-use crate::cap::Kind;
+use crate::cap::{Cap, Kind, Object};
+use crate::ipc::Waiting;
 use crate::mm::phys::fake::FakeMem;
 use crate::mm::vspace;
 use crate::mm::PhysMem;
+use crate::quota::Account;
 use crate::syscall::CAP_ARGS;
 use crate::task::sched::Next;
 

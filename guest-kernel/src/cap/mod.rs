@@ -9,6 +9,8 @@
 
 use l4_abi::syscall::{rights, Error};
 
+pub mod calls;
+
 /// No object: the object number (a table index, u16 as in [`Object`]) that names
 /// nothing, in every table's links and owner fields.
 pub const NONE: u16 = u16::MAX;

@@ -15,13 +15,14 @@
 //! once; a reply goes only to the thread that is waiting for this server's reply; any
 //! failure is an error in the caller's `rax`, never a half-delivered message.
 
+use l4_abi::args::ret;
 use l4_abi::syscall::{rights, Error, MsgInfo, FAULT_LABEL, MAX_WORDS, MSG_REGS};
 
-use super::{dequeue, queue_at, unqueue, Waiting};
-use crate::cap::Kind;
-use crate::cap::NONE;
+use super::{dequeue, queue_at, unqueue, Endpoint, Waiting};
+use crate::cap::{Cap, Kind, Object, NONE};
 use crate::kernel::Kernel;
 use crate::platform::Platform;
+use crate::quota::Res;
 use crate::task::sched::Next;
 use crate::task::thread::ThreadState;
 
@@ -254,5 +255,15 @@ impl Kernel {
                 next
             }
         }
+    }
+
+    pub(crate) fn endpoint_create(&mut self, ti: usize) -> Result<ret::EndpointCreate, Error> {
+        let e = self.endpoints.iter().position(|e| e.refs == 0).ok_or(Error::NoSlots)?;
+        self.take(Res::Endpoints)?;
+        let slot = self.tasks[ti].caps.insert(Cap::new(Object::Endpoint(e as u16), rights::ALL)).inspect_err(|_| {
+            self.put(Res::Endpoints);
+        })?;
+        self.endpoints[e] = Endpoint { refs: 1, owner: ti as u16, ..Endpoint::FREE };
+        Ok(ret::EndpointCreate { slot: slot as u64 })
     }
 }

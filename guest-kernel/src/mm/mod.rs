@@ -1,6 +1,7 @@
 //! Memory: physical frames with exact accounting, and page tables.
 
 pub mod frames;
+pub mod map;
 pub mod memobj;
 pub mod phys;
 pub mod share;

@@ -10,7 +10,7 @@
 //!   gets a private copy of that one page (or, for the last owner, just write access);
 //! - a transfer checks every page and the receive window before it changes anything.
 
-use l4_abi::args::ret;
+use l4_abi::args::{self, ret};
 use l4_abi::syscall::{rights, Error, MsgInfo};
 
 use crate::cap::{Cap, Kind, Object};
@@ -212,5 +212,14 @@ impl Kernel {
             self.frames.free_frame(p, list);
         }
         self.memobjs[m] = MemObj { refs: 0, pages: 0, list: 0 };
+    }
+
+    pub(crate) fn set_recv_window(&mut self, c: usize, a: args::SetRecvWindow) -> Result<(), Error> {
+        if a.va != 0 || a.pages != 0 {
+            Self::check_user_pages(a.va, a.pages)?;
+        }
+        self.threads[c].win_va = a.va;
+        self.threads[c].win_pages = a.pages;
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod lifecycle;
 pub mod sched;
+pub mod schedule;
 pub mod thread;
 
 pub use thread::thread_ipc_buffer;
