@@ -1,7 +1,7 @@
 //! The IPC fast path: `Call` and `ReplyRecv` with a message in registers, straight to a
 //! partner that is already waiting, in the fewest ring-0 instructions we can manage.
 //!
-//! Taken only when all of these hold (anything else takes the slow path in `ipc/mod.rs`,
+//! Taken only when all of these hold (anything else takes the slow path in `ipc/slowpath.rs`,
 //! which has the same semantics):
 //!
 //! `Call`:

@@ -1,5 +1,5 @@
 //! Memory objects: zeroed frames a task can map, share and send. The operations on them
-//! (`MemCreate`, `MemMap`, sending their pages, copy-on-write) are in [`super::share`].
+//! (`MemCreate`, `MemMapObj`, sending their pages, copy-on-write) are in [`super::share`].
 //!
 //! Invariants: a free object (`refs` 0) has no pages and no list; a live one lives while
 //! a capability names it, and each of its frames while the object or a mapping owns it.
