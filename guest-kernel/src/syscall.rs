@@ -50,6 +50,7 @@ pub const CAP_ARGS: &[CapArg] = &[
     cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND),
     carrying_cap(cap_arg(Sysno::Call, 0, Kind::Endpoint, rights::SEND | rights::GRANT)),
     cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND),
+    carrying_cap(cap_arg(Sysno::SendNB, 0, Kind::Endpoint, rights::SEND | rights::GRANT)),
     cap_arg(Sysno::Recv, 0, Kind::Endpoint, rights::RECV),
     cap_arg(Sysno::RecvNB, 0, Kind::Endpoint, rights::RECV),
     cap_arg(Sysno::ReplyRecv, 0, Kind::Endpoint, rights::RECV),

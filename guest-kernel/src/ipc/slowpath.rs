@@ -159,10 +159,13 @@ impl Kernel {
         self.ipc_recv_inner(p, c, slot, false)
     }
 
-    /// `SendNB`: like `Send`, but `WouldBlock` instead of waiting for a receiver.
+    /// `SendNB`: like `Send`, but `WouldBlock` instead of waiting for a receiver. Its
+    /// capability needs what `Send`'s does (GRANT with a capability in the message)
+    /// whether or not a receiver waits.
     pub(crate) fn ipc_send_nb<P: Platform>(&mut self, p: &mut P, c: usize, slot: u64, info: u64) -> Next {
         let ti = self.threads[c].task as usize;
-        match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, rights::SEND) {
+        let need = rights::SEND | if MsgInfo(info).cap().is_some() { rights::GRANT } else { 0 };
+        match self.tasks[ti].caps.lookup(slot, Kind::Endpoint, need) {
             Ok((e, _)) if self.endpoints[e as usize].waiting == Waiting::Closed => {
                 Next::Return(Err(Error::PartnerGone))
             }
