@@ -1395,3 +1395,24 @@ fn what_outlives_a_task_is_charged_where_its_quota_came_from() {
     sys(&mut k, &mut p, root, Sysno::CapDelete, root_copy, 0, &[]);
     assert_eq!(left(&mut k, &mut p, root), before);
 }
+
+/// The calls handled before the meter opens are exactly those that make and free
+/// nothing (the six `syscall::unmetered` names); every other call is charged.
+#[test]
+fn only_the_calls_that_make_and_free_nothing_skip_the_meter() {
+    let skipped: Vec<u64> = (0..64)
+        .filter_map(Sysno::from_u64)
+        .filter(|&s| {
+            let (mut k, mut p, t) = setup(1);
+            prepare(&mut k, t[0], s, 0, 0, &[]);
+            k.unmetered(&mut p, t[0], s).is_some()
+        })
+        .map(|s| s as u64)
+        .collect();
+    let mut expected: Vec<u64> =
+        [Sysno::Null, Sysno::Yield, Sysno::ThisCpu, Sysno::Trace, Sysno::FrameStats, Sysno::QuotaLeft]
+            .map(|s| s as u64)
+            .to_vec();
+    expected.sort();
+    assert_eq!(skipped, expected);
+}

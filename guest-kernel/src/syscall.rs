@@ -67,28 +67,71 @@ pub const CAP_ARGS: &[CapArg] = &[
     cap_arg(Sysno::MachineExit, 0, Kind::Machine, rights::CONTROL),
 ];
 
-/// Whether call `s` may create or free anything, and so runs with the meter open on
-/// its caller's account (`crate::quota`). The others only read or move the caller.
-pub const fn metered(s: Sysno) -> bool {
-    !matches!(s, Sysno::Null | Sysno::Yield | Sysno::ThisCpu | Sysno::Trace | Sysno::FrameStats | Sysno::QuotaLeft)
-}
-
 impl Kernel {
     /// Handles the system call in the current thread's registers, then reschedules.
+    ///
+    /// The calls that cannot make or free anything ([`Kernel::unmetered`]) are handled
+    /// here; every other call ([`Kernel::metered`]) runs out of line with the meter open
+    /// on its caller's account (`crate::quota`). Out of line, so that this function, which
+    /// the null call's cost is mostly made of, saves and restores only the registers the
+    /// small calls need.
     pub fn syscall<P: Platform>(&mut self, p: &mut P) {
         let Some(c) = self.current() else { return };
-        let regs = self.threads[c].regs;
-        let next = match Sysno::from_u64(regs.sysno()) {
+        let next = match Sysno::from_u64(self.threads[c].regs.sysno()) {
             None => Next::Return(Err(Error::InvalidSyscall)),
-            Some(s) if metered(s) => {
-                self.open_account(self.threads[c].task as usize);
-                let next = self.dispatch(p, c, s, &regs.args());
-                self.close_metered(next)
-            }
-            Some(s) => self.dispatch(p, c, s, &regs.args()),
+            Some(s) => match self.unmetered(p, c, s) {
+                Some(next) => next,
+                // A tail call: this function then saves no registers for it.
+                None => return self.metered(p, c, s),
+            },
         };
         self.carry_out(c, next);
         self.reschedule();
+    }
+
+    /// A call that may create or free something (every call [`Kernel::unmetered`] does
+    /// not take), run with the meter open on its caller's account, carried out, and the
+    /// CPU rescheduled.
+    /// Its arguments are decoded here, not by the caller: passed in, they would be
+    /// loaded and spilled for the small calls too.
+    #[inline(never)]
+    fn metered<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno) {
+        self.open_account(self.threads[c].task as usize);
+        let r = self.threads[c].regs.args();
+        let next = self.dispatch(p, c, s, &r);
+        let next = self.close_metered(next);
+        self.carry_out(c, next);
+        self.reschedule();
+    }
+
+    /// The calls that only read or move their caller (no object or frame is made or
+    /// freed, so no account is charged), handled; `None` for every other call.
+    #[inline(always)]
+    pub(crate) fn unmetered<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno) -> Option<Next> {
+        let ti = self.threads[c].task as usize;
+        // Only the registers a call reads are loaded (the rest of `args` is dropped).
+        let r = &self.threads[c].regs.args();
+        Some(match s {
+            Sysno::Null => Next::Return(self.null(p, a::Null::from_regs(r).mode)),
+            Sysno::Yield => Next::Yield,
+            Sysno::Trace => {
+                let count = self.trace(p, a::Trace::from_regs(r).op);
+                self.give(c, count)
+            }
+            Sysno::ThisCpu => {
+                let here = self.this_cpu();
+                self.give(c, here)
+            }
+            Sysno::FrameStats => {
+                let stats = self.frame_stats();
+                self.give(c, stats)
+            }
+            Sysno::QuotaLeft => {
+                let left = self.quota_left_of(ti);
+                self.give(c, left)
+            }
+            _ => return None,
+        })
     }
 
     /// A metered call ended with `next`: what it changed is charged; if it failed for
@@ -138,9 +181,9 @@ impl Kernel {
         }
     }
 
-    /// One system call: its arguments decoded, its handler run. (Inlined: called, it
-    /// cost the null system call 45 ring-0 instructions, most of them the arguments
-    /// spilled to the stack and read back.)
+    /// One metered system call: its arguments decoded, its handler run. (Inlined into
+    /// [`Kernel::metered`], its one caller: each handler's arguments are then read
+    /// straight from the decoded registers instead of spilled to the stack and back.)
     #[inline(always)]
     fn dispatch<P: Platform>(&mut self, p: &mut P, c: usize, s: Sysno, r: &Regs) -> Next {
         let ti = self.threads[c].task as usize;
@@ -163,7 +206,6 @@ impl Kernel {
                 let made = self.thread_create(p, c, a.entry, a.stack, a.arg, a.cpu);
                 self.give(c, made.map(|th| a::ret::ThreadCreate { ipc_buffer: crate::task::thread_ipc_buffer(th) }))
             }
-            Sysno::Null => ret(self.null(p, a::Null::from_regs(r).mode)),
             Sysno::RingCreate => {
                 let a = a::RingCreate::from_regs(r);
                 let made = self.ring_create(p, ti, a.entries, a.data_pages);
@@ -174,7 +216,6 @@ impl Kernel {
                 self.ring_enter(p, c, ti, a.ring, a.min, a.flags)
             }
             Sysno::SetAffinity => ret(self.set_affinity(ti, a::SetAffinity::from_regs(r))),
-            Sysno::Yield => Next::Yield,
             Sysno::EndpointCreate => {
                 let made = self.endpoint_create(ti);
                 self.give(c, made)
@@ -219,10 +260,6 @@ impl Kernel {
                 self.ipc_send_nb(p, c, a.endpoint, a.info)
             }
             Sysno::RecvNB => self.ipc_recv_nb(p, c, a::RecvNB::from_regs(r).endpoint),
-            Sysno::Trace => {
-                let count = self.trace(p, a::Trace::from_regs(r).op);
-                self.give(c, count)
-            }
             Sysno::Wait => self.wait(c, ti, a::Wait::from_regs(r).notification),
             Sysno::MemMap => {
                 let a = a::MemMap::from_regs(r);
@@ -240,20 +277,12 @@ impl Kernel {
                 let made = self.cap_grant(ti, a::CapGrant::from_regs(r));
                 self.give(c, made)
             }
-            Sysno::ThisCpu => {
-                let here = self.this_cpu();
-                self.give(c, here)
-            }
-            Sysno::FrameStats => {
-                let stats = self.frame_stats();
-                self.give(c, stats)
-            }
-            Sysno::QuotaLeft => {
-                let left = self.quota_left_of(ti);
-                self.give(c, left)
-            }
             Sysno::TaskKill => ret(self.task_kill(p, ti, a::TaskKill::from_regs(r))),
             Sysno::MachineExit => ret(self.machine_exit(p, ti, a::MachineExit::from_regs(r))),
+            // Taken by `unmetered` before.
+            Sysno::Null | Sysno::Yield | Sysno::ThisCpu | Sysno::Trace | Sysno::FrameStats | Sysno::QuotaLeft => {
+                Next::Return(Err(Error::InvalidSyscall))
+            }
         }
     }
 }
