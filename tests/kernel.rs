@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 12 boot files",
+            "l4: 13 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -38,6 +38,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 9: 'fuzz'",
             "boot file 10: 'crashtest'",
             "boot file 11: 'quotatest'",
+            "boot file 12: 'nametest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -48,7 +49,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 12 boot files",
+            "root: started, 13 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",

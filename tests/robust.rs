@@ -100,9 +100,10 @@ fn a_server_crashed_mid_call_100_times_is_restarted_and_no_caller_hangs() {
 fn a_task_that_takes_until_refused_leaves_its_siblings_working() {
     // quotatest, given a quota of its own, takes endpoints, notifications, rings, memory
     // objects, threads and then pages until the kernel refuses each with `Quota` at
-    // exactly its quota (the machine has plenty more), and holds it all. It runs first
-    // (root gives it the highest priority of the children), so echo and client work
-    // while it holds everything; then root stops it and every frame comes back.
+    // exactly its quota (the machine has plenty more), and holds it all. It runs at the
+    // children's priority beside client (above it, its spinning threads would starve
+    // client), and client must end its work after quotatest holds everything; then root
+    // stops it and every frame comes back.
     let r = l4vmm_within(
         &["--timeout", "240", "--cmdline", "run=echo,client,quotatest quota=quotatest:256/1/3/8/4/3/1"],
         std::time::Duration::from_secs(300),
@@ -123,4 +124,28 @@ fn a_task_that_takes_until_refused_leaves_its_siblings_working() {
     let held = r.stdout.find("quotatest: holding it all, 0 checks failed").expect("quotatest holds");
     let worked = r.stdout.find("client: 100/100 echo round trips correct").expect("the sibling works");
     assert!(held < worked, "the sibling worked while quotatest held everything:\n{}", r.stdout);
+}
+
+#[test]
+fn a_task_cannot_take_another_s_name_nor_hold_more_than_its_share() {
+    // nametest registers "echo" with an endpoint of its own after echo did (root must
+    // refuse it: Exists), then names of its own until refused (NoSlots at the bound),
+    // and checks that "echo" still reaches echo. Without the ownership check root
+    // replaced the name, and every later client called the thief. `client` keeps root
+    // serving after nametest's first name makes it a server; root runs nametest
+    // above it, so on one vCPU nametest's checks all come before client ends.
+    let r = l4vmm_within(
+        &["--timeout", "120", "--cmdline", "run=echo,client,nametest"],
+        std::time::Duration::from_secs(180),
+    );
+    r.assert_code(0)
+        .assert_stdout_has("nametest: ok taking over echo's name refused with Exists")
+        .assert_stdout_has("root: 'nametest' may not register 'echo': another task holds it")
+        .assert_stdout_has("nametest: ok names of its own refused with NoSlots at the bound")
+        .assert_stdout_has("root: 'nametest' may not register 'thief-04': it holds as many names as it may")
+        .assert_stdout_has("nametest: ok its own name registered again")
+        .assert_stdout_has("nametest: ok echo's name still gives echo")
+        .assert_stdout_has("nametest: 0 checks failed")
+        .assert_stdout_has("root: all done: 2 succeeded, 0 failed, 0 faulted");
+    assert!(!r.stdout.contains("nametest: FAIL"), "{}", r.stdout);
 }

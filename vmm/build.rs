@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 12] = [
+const SERVERS: [&str; 13] = [
     "root",
     "echo",
     "client",
@@ -25,6 +25,7 @@ const SERVERS: [&str; 12] = [
     "fuzz",
     "crashtest",
     "quotatest",
+    "nametest",
 ];
 
 fn main() {

@@ -9,7 +9,10 @@ use l4_abi::syscall::Error;
 
 use crate::ipc::{self, Msg};
 
-/// `REGISTER(name0, name1) + cap`: publish a capability under a name. Reply: `OK`.
+/// `REGISTER(name0, name1) + cap`: publish a capability under a name. Reply: `OK`;
+/// `TAKEN` if another task registered the name (a name is its registrant's until that
+/// task dies); `FULL` if this task has [`NAMES_PER_TASK`] names already or root's table
+/// is full. Registering one's own name again replaces its capability.
 pub const REGISTER: u32 = 1;
 /// `LOOKUP(name0, name1)`: reply `OK + cap`, or `NOT_FOUND`.
 pub const LOOKUP: u32 = 2;
@@ -17,6 +20,11 @@ pub const LOOKUP: u32 = 2;
 pub const DONE: u32 = 3;
 pub const OK: u32 = 0x100;
 pub const NOT_FOUND: u32 = 0x101;
+pub const TAKEN: u32 = 0x102;
+pub const FULL: u32 = 0x103;
+
+/// The most names one task may hold.
+pub const NAMES_PER_TASK: usize = 4;
 
 /// Packs a name into two words.
 pub fn pack(name: &str) -> [u64; 2] {
@@ -37,13 +45,15 @@ pub fn unpack(w: [u64; 2], out: &mut [u8; 16]) -> &str {
     core::str::from_utf8(&out[..n]).unwrap_or("?")
 }
 
-/// Publishes my capability `slot` as `name`.
+/// Publishes my capability `slot` as `name`: `Exists` if another task holds the name,
+/// `NoSlots` if I hold as many names as I may (or root's table is full).
 pub fn register(name: &str, slot: u8) -> Result<(), Error> {
     let r = ipc::call(PARENT_SLOT, &Msg::new(REGISTER, &pack(name)).with_cap(slot))?;
-    if r.label == OK {
-        Ok(())
-    } else {
-        Err(Error::BadArgument)
+    match r.label {
+        OK => Ok(()),
+        TAKEN => Err(Error::Exists),
+        FULL => Err(Error::NoSlots),
+        _ => Err(Error::BadArgument),
     }
 }
 
