@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 13 boot files",
+            "l4: 14 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -39,6 +39,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 10: 'crashtest'",
             "boot file 11: 'quotatest'",
             "boot file 12: 'nametest'",
+            "boot file 13: 'tracetest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -49,7 +50,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 13 boot files",
+            "root: started, 14 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 13] = [
+const SERVERS: [&str; 14] = [
     "root",
     "echo",
     "client",
@@ -26,6 +26,7 @@ const SERVERS: [&str; 13] = [
     "crashtest",
     "quotatest",
     "nametest",
+    "tracetest",
 ];
 
 fn main() {

@@ -168,13 +168,13 @@ calls! {
     /// Wait for bits of `notification`; gives them (and clears them).
     Wait { notification } -> { bits }
     /// The ring-0 instruction counter: `op` 0 start, 1 stop, 2 read (`count`).
-    Trace { op } -> { count }
+    Trace { machine, op } -> { count }
     /// Receive transferred pages at `va` (`pages` of them); (0, 0) removes the window.
     SetRecvWindow { va, pages } -> {}
     /// A new memory object of `pages` zeroed pages.
     MemCreate { pages } -> { slot }
     /// Map the memory object `memory` at `va`.
-    MemMapObj { memory, va } -> {}
+    MemMapObj { memory, va } -> { pages }
     /// `Send` that fails with `WouldBlock` instead of waiting.
     SendNB { endpoint, info } -> {}
     /// `Recv` that fails with `WouldBlock` instead of waiting.

@@ -79,8 +79,12 @@ pub enum Sysno {
     /// `(notification) -> bits`: wait until some bit is set, take and clear them all.
     /// Needs RECV.
     Wait = 20,
-    /// `(op) -> count`: the VMM's ring-0 instruction counter: op 0 starts counting, 1
-    /// stops, 2 reads the last count (`u32::MAX`: not supported here).
+    /// `(machine, op) -> count`: this CPU's ring-0 instruction-count window, which the VMM
+    /// counts (a machine capability with TRACE): op 0 opens it (`WouldBlock`: a timer tick
+    /// is pending, try again), 1 closes it, 2 reads the last count (`u32::MAX`: not
+    /// available, because the VMM cannot count or the kernel's watchdog ended the window),
+    /// 3 the window's state (0 closed, 1 open, 2 ended by the watchdog). The watchdog ends
+    /// a window left open for 10 s: preemption stops while one is open.
     Trace = 21,
     /// `(va, pages)`: where this thread receives pages sent copy-on-write or granted;
     /// `(0, 0)` removes the window.
@@ -88,8 +92,9 @@ pub enum Sysno {
     /// `(pages) -> slot`: a new memory object of zeroed pages (SEND: map read-only,
     /// RECV: map writable, GRANT: pass on).
     MemCreate = 23,
-    /// `(memory slot, va)`: map the whole object at `va`, writable if the capability has
-    /// RECV.
+    /// `(memory slot, va) -> pages`: map the whole object at `va`, writable if the
+    /// capability has RECV; returns its size in pages (what a server maps a client's
+    /// object with is its true size, whatever the client says).
     MemMapObj = 24,
     /// Like `Send`, but fails with `WouldBlock` instead of waiting for a receiver.
     SendNB = 25,
@@ -212,6 +217,9 @@ pub enum Error {
     /// The quota the caller draws on has none left of what the call needs (see
     /// [`crate::quota`]); the machine may still have some.
     Quota = 14,
+    /// A page sent copy-on-write is shared writably with something else (a memory
+    /// object's page): a copy of it would not be a snapshot.
+    Shared = 15,
 }
 
 impl Error {
@@ -233,6 +241,7 @@ impl Error {
             12 => WouldBlock,
             13 => WindowTooSmall,
             14 => Quota,
+            15 => Shared,
             _ => return None,
         })
     }
@@ -255,6 +264,7 @@ impl Error {
             WouldBlock => "would block",
             WindowTooSmall => "receive window too small",
             Quota => "quota used up",
+            Shared => "page shared writably elsewhere",
         }
     }
 }
@@ -269,8 +279,11 @@ pub mod rights {
     pub const GRANT: u64 = 1 << 2;
     /// May control the object: kill a task or place its threads, end the machine.
     pub const CONTROL: u64 = 1 << 3;
+    /// May open the ring-0 instruction-count window (`Trace`, on the machine), which
+    /// stops preemption on its CPU for up to the kernel's watchdog period.
+    pub const TRACE: u64 = 1 << 4;
     /// Everything.
-    pub const ALL: u64 = SEND | RECV | GRANT | CONTROL;
+    pub const ALL: u64 = SEND | RECV | GRANT | CONTROL | TRACE;
 }
 
 /// The message descriptor in `rsi`: label, word count, an optional capability and
@@ -406,10 +419,10 @@ mod tests {
             assert_eq!(Sysno::from_u64(n).map(|s| s as u64), Some(n));
         }
         assert_eq!(Sysno::from_u64(35), None);
-        for n in 1..=14 {
+        for n in 1..=15 {
             assert_eq!(Error::from_u64(n).map(|e| e as u64), Some(n));
         }
         assert_eq!(Error::from_u64(0), None);
-        assert_eq!(Error::from_u64(15), None);
+        assert_eq!(Error::from_u64(16), None);
     }
 }

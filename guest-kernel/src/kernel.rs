@@ -426,11 +426,17 @@ impl Kernel {
         }
     }
 
-    pub(crate) fn trace<P: Platform>(&mut self, p: &mut P, op: u64) -> Result<ret::Trace, Error> {
-        if op > 2 {
+    /// `Trace(machine, op)`: this CPU's instruction-count window (see `Platform::trace`);
+    /// `WouldBlock` if it cannot open now. A machine capability with TRACE: the window
+    /// stops the periodic tick on this CPU (for at most the platform's watchdog period).
+    /// Out of line: the system-call front it is called from stays as small as before.
+    #[inline(never)]
+    pub(crate) fn trace<P: Platform>(&mut self, p: &mut P, ti: usize, a: args::Trace) -> Result<ret::Trace, Error> {
+        self.tasks[ti].caps.lookup(a.machine, Kind::Machine, rights::TRACE)?;
+        if a.op > 3 {
             return Err(Error::BadArgument);
         }
-        Ok(ret::Trace { count: p.trace(op) })
+        Ok(ret::Trace { count: p.trace(a.op).ok_or(Error::WouldBlock)? })
     }
 
     pub(crate) fn this_cpu(&self) -> Result<ret::ThisCpu, Error> {

@@ -23,6 +23,8 @@ struct FakePlatform {
     exited: Option<u8>,
     /// `bounce_root` calls.
     bounces: u32,
+    /// `flush_tlb` calls.
+    flushes: u32,
 }
 
 impl FakePlatform {
@@ -67,13 +69,15 @@ impl Platform for FakePlatform {
     fn machine_exit(&mut self, code: u8) {
         self.exited = Some(code);
     }
-    fn flush_tlb(&mut self, _: u64, _: u64) {}
+    fn flush_tlb(&mut self, _: u64, _: u64) {
+        self.flushes += 1;
+    }
     fn retire_root(&mut self, _: u64) {}
     fn bounce_root(&mut self, _: u64) {
         self.bounces += 1;
     }
-    fn trace(&mut self, _: u64) -> u64 {
-        u64::from(u32::MAX)
+    fn trace(&mut self, _: u64) -> Option<u64> {
+        Some(u64::from(u32::MAX))
     }
 }
 
@@ -103,8 +107,14 @@ fn tiny_elf() -> Vec<u8> {
 /// A kernel with `n` tasks spawned from the tiny image, all at priority 5.
 fn setup(n: usize) -> (Box<Kernel>, FakePlatform, Vec<usize>) {
     let elf = tiny_elf();
-    let mut p =
-        FakePlatform { mem: FakeMem::default(), boot: elf.clone(), console: Vec::new(), exited: None, bounces: 0 };
+    let mut p = FakePlatform {
+        mem: FakeMem::default(),
+        boot: elf.clone(),
+        console: Vec::new(),
+        exited: None,
+        bounces: 0,
+        flushes: 0,
+    };
     let mut k = Box::new(Kernel::new());
     let kroot = 0x1000;
     k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], kroot, &[0xcc, 0xc3]).unwrap();
@@ -486,6 +496,63 @@ fn copy_on_write_shares_until_written_and_isolates_both_ways() {
 }
 
 #[test]
+fn a_write_fault_on_a_page_another_cpu_already_copied_is_retried_not_a_fault() {
+    // Two threads of the receiver's task write a fresh copy-on-write page on two CPUs:
+    // both fault; the first fault copies the page; the second, which waited for the
+    // lock, finds it writable. It used to find no COW bit and kill the task.
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    sys(&mut k, &mut p, a, Sysno::MemMap, BUF, 1, &[]);
+    sys(&mut k, &mut p, b, Sysno::SetRecvWindow, WIN, 1, &[]);
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    let info = MsgInfo::new(3, 8).with_pages(MsgInfo::COW).0;
+    sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 4096]);
+    k.switch_to(b);
+    k.fault(&mut p, 14, 0b111, WIN + 8);
+    let (used, copy) = (k.frames.used(), frame_of(&k, &p, b, WIN));
+    let flushes = p.flushes;
+    k.fault(&mut p, 14, 0b111, WIN + 16);
+    assert_eq!(k.threads[b].state, ThreadState::Running, "retried, not a fault");
+    assert_eq!((k.frames.used(), frame_of(&k, &p, b, WIN)), (used, copy), "no second copy");
+    assert!(p.flushes > flushes, "the stale translation is flushed");
+    assert_ne!(copy, frame_of(&k, &p, a, BUF));
+}
+
+#[test]
+fn a_transfer_that_would_run_out_of_memory_for_a_page_table_moves_nothing() {
+    // Two pages across a 2 MiB line of the receiver's window: the first page's table
+    // exists, the second's does not, and no frame is free. The first page used to move
+    // (and the sender's copy turn copy-on-write) before the second failed.
+    for kind in [MsgInfo::COW, MsgInfo::GRANT] {
+        let (mut k, mut p, a, b, as_, bs) = pair();
+        let win = WIN + 0x1f_f000;
+        sys(&mut k, &mut p, b, Sysno::MemMap, win, 1, &[]);
+        sys(&mut k, &mut p, b, Sysno::MemUnmap, win, 1, &[]);
+        sys(&mut k, &mut p, b, Sysno::SetRecvWindow, win, 2, &[]);
+        sys(&mut k, &mut p, a, Sysno::MemMap, BUF, 2, &[]);
+        write_user(&k, &mut p, a, BUF, b"x");
+        sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+        let before = (vspace::lookup(&p, k.threads[a].root, BUF), vspace::lookup(&p, k.threads[a].root, BUF + 4096));
+        let mut hog = Vec::new();
+        while let Some(f) = k.frames.alloc(&mut p) {
+            hog.push(f);
+        }
+        let used = k.frames.used();
+        let info = MsgInfo::new(3, 8).with_pages(kind).0;
+        sys(&mut k, &mut p, a, Sysno::Send, as_, info, &[0, 0, 0, 0, 0, 0, BUF, 2 * 4096]);
+        assert_eq!(result(&k, a), Some(Error::OutOfMemory), "kind {kind}");
+        let after = (vspace::lookup(&p, k.threads[a].root, BUF), vspace::lookup(&p, k.threads[a].root, BUF + 4096));
+        assert_eq!(after, before, "the sender's pages are as they were (kind {kind})");
+        assert_eq!(vspace::lookup(&p, k.threads[b].root, win), 0, "nothing arrived (kind {kind})");
+        assert_eq!(k.frames.used(), used);
+        assert!(k.frames.owners(&p, vspace::entry_addr(before.0)) <= 1, "no owner added");
+        assert!(matches!(k.threads[b].state, ThreadState::BlockedRecv { .. }), "the receiver still waits");
+        for f in hog {
+            k.frames.release(&mut p, f);
+        }
+    }
+}
+
+#[test]
 fn grant_moves_pages_and_bad_transfers_are_refused_whole() {
     let (mut k, mut p, a, b, as_, bs) = pair();
     sys(&mut k, &mut p, a, Sysno::MemMap, BUF, 2, &[]);
@@ -513,6 +580,44 @@ fn grant_moves_pages_and_bad_transfers_are_refused_whole() {
     assert!(vspace::translate(&p, k.threads[a].root, BUF).is_none(), "the sender lost the page");
     assert_eq!(read_user(&k, &p, b, WIN), b'g');
     assert!(k.frames.used() - used <= 3, "pages moved, not copied (at most new page tables)");
+}
+
+#[test]
+fn a_page_shared_writably_elsewhere_is_refused_copy_on_write_and_a_copy_is_a_snapshot() {
+    // A memory object's page mapped in the sender: write-protecting the sender's one
+    // mapping would leave the object (and its other mappings) writing the "copy" after
+    // the receiver checked it. Refused (Shared), with nothing changed; grant still works.
+    let (mut k, mut p, a, b, as_, bs) = pair();
+    sys(&mut k, &mut p, a, Sysno::MemCreate, 1, 0, &[]);
+    let slot = k.threads[a].regs.rdi;
+    sys(&mut k, &mut p, a, Sysno::MemMapObj, slot, BUF, &[]);
+    sys(&mut k, &mut p, a, Sysno::MemMapObj, slot, BUF + 0x10_0000, &[]);
+    sys(&mut k, &mut p, b, Sysno::SetRecvWindow, WIN, 4, &[]);
+    sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+    let before = vspace::lookup(&p, k.threads[a].root, BUF);
+    let cow = MsgInfo::new(3, 8).with_pages(MsgInfo::COW).0;
+    sys(&mut k, &mut p, a, Sysno::Send, as_, cow, &[0, 0, 0, 0, 0, 0, BUF, 4096]);
+    assert_eq!(result(&k, a), Some(Error::Shared));
+    assert_eq!(vspace::lookup(&p, k.threads[a].root, BUF), before, "still writable, not copy-on-write");
+    assert_eq!(vspace::lookup(&p, k.threads[b].root, WIN), 0);
+    // A page of the sender's own is a snapshot: what the sender writes later, through
+    // any mapping it has, never reaches the receiver's copy.
+    sys(&mut k, &mut p, a, Sysno::MemMap, BUF + 0x20_0000, 1, &[]);
+    write_user(&k, &mut p, a, BUF + 0x20_0000, b"s");
+    sys(&mut k, &mut p, a, Sysno::Send, as_, cow, &[0, 0, 0, 0, 0, 0, BUF + 0x20_0000, 4096]);
+    assert_eq!(result(&k, a), None);
+    k.current = NONE;
+    k.switch_to(a);
+    k.fault(&mut p, 14, 0b111, BUF + 0x20_0000);
+    write_user(&k, &mut p, a, BUF + 0x20_0000, b"t");
+    assert_eq!(read_user(&k, &p, b, WIN), b's');
+    // Pages that are copy-on-write already may be sent so again: every mapping of them is.
+    sys(&mut k, &mut p, a, Sysno::MemMap, BUF + 0x30_0000, 1, &[]);
+    for _ in 0..2 {
+        sys(&mut k, &mut p, b, Sysno::Recv, bs, 0, &[]);
+        sys(&mut k, &mut p, a, Sysno::Send, as_, cow, &[0, 0, 0, 0, 0, 0, BUF + 0x30_0000, 4096]);
+        assert_eq!(result(&k, a), None);
+    }
 }
 
 #[test]
@@ -814,8 +919,14 @@ fn random_system_calls_leave_no_frame_behind() {
 
 fn host_fuzz_one(seed: u64, steps: usize) {
     let elf = tiny_elf();
-    let mut p =
-        FakePlatform { mem: FakeMem::default(), boot: elf.clone(), console: Vec::new(), exited: None, bounces: 0 };
+    let mut p = FakePlatform {
+        mem: FakeMem::default(),
+        boot: elf.clone(),
+        console: Vec::new(),
+        exited: None,
+        bounces: 0,
+        flushes: 0,
+    };
     let mut k = Box::new(Kernel::new());
     k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], 0x1000, &[0xcc, 0xc3]).unwrap();
     k.add_boot_file(BOOT_BASE, elf.len() as u64, b"tiny");
@@ -1160,6 +1271,7 @@ fn the_architecture_document_lists_every_capability_argument() {
                 (rights::RECV, "RECV"),
                 (rights::GRANT, "GRANT"),
                 (rights::CONTROL, "CONTROL"),
+                (rights::TRACE, "TRACE"),
             ];
             let needs: Vec<&str> = names.iter().filter(|(r, _)| a.needs & r != 0).map(|(_, n)| *n).collect();
             vec![
@@ -1206,8 +1318,14 @@ fn init_makes_the_tables_its_memory_pays_for_and_counts_them_used() {
     assert!(k.frames.used() * crate::mm::PAGE_SIZE >= c.bytes(), "the tables' frames are used");
     assert_eq!(k.frames.free() + k.frames.used(), k.frames.total());
     // Memory too small for the tables: a typed error, no panic.
-    let mut p =
-        FakePlatform { mem: FakeMem::default(), boot: Vec::new(), console: Vec::new(), exited: None, bounces: 0 };
+    let mut p = FakePlatform {
+        mem: FakeMem::default(),
+        boot: Vec::new(),
+        console: Vec::new(),
+        exited: None,
+        bounces: 0,
+        flushes: 0,
+    };
     let mut small = Box::new(Kernel::new());
     let r = small.init(&mut p, &[Range { start: 0x100000, end: 0x140000 }], 0x1000, &[0xcc, 0xc3]);
     assert_eq!(r, Err(Error::OutOfMemory));

@@ -250,12 +250,14 @@ pub fn copy_words<T>(table: &mut [T], regs: impl Fn(&mut T) -> &mut UserRegs, fr
 pub const PAGE_FAULT: u64 = 14;
 
 /// Whether trap `vector` with error code `error` is a user-mode write to a present page
-/// (#PF with P, W/R and U/S set): the only fault copy-on-write can resolve.
+/// (#PF with P, W/R and U/S set, and not a reserved-bit fault): the only fault
+/// copy-on-write can resolve, or find resolved already.
 pub fn is_user_write_to_present_page(vector: u64, error: u64) -> bool {
     const PRESENT: u64 = 1 << 0;
     const WRITE: u64 = 1 << 1;
     const USER: u64 = 1 << 2;
-    vector == PAGE_FAULT && error & (PRESENT | WRITE | USER) == PRESENT | WRITE | USER
+    const RESERVED: u64 = 1 << 3;
+    vector == PAGE_FAULT && error & (PRESENT | WRITE | USER | RESERVED) == PRESENT | WRITE | USER
 }
 
 #[cfg(test)]
@@ -288,7 +290,7 @@ mod tests {
     fn only_a_user_write_to_a_present_page_may_be_copy_on_write() {
         assert!(is_user_write_to_present_page(14, 0b111));
         assert!(is_user_write_to_present_page(14, 0b10111));
-        for e in [0b000, 0b001, 0b011, 0b101, 0b110] {
+        for e in [0b000, 0b001, 0b011, 0b101, 0b110, 0b1111] {
             assert!(!is_user_write_to_present_page(14, e));
         }
         assert!(!is_user_write_to_present_page(13, 0b111));

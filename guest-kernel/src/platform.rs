@@ -10,8 +10,11 @@ pub trait Platform: PhysMem {
     fn phys_slice(&self, pa: u64, len: u64) -> Option<&[u8]>;
     /// Ends the virtual machine with `code` (does not return on the machine).
     fn machine_exit(&mut self, code: u8);
-    /// The VMM's ring-0 instruction counter: 0 start, 1 stop, 2 read.
-    fn trace(&mut self, op: u64) -> u64;
+    /// This CPU's ring-0 instruction-count window (the VMM counts): 0 opens it (`None`:
+    /// not now, a timer tick is pending; try again), 1 closes it, 2 reads the last count
+    /// (all-ones: unavailable), 3 says whether it is closed (0), open (1), or was ended by
+    /// the platform's watchdog (2).
+    fn trace(&mut self, op: u64) -> Option<u64>;
     /// Drops stale translations for `va` in the address space `root`, on every CPU that
     /// has it loaded, before returning.
     fn flush_tlb(&mut self, root: u64, va: u64);

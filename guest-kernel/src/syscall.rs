@@ -65,6 +65,7 @@ pub const CAP_ARGS: &[CapArg] = &[
     cap_arg(Sysno::TaskKill, 0, Kind::Task, rights::CONTROL),
     cap_arg(Sysno::SetAffinity, 0, Kind::Task, rights::CONTROL),
     cap_arg(Sysno::MachineExit, 0, Kind::Machine, rights::CONTROL),
+    cap_arg(Sysno::Trace, 0, Kind::Machine, rights::TRACE),
 ];
 
 impl Kernel {
@@ -115,7 +116,7 @@ impl Kernel {
             Sysno::Null => Next::Return(self.null(p, a::Null::from_regs(r).mode)),
             Sysno::Yield => Next::Yield,
             Sysno::Trace => {
-                let count = self.trace(p, a::Trace::from_regs(r).op);
+                let count = self.trace(p, ti, a::Trace::from_regs(r));
                 self.give(c, count)
             }
             Sysno::ThisCpu => {
@@ -253,7 +254,8 @@ impl Kernel {
             }
             Sysno::MemMapObj => {
                 let a = a::MemMapObj::from_regs(r);
-                ret(self.memobj_map(p, ti, a.memory, a.va))
+                let mapped = self.memobj_map(p, ti, a.memory, a.va);
+                self.give(c, mapped)
             }
             Sysno::SendNB => {
                 let a = a::SendNB::from_regs(r);

@@ -8,7 +8,10 @@
 //!   mapping goes;
 //! - a page marked [`COW`] is mapped read-only everywhere; the first write by any side
 //!   gets a private copy of that one page (or, for the last owner, just write access);
-//! - a transfer checks every page and the receive window before it changes anything.
+//! - a page marked [`SHARED`] (a memory object's mapping) is never sent copy-on-write:
+//!   another mapping could write it, and the copy would not be a snapshot;
+//! - a transfer checks every page, the receive window and the memory its page tables
+//!   need before it changes anything (owners it took on the way are given back).
 
 use l4_abi::args::{self, ret};
 use l4_abi::syscall::{rights, Error, MsgInfo};
@@ -16,19 +19,31 @@ use l4_abi::syscall::{rights, Error, MsgInfo};
 use crate::cap::{Cap, Kind, Object};
 use crate::kernel::Kernel;
 use crate::mm::memobj::{MemObj, MAX_OBJ_PAGES};
-use crate::mm::vspace::{self, COW, OWNED, PRESENT, USER, WRITABLE};
+use crate::mm::vspace::{self, COW, OWNED, PRESENT, SHARED, USER, WRITABLE};
 use crate::mm::PAGE_SIZE;
 use crate::platform::Platform;
 use crate::quota::Res;
 
 impl Kernel {
     /// Handles a user write to `addr` that faulted: if the page is copy-on-write, makes it
-    /// writable for this address space. Returns false if the fault is a real one.
+    /// writable for this address space; if it is writable already (another CPU's fault
+    /// got there first), lets the write be retried. Returns false if the fault is a real
+    /// one.
     pub(crate) fn resolve_cow<P: Platform>(&mut self, p: &mut P, root: u64, addr: u64) -> bool {
         let page = addr & !(PAGE_SIZE - 1);
         let e = vspace::lookup(p, root, page);
-        if e & PRESENT == 0 || e & COW == 0 {
+        if e & PRESENT == 0 {
             return false;
+        }
+        if e & COW == 0 {
+            // Writable already: a thread of this address space on another CPU wrote the
+            // page first, and its fault copied it while this one waited for the lock
+            // (this CPU's TLB still had the read-only entry). The write is retried.
+            let retry = e & (USER | WRITABLE) == USER | WRITABLE;
+            if retry {
+                p.flush_tlb(root, page);
+            }
+            return retry;
         }
         let f = vspace::entry_addr(e);
         let writable = PRESENT | USER | WRITABLE | OWNED;
@@ -46,7 +61,9 @@ impl Kernel {
     }
 
     /// Moves the pages a message names (words 6, 7 of `from`) into `to`'s receive window:
-    /// copy-on-write or granted. Returns where they landed and their length.
+    /// copy-on-write or granted. Returns where they landed and their length. Out of line:
+    /// the message path that calls it must not pay for its registers when no page moves.
+    #[inline(never)]
     pub(crate) fn transfer_pages<P: Platform>(
         &mut self,
         p: &mut P,
@@ -73,20 +90,37 @@ impl Kernel {
         if src == dst && va < win + len && win < va + len {
             return Err(Error::BadArgument);
         }
-        // Every page must be the sender's own, mapped memory.
+        // Every page must be the sender's own, mapped memory. Copy-on-write: a copy is a
+        // snapshot only if nothing else can write the frame, so a memory object's page
+        // (`SHARED`: mapped, perhaps writable, elsewhere) is refused; each frame takes
+        // its receiver's owner now (undone if a later check fails).
+        let cow = kind != MsgInfo::GRANT;
         for i in 0..pages {
             let e = vspace::lookup(p, src, va + i * PAGE_SIZE);
-            if e & PRESENT == 0 || e & OWNED == 0 {
-                return Err(Error::BadAddress);
+            let refused = if e & PRESENT == 0 || e & OWNED == 0 {
+                Some(Error::BadAddress)
+            } else if cow && e & SHARED != 0 {
+                Some(Error::Shared)
+            } else if cow && !self.frames.share(p, vspace::entry_addr(e)) {
+                Some(Error::NoSlots)
+            } else {
+                None
+            };
+            if let Some(err) = refused {
+                self.unshare(p, cow, src, va, i);
+                return Err(err);
             }
+        }
+        // The receiver's page tables for the window, paid for before anything moves: from
+        // here on nothing can fail, so a failed transfer changed nothing.
+        if let Err(e) = self.room_for(vspace::tables_missing(p, dst, win, pages)) {
+            self.unshare(p, cow, src, va, pages);
+            return Err(e);
         }
         for i in 0..pages {
             let (s, d) = (va + i * PAGE_SIZE, win + i * PAGE_SIZE);
-            let e = vspace::lookup(p, src, s);
             // Checked above, and nothing since unmapped it (the ranges do not overlap).
-            if e & PRESENT == 0 {
-                return Err(Error::BadAddress);
-            }
+            let e = vspace::lookup(p, src, s);
             let f = vspace::entry_addr(e);
             if vspace::unmap(p, &mut self.frames, dst, d) != 0 {
                 p.flush_tlb(dst, d);
@@ -95,23 +129,33 @@ impl Kernel {
                 // Move: the sender loses the page, the receiver gets it as it was.
                 vspace::set_leaf(p, src, s, 0);
                 p.flush_tlb(src, s);
-                OWNED | (e & (WRITABLE | COW))
+                OWNED | (e & (WRITABLE | COW | SHARED))
             } else {
                 if e & WRITABLE != 0 {
                     vspace::set_leaf(p, src, s, (e & !WRITABLE) | COW);
                     p.flush_tlb(src, s);
                 }
-                if !self.frames.share(p, f) {
-                    return Err(Error::NoSlots);
-                }
                 OWNED | COW
             };
+            // Cannot fail: the address is the window's, its leaf was just cleared, and
+            // there is room for its tables (were it to, the frame's count stays right).
             if vspace::map(p, &mut self.frames, dst, d, f, flags).is_err() {
                 self.frames.release(p, f);
-                return Err(Error::OutOfMemory);
             }
         }
         Ok((win, len))
+    }
+
+    /// Undoes the owners a copy-on-write transfer gave the first `n` pages at `va` in
+    /// `src` (nothing for a grant).
+    fn unshare<P: Platform>(&mut self, p: &mut P, cow: bool, src: u64, va: u64, n: u64) {
+        if !cow {
+            return;
+        }
+        for i in 0..n {
+            let f = vspace::entry_addr(vspace::lookup(p, src, va + i * PAGE_SIZE));
+            self.frames.release(p, f);
+        }
     }
 
     /// The frame address of page `i` of memory object `m`.
@@ -155,14 +199,20 @@ impl Kernel {
     }
 
     /// `MemMapObj(slot, va)`: maps a memory object (SEND: readable); writable if the
-    /// capability has RECV too.
-    pub(crate) fn memobj_map<P: Platform>(&mut self, p: &mut P, ti: usize, slot: u64, va: u64) -> Result<(), Error> {
+    /// capability has RECV too. Returns its size in pages.
+    pub(crate) fn memobj_map<P: Platform>(
+        &mut self,
+        p: &mut P,
+        ti: usize,
+        slot: u64,
+        va: u64,
+    ) -> Result<ret::MemMapObj, Error> {
         let (m, cap) = self.tasks[ti].caps.lookup(slot, Kind::Memory, rights::SEND)?;
         let m = m as usize;
         let pages = self.memobjs[m].pages;
         Self::check_user_pages(va, pages)?;
         let root = self.tasks[ti].root;
-        let flags = OWNED | if cap.rights & rights::RECV != 0 { WRITABLE } else { 0 };
+        let flags = OWNED | SHARED | if cap.rights & rights::RECV != 0 { WRITABLE } else { 0 };
         for i in 0..pages {
             let f = self.memobj_page(p, m, i);
             let r = if self.frames.share(p, f) {
@@ -185,7 +235,7 @@ impl Kernel {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(ret::MemMapObj { pages })
     }
 
     /// The last capability to memory object `m` is gone: it lets go of its frames (each

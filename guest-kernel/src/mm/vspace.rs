@@ -17,6 +17,9 @@ pub const HUGE: u64 = 1 << 7;
 pub const OWNED: u64 = 1 << 9;
 /// Software bit: copy-on-write (issue [ipc]).
 pub const COW: u64 = 1 << 10;
+/// Software bit: a memory object's page, which other mappings (in this address space or
+/// others) may write: never sent copy-on-write, which would not be a snapshot.
+pub const SHARED: u64 = 1 << 11;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 /// One past the highest user address (the canonical lower half).
@@ -80,6 +83,43 @@ pub fn map<M: PhysMem + ?Sized>(
     }
     mem.write_u64(slot, pa | flags | PRESENT | USER);
     Ok(())
+}
+
+/// How many page tables `map` would have to allocate to map every page of
+/// `[va, va + pages * PAGE_SIZE)` in `root`: one walk per 2 MiB the range touches (a
+/// table missing at one level means every table below it in its range is missing too;
+/// an upper table is counted once for all the 2 MiB regions under it).
+pub fn tables_missing<M: PhysMem + ?Sized>(mem: &M, root: u64, va: u64, pages: u64) -> u64 {
+    const PT_SPAN: u64 = 1 << 21;
+    let end = va.saturating_add(pages.saturating_mul(PAGE_SIZE));
+    let (mut n, mut counted_pd, mut counted_pdpt) = (0, u64::MAX, u64::MAX);
+    let mut r = va & !(PT_SPAN - 1);
+    while r < end {
+        // How many of the PDPT, PD and PT over `r` exist (they exist top down).
+        let mut table = root;
+        let mut present = 0;
+        for level in (1..4).rev() {
+            let e = mem.read_u64(table + index(r, level) * 8);
+            if e & PRESENT == 0 || e & HUGE != 0 {
+                break;
+            }
+            table = e & ADDR;
+            present += 1;
+        }
+        if present < 3 {
+            n += 1; // the page table
+        }
+        if present < 2 && r >> 30 != counted_pd {
+            n += 1; // the page directory, once per 1 GiB
+            counted_pd = r >> 30;
+        }
+        if present < 1 && r >> 39 != counted_pdpt {
+            n += 1; // the page-directory-pointer table, once per 512 GiB
+            counted_pdpt = r >> 39;
+        }
+        r = r.saturating_add(PT_SPAN);
+    }
+    n
 }
 
 /// Walks the tables of user address `va`: the leaf entry's slot, or `Err(span)` with the
@@ -219,5 +259,28 @@ mod tests {
         assert_eq!(frames.used(), used - 1, "owned frame freed on unmap");
         destroy(&mut mem, &mut frames, root);
         assert_eq!(frames.used(), base + 1, "only the shared frame is still in use");
+    }
+
+    #[test]
+    fn tables_missing_counts_exactly_the_tables_map_allocates() {
+        let mut mem = FakeMem::default();
+        let mut frames = Frames::new(&[Range { start: 0x100000, end: 0x800000 }]);
+        let kroot = frames.alloc(&mut mem).unwrap();
+        let root = new_root(&mut mem, &mut frames, kroot).unwrap();
+        let f = frames.alloc(&mut mem).unwrap();
+        map(&mut mem, &mut frames, root, 0x40_0000, f, OWNED).unwrap();
+        // Within a table that exists, across a 2 MiB line, across a 1 GiB line, and far.
+        for (va, pages) in
+            [(0x40_1000, 3), (0x5f_f000, 2), (0x3fff_f000, 2), (0x80_0000_0000, 1), (0x1_0000_0000, 1024)]
+        {
+            let want = tables_missing(&mem, root, va, pages);
+            let used = frames.used();
+            for i in 0..pages {
+                let f = frames.alloc(&mut mem).unwrap();
+                map(&mut mem, &mut frames, root, va + i * PAGE_SIZE, f, OWNED).unwrap();
+            }
+            assert_eq!(frames.used() - used - pages, want, "{va:#x} + {pages} pages");
+            assert_eq!(tables_missing(&mem, root, va, pages), 0);
+        }
     }
 }

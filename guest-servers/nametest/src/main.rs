@@ -3,13 +3,16 @@
 //! own, then registers names of its own until root refuses. Root must refuse the first
 //! with `Exists` (a name belongs to the task that registered it until that task dies) and
 //! the others after `l4_rt::names::NAMES_PER_TASK` with `NoSlots`; afterwards "echo" must
-//! still be echo's (a call through it gets echo's answer). It prints `nametest: ok
+//! still be echo's (a call through it gets echo's answer). It also tries what a client
+//! could do with the capability `lookup` gives (receive on it, give it a badge of its
+//! choice) and registers a badged capability: all refused. It prints `nametest: ok
 //! NAME` or `nametest: FAIL NAME: why` per check, and reports 0 only if all passed.
 #![no_std]
 #![no_main]
 
-use l4_abi::syscall::Error;
+use l4_abi::syscall::{rights, Error};
 use l4_rt::ipc::{self, Msg};
+use l4_rt::transfer::WHO;
 use l4_rt::{names, println, sys};
 
 l4_rt::entry!(main);
@@ -41,6 +44,36 @@ fn main() -> u64 {
     check(&mut failed, "taking over echo's name refused with Exists", taken == Err(Error::Exists), &|| {
         println!("nametest:   register(\"echo\") gave {:?}", taken.map_err(|e| e.name()))
     });
+    // A badged capability cannot be registered: root mints every client's badge from it.
+    let badged = sys::cap_derive(mine, rights::ALL, 9);
+    let unfit = badged.map(|b| names::register("badged", b));
+    check(
+        &mut failed,
+        "registering a badged capability refused with NoRights",
+        unfit == Ok(Err(Error::NoRights)),
+        &|| println!("nametest:   gave {:?}", unfit.map(|r| r.map_err(|e| e.name())).map_err(|e| e.name())),
+    );
+    // What lookup gives: send, never receive (not even through a copy asking for every
+    // right: rights only shrink), and a badge root chose, which cannot be changed.
+    let recv = ipc::recv_nb(echo).map(|_| ());
+    let copy = sys::cap_derive(echo, rights::ALL, 0);
+    let recv_copy = copy.map(|c| ipc::recv_nb(c).map(|_| ()));
+    check(
+        &mut failed,
+        "a looked-up endpoint cannot receive",
+        recv == Err(Error::NoRights) && recv_copy == Ok(Err(Error::NoRights)),
+        &|| println!("nametest:   RecvNB gave {:?}, through a copy {:?}", recv.map_err(|e| e.name()), recv_copy),
+    );
+    let forged = sys::cap_derive(echo, rights::SEND, 0xbad);
+    let who = |c: u8| ipc::call(c, &Msg::new(WHO, &[])).map(|r| r.words[0]);
+    let badge = who(echo);
+    let again = names::lookup("echo").ok().flatten().map(who);
+    check(
+        &mut failed,
+        "a looked-up endpoint carries root's badge, the same on every lookup, and no other",
+        forged == Err(Error::BadArgument) && badge.is_ok_and(|b| b != 0 && b != 0xbad) && again == Some(badge),
+        &|| println!("nametest:   derive(0xbad) gave {:?}, badge {:?}, again {:?}", forged, badge, again),
+    );
     let mut made = 0;
     let refused = loop {
         let mut name = *b"thief-00";

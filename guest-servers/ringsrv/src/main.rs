@@ -80,6 +80,19 @@ fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingEr
     }
 }
 
+/// The ring mapped at `RING_VA`, `pages` long, if its entry count leaves room for its
+/// entries in the mapping: its data is the rest of the mapping.
+fn fitted(slot: u8, pages: u64) -> Result<Ring, Error> {
+    let mut ring = Ring::at(slot, RING_VA)?;
+    let len = pages.checked_mul(4096).ok_or(Error::BadArgument)?;
+    let data_off = l4_abi::ring::data_offset(ring.entries) as u64;
+    if data_off > len {
+        return Err(Error::BadArgument);
+    }
+    ring.data_len = (len - data_off) as usize;
+    Ok(ring)
+}
+
 fn main() -> u64 {
     let Ok(ep) = sys::endpoint_create() else { return 1 };
     if names::register("ring", ep).is_err() {
@@ -103,23 +116,31 @@ fn main() -> u64 {
             }
             (SETUP_MEM, Some(mem)) if ring_slot.is_some() => {
                 let slot = ring_slot.take().unwrap_or(0);
-                let ok = sys::mem_map_obj(mem, RING_VA).and_then(|_| Ring::at(slot, RING_VA));
+                // Nothing the client says about the ring's size is believed: the mapping is
+                // the object's true size, and the entry count (read once, from memory the
+                // client can scribble) must fit in it with the data after it.
+                let mapped = sys::mem_map_obj(mem, RING_VA);
+                let ok = mapped.and_then(|pages| fitted(slot, pages));
                 // Tell the client where this server runs (it stays there), so it knows
                 // whether polling can work without guessing from timing.
                 let _ = ipc::reply(&Msg::new(SETUP_MEM, &[ok.is_ok() as u64, sys::this_cpu().0]));
                 if let Ok(ring) = ok {
-                    let pages = m.words[2];
-                    let data_len = (pages * 4096) as usize;
-                    // SAFETY: the data region of the ring object just mapped.
-                    let data = unsafe { core::slice::from_raw_parts(ring.data as *const u8, data_len) };
+                    // SAFETY: the data region of the ring object just mapped: `fitted`
+                    // checked that it lies inside the mapping.
+                    let data = unsafe { core::slice::from_raw_parts(ring.data as *const u8, ring.data_len) };
                     let why = serve(&ring, data, &mut kv, m.words[0] != 0, m.words[1]);
                     match why {
                         RingError::Garbage => println!("ringsrv: garbage indices in the ring; dropping it"),
                         RingError::Sys(Error::PartnerGone) => {}
                         RingError::Sys(e) => println!("ringsrv: ring ended: {}", e.name()),
                     }
-                    let entries_pages = (l4_abi::ring::data_offset(ring.entries) / 4096) as u64;
-                    let _ = sys::mem_unmap(RING_VA, entries_pages + pages);
+                }
+                // Whatever was mapped goes, so the next client finds RING_VA free.
+                if let Ok(pages) = mapped {
+                    let _ = sys::mem_unmap(RING_VA, pages);
+                }
+                if let Err(e) = ok {
+                    println!("ringsrv: refused a ring: {}", e.name());
                 }
                 let _ = sys::cap_delete(mem);
                 let _ = sys::cap_delete(slot);

@@ -44,6 +44,52 @@ impl T {
     }
 }
 
+/// Pages of a ring object of `entries` slots and `data_pages` of data.
+fn ring_pages(entries: u32, data_pages: u64) -> u64 {
+    (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages
+}
+
+/// Hands the server a 16-slot ring with `data_pages` of data the way a hostile client
+/// would: saying it has `claimed` data pages, and with the header's entry count replaced
+/// by `entries` (if given) until the server has answered. Returns the ring, its memory
+/// capability, and whether the server took it.
+fn setup_raw(
+    srv: u8,
+    va: u64,
+    data_pages: u64,
+    claimed: u64,
+    entries: Option<u32>,
+) -> Result<(l4_rt::ring::Ring, u8, bool), l4_rt::abi::syscall::Error> {
+    use l4_rt::ipc::{self, Msg};
+    use l4_rt::ringclient::{SETUP_MEM, SETUP_RING};
+    let (mut r, mem, theirs) = l4_rt::ring::create(16, data_pages, va)?;
+    r.data_len = (data_pages * 4096) as usize;
+    let header = (va + l4_abi::ring::ENTRIES as u64) as *mut u32;
+    if let Some(n) = entries {
+        // SAFETY: the entry-count word of the ring object mapped at `va` (ours).
+        unsafe { header.write_volatile(n) };
+    }
+    ipc::call(srv, &Msg::new(SETUP_RING, &[]).with_cap(theirs))?;
+    let _ = sys::cap_delete(theirs);
+    let reply = ipc::call(srv, &Msg::new(SETUP_MEM, &[0, 0, claimed]).with_cap(mem))?;
+    if entries.is_some() {
+        // SAFETY: as above.
+        unsafe { header.write_volatile(16) };
+    }
+    Ok((r, mem, reply.words[0] == 1))
+}
+
+/// A well-formed ring still works (the server is alive and its RING_VA free).
+fn next_ring_works(srv: u8) -> Result<(), &'static str> {
+    let c = Client::connect(srv, VA2, 16, 1, false, 0, 0).map_err(|_| "the next ring was refused")?;
+    let sqes = [echo(7)];
+    let mut cqes = [Cqe::default()];
+    c.batch(&sqes, &mut cqes).map_err(|_| "the next ring failed")?;
+    check_echo(&sqes, &cqes)?;
+    c.close();
+    Ok(())
+}
+
 fn run_mode(t: &mut T, srv: u8, polling: bool) {
     let mode = if polling { "polling" } else { "kernel-entry" };
     let mut sqes = [Sqe::default(); 256];
@@ -187,6 +233,54 @@ fn main() -> u64 {
             check_echo(&sqes, &cqes)?;
             c.close();
             Ok(())
+        })(),
+    );
+
+    // A hostile client: what it says about its ring (the data-page count in SETUP_MEM,
+    // the entry count in the ring's header) must not make the server read outside the
+    // mapping, and each ring's teardown must leave the server's RING_VA free.
+    t.check(
+        "a forged data-page count is not believed",
+        (|| {
+            let (r, mem, accepted) = setup_raw(srv, VA, 1, 1000, None).map_err(|_| "setup")?;
+            if !accepted {
+                return Err("a well-formed ring refused");
+            }
+            // Offset 500 pages into a ring with one data page: outside it.
+            let c = Client { ring: r, mem, pages: ring_pages(16, 1), polling: false, server_cpu: 0 };
+            let sqes = [Sqe { opcode: op::SUM, user_data: 1, offset: 500 * 4096, len: 100, ..Sqe::default() }];
+            let mut cqes = [Cqe::default()];
+            let got = c.batch(&sqes, &mut cqes);
+            c.close();
+            if got.is_err() || cqes[0].result != status::BAD_RANGE {
+                return Err("the server read past the data it has (or died)");
+            }
+            Ok(())
+        })(),
+    );
+    t.check(
+        "a scribbled entry count is refused and leaves nothing mapped",
+        (|| {
+            let big = l4_abi::ring::MAX_ENTRIES;
+            let (r, mem, accepted) = setup_raw(srv, VA, 1, 1, Some(big)).map_err(|_| "setup")?;
+            let c = Client { ring: r, mem, pages: ring_pages(16, 1), polling: false, server_cpu: 0 };
+            c.close();
+            if accepted {
+                return Err("the server took an entry count its mapping cannot hold");
+            }
+            next_ring_works(srv)
+        })(),
+    );
+    t.check(
+        "a ring without data pages leaves nothing mapped",
+        (|| {
+            let c = Client::connect(srv, VA, 16, 0, false, 0, 0).map_err(|_| "connect")?;
+            let sqes = [echo(9)];
+            let mut cqes = [Cqe::default()];
+            c.batch(&sqes, &mut cqes).map_err(|_| "batch")?;
+            check_echo(&sqes, &cqes)?;
+            c.close();
+            next_ring_works(srv)
         })(),
     );
 

@@ -18,7 +18,7 @@ use l4_abi::layout::BOOTINFO_VA;
 use l4_abi::quota::Quota;
 use l4_abi::syscall::{rights, FAULT_LABEL};
 use l4_rt::ipc::{self, Msg};
-use l4_rt::names::{self, DONE, FULL, LOOKUP, NAMES_PER_TASK, NOT_FOUND, OK, REGISTER, TAKEN};
+use l4_rt::names::{self, DENIED, DONE, FULL, LOOKUP, NAMES_PER_TASK, NOT_FOUND, OK, REGISTER, TAKEN, TRACE, UNFIT};
 use l4_rt::{println, sys};
 
 l4_rt::entry!(main);
@@ -41,6 +41,16 @@ fn priority(name: &str) -> u64 {
 
 /// Badges: children's requests carry `1 + index`, their faults `FAULT_BADGE + index`.
 const FAULT_BADGE: u64 = 0x1000;
+
+/// What a client may do with a server's endpoint it looks up: call it and pass
+/// capabilities (memory objects, rings) with its messages; never receive on it.
+const LENT_RIGHTS: u64 = rights::SEND | rights::GRANT;
+
+/// The badge a server sees on calls from child `i` in its `restarts`-th instance: one per
+/// client instance, minted by root, never 0 (a badge the client cannot change).
+fn client_badge(i: usize, restarts: u32) -> u64 {
+    (u64::from(restarts) << 16) | (i as u64 + 1)
+}
 
 /// How often one server is restarted before root gives up on it.
 const MAX_RESTARTS: u32 = 1000;
@@ -84,6 +94,25 @@ struct Name {
     slot: u8,
     /// The child that registered it.
     owner: usize,
+}
+
+/// What root keeps of a capability registered in `slot`: a copy with [`LENT_RIGHTS`] and
+/// no badge, from which each client's badged copy is derived; `None` if `slot` does not
+/// give one (a badged capability keeps its badge, one without SEND or GRANT cannot lend
+/// them).
+fn lendable(slot: u8) -> Option<u8> {
+    let kept = sys::cap_derive(slot, LENT_RIGHTS, 0).ok()?;
+    // Derive a badged copy once: it fails for a capability that has a badge already.
+    match sys::cap_derive(kept, LENT_RIGHTS, 1) {
+        Ok(trial) => {
+            let _ = sys::cap_delete(trial);
+            Some(kept)
+        }
+        Err(_) => {
+            let _ = sys::cap_delete(kept);
+            None
+        }
+    }
 }
 
 /// Starts child `i` (`c`) from its boot file: badged capabilities to the name service as
@@ -178,6 +207,16 @@ fn pinned(name: &str) -> Option<u64> {
     per_task("pin", name)
 }
 
+/// Root's policy for the instruction-count window, which stops preemption on its CPU
+/// for up to the kernel's watchdog period: `trace=a,b,...` on the kernel command line
+/// names the tasks that may open it; by default only the benchmark.
+fn may_trace(name: &str) -> bool {
+    match cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("trace=")) {
+        Some(list) => list.split(',').any(|n| n == name),
+        None => name == "ipcbench",
+    }
+}
+
 /// The value of `KEY=N` on the kernel command line.
 fn number(key: &str) -> Option<u64> {
     cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
@@ -222,6 +261,8 @@ fn main() -> u64 {
     println!("root: started, {} boot files", nfiles);
     let (_, baseline) = sys::frame_stats();
 
+    // What `may_trace` tasks get: the machine capability with TRACE and nothing else.
+    let trace = sys::cap_derive(machine, rights::TRACE, 0).ok();
     let Ok(ns) = sys::endpoint_create() else {
         println!("root: cannot create the name-service endpoint");
         return 1;
@@ -251,11 +292,17 @@ fn main() -> u64 {
     let mut nnames = 0;
     let finished = |c: &[Child]| c.iter().all(|c| c.state != State::Running);
     let mut reply = None::<Msg>;
+    // The capability a LOOKUP's reply carries, deleted once it has gone.
+    let mut lent = None::<u8>;
     while !finished(&children[..n]) {
         let r = match reply.take() {
             Some(m) => ipc::reply_recv(ns, &m).or_else(|_| ipc::recv(ns)),
             None => ipc::recv(ns),
         };
+        // The client's badged copy went with the reply.
+        if let Some(s) = lent.take() {
+            let _ = sys::cap_delete(s);
+        }
         let Ok(r) = r else { continue };
         let m = r.msg;
         if m.label == FAULT_LABEL && r.badge >= FAULT_BADGE {
@@ -297,8 +344,6 @@ fn main() -> u64 {
             continue; // a fault message wants no reply
         }
         let i = r.badge.wrapping_sub(1) as usize;
-        // A capability root did not ask for (with anything but a REGISTER it accepts) is
-        // dropped at once: kept, it would keep its object, and its memory, alive.
         let key = [m.words[0], m.words[1]];
         // A name is its registrant's until that task dies (its names go when it faults);
         // each task holds at most NAMES_PER_TASK.
@@ -309,8 +354,16 @@ fn main() -> u64 {
             None if nnames == MAX || names[..nnames].iter().filter(|x| x.owner == i).count() >= NAMES_PER_TASK => FULL,
             None => OK,
         };
-        let registers = m.label == REGISTER && i < n && m.cap.is_some() && verdict == OK;
-        if let (Some(slot), false) = (m.cap, registers) {
+        // Root keeps only what it lends (no RECV), and only from an unbadged capability,
+        // from which it can mint each client's badge (`lendable`).
+        let kept = match (m.label, m.cap) {
+            (REGISTER, Some(slot)) if i < n && verdict == OK => lendable(slot),
+            _ => None,
+        };
+        let verdict = if m.label == REGISTER && verdict == OK && kept.is_none() { UNFIT } else { verdict };
+        // The capability that came is never kept: kept, one root did not ask for would
+        // keep its object, and its memory, alive; a registered one is narrowed to `kept`.
+        if let Some(slot) = m.cap {
             let _ = sys::cap_delete(slot);
         }
         if i >= n {
@@ -325,11 +378,16 @@ fn main() -> u64 {
                         "root: '{}' may not register '{}': {}",
                         children[i].name(),
                         names::unpack(key, &mut b),
-                        if verdict == TAKEN { "another task holds it" } else { "it holds as many names as it may" }
+                        match verdict {
+                            TAKEN => "another task holds it",
+                            FULL => "it holds as many names as it may",
+                            _ => "its capability cannot be lent (an unbadged endpoint capability with SEND and GRANT)",
+                        }
                     );
                     Msg::new(verdict, &[])
                 }
-                Some(slot) => {
+                Some(_) => {
+                    let slot = kept.unwrap_or(0);
                     // Its own name registered again: the new capability replaces the old.
                     let at = match held {
                         Some(k) => {
@@ -353,9 +411,23 @@ fn main() -> u64 {
                 }
                 _ => Msg::new(NOT_FOUND, &[]),
             },
-            LOOKUP => match names[..nnames].iter().find(|x| x.key == [m.words[0], m.words[1]]) {
-                Some(x) => Msg::new(OK, &[]).with_cap(x.slot),
+            // Each client gets its own badged, receive-less copy.
+            LOOKUP => match names[..nnames].iter().find(|x| x.key == key) {
+                Some(x) => match sys::cap_derive(x.slot, LENT_RIGHTS, client_badge(i, children[i].restarts)) {
+                    Ok(c) => {
+                        lent = Some(c);
+                        Msg::new(OK, &[]).with_cap(c)
+                    }
+                    Err(_) => Msg::new(FULL, &[]),
+                },
                 None => Msg::new(NOT_FOUND, &[]),
+            },
+            TRACE => match trace {
+                Some(t) if may_trace(children[i].name()) => Msg::new(OK, &[]).with_cap(t),
+                _ => {
+                    println!("root: '{}' may not open the instruction-count window", children[i].name());
+                    Msg::new(DENIED, &[])
+                }
             },
             DONE => {
                 children[i].state = State::Done(m.words[0]);
@@ -369,6 +441,9 @@ fn main() -> u64 {
     if let Some(m) = reply {
         let _ = ipc::reply(&m);
     }
+    if let Some(s) = lent {
+        let _ = sys::cap_delete(s);
+    }
 
     for c in &children[..n] {
         let _ = sys::task_kill(c.task); // servers; the finished ones may have exited already
@@ -377,6 +452,9 @@ fn main() -> u64 {
         let _ = sys::cap_delete(x.slot);
     }
     let _ = sys::cap_delete(ns);
+    if let Some(t) = trace {
+        let _ = sys::cap_delete(t);
+    }
     let (_, used) = sys::frame_stats();
     let ok = children[..n].iter().filter(|c| matches!(c.state, State::Done(0))).count();
     let failed = children[..n].iter().filter(|c| matches!(c.state, State::Done(s) if s != 0)).count();

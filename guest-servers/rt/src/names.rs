@@ -9,19 +9,29 @@ use l4_abi::syscall::Error;
 
 use crate::ipc::{self, Msg};
 
-/// `REGISTER(name0, name1) + cap`: publish a capability under a name. Reply: `OK`;
+/// `REGISTER(name0, name1) + cap`: publish an endpoint under a name. Reply: `OK`;
 /// `TAKEN` if another task registered the name (a name is its registrant's until that
 /// task dies); `FULL` if this task has [`NAMES_PER_TASK`] names already or root's table
-/// is full. Registering one's own name again replaces its capability.
+/// is full; `UNFIT` if the capability is badged or lacks SEND or GRANT. Registering one's
+/// own name again replaces its capability. Root keeps a copy with SEND and GRANT only.
 pub const REGISTER: u32 = 1;
-/// `LOOKUP(name0, name1)`: reply `OK + cap`, or `NOT_FOUND`.
+/// `LOOKUP(name0, name1)`: reply `OK + cap`, or `NOT_FOUND` (`FULL`: root's table is
+/// full for now). The capability can send (and pass capabilities) but never receive, and
+/// carries a badge root minted for this client (the same on every lookup by one task):
+/// the server always knows who called, and no client can choose the badge.
 pub const LOOKUP: u32 = 2;
 /// `DONE(status)`: a task reports it finished its work (0: success). Reply: `OK`.
 pub const DONE: u32 = 3;
+/// `TRACE`: ask for a machine capability with TRACE only (the instruction-count window).
+/// Reply: `OK + cap` if root's policy names this task (`trace=NAME,...` on the command
+/// line; `ipcbench` by default), else `DENIED`.
+pub const TRACE: u32 = 4;
 pub const OK: u32 = 0x100;
 pub const NOT_FOUND: u32 = 0x101;
 pub const TAKEN: u32 = 0x102;
 pub const FULL: u32 = 0x103;
+pub const DENIED: u32 = 0x104;
+pub const UNFIT: u32 = 0x105;
 
 /// The most names one task may hold.
 pub const NAMES_PER_TASK: usize = 4;
@@ -46,13 +56,15 @@ pub fn unpack(w: [u64; 2], out: &mut [u8; 16]) -> &str {
 }
 
 /// Publishes my capability `slot` as `name`: `Exists` if another task holds the name,
-/// `NoSlots` if I hold as many names as I may (or root's table is full).
+/// `NoSlots` if I hold as many names as I may (or root's table is full), `NoRights` if
+/// the capability cannot be lent (badged, or without SEND or GRANT).
 pub fn register(name: &str, slot: u8) -> Result<(), Error> {
     let r = ipc::call(PARENT_SLOT, &Msg::new(REGISTER, &pack(name)).with_cap(slot))?;
     match r.label {
         OK => Ok(()),
         TAKEN => Err(Error::Exists),
         FULL => Err(Error::NoSlots),
+        UNFIT => Err(Error::NoRights),
         _ => Err(Error::BadArgument),
     }
 }
@@ -76,6 +88,17 @@ pub fn wait_for(name: &str, seconds: u64) -> Result<Option<u8>, Error> {
             return Ok(None);
         }
         crate::sys::yield_now();
+    }
+}
+
+/// A machine capability for the instruction-count window ([`crate::sys::count_start`]):
+/// `NoRights` if root's policy does not give this task one.
+pub fn trace() -> Result<u8, Error> {
+    let r = ipc::call(PARENT_SLOT, &Msg::new(TRACE, &[]))?;
+    match (r.label, r.cap) {
+        (OK, Some(c)) => Ok(c),
+        (DENIED, _) => Err(Error::NoRights),
+        _ => Err(Error::BadArgument),
     }
 }
 

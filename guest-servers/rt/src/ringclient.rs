@@ -14,8 +14,9 @@ pub const SETUP_MEM: u32 = 0x301;
 /// A ring handed to the server.
 pub struct Client {
     pub ring: Ring,
-    mem: u8,
-    pages: u64,
+    /// The ring object's memory capability and its size in pages.
+    pub mem: u8,
+    pub pages: u64,
     pub polling: bool,
     /// The CPU the server said it runs on.
     pub server_cpu: u64,

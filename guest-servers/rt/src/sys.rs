@@ -266,17 +266,32 @@ pub fn wait(n: u8) -> Result<u64, Error> {
     call_ok(a::Wait { notification: n as u64 }).map(|r| r.bits)
 }
 
-/// Starts the VMM's count of ring-0 instructions.
-pub fn count_start() {
-    let _ = call(a::Trace { op: 0 });
+/// Opens this CPU's ring-0 instruction-count window, with `machine` (a machine
+/// capability with TRACE, see [`crate::names::trace`]). Retries while the kernel says a
+/// timer tick is pending (it is delivered as the call returns); `false` if it cannot open.
+pub fn count_start(machine: u8) -> bool {
+    for _ in 0..100 {
+        match call_ok(a::Trace { machine: machine as u64, op: 0 }) {
+            Ok(_) => return true,
+            Err(Error::WouldBlock) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
-/// Stops it and returns the count (`None`: this VMM cannot count).
-pub fn count_stop() -> Option<u64> {
-    let _ = call(a::Trace { op: 1 });
-    let n = call_ok(a::Trace { op: 2 }).map_or(0, |r| r.count);
-    // All-ones: l4vmm cannot count here; zero: no counting device at all (e.g. QEMU).
+/// Closes the window and returns its count (`None`: this VMM cannot count, or the
+/// kernel's watchdog ended the window before it was closed).
+pub fn count_stop(machine: u8) -> Option<u64> {
+    let _ = call(a::Trace { machine: machine as u64, op: 1 });
+    let n = call_ok(a::Trace { machine: machine as u64, op: 2 }).map_or(0, |r| r.count);
+    // All-ones: not available; zero: no counting device at all (e.g. QEMU).
     (n != u64::from(u32::MAX) && n != 0).then_some(n)
+}
+
+/// This CPU's count window: 0 closed, 1 open, 2 ended by the kernel's watchdog.
+pub fn count_window(machine: u8) -> Result<u64, Error> {
+    call_ok(a::Trace { machine: machine as u64, op: 3 }).map(|r| r.count)
 }
 
 /// Where pages sent to this thread land: `pages` pages at `va` (`(0, 0)`: none).
@@ -289,9 +304,9 @@ pub fn mem_create(pages: u64) -> Result<u8, Error> {
     call_ok(a::MemCreate { pages }).map(|r| r.slot as u8)
 }
 
-/// Maps the memory object in `slot` at `va`.
-pub fn mem_map_obj(slot: u8, va: u64) -> Result<(), Error> {
-    call_ok(a::MemMapObj { memory: slot as u64, va }).map(|_| ())
+/// Maps the memory object in `slot` at `va`; returns its size in pages.
+pub fn mem_map_obj(slot: u8, va: u64) -> Result<u64, Error> {
+    call_ok(a::MemMapObj { memory: slot as u64, va }).map(|r| r.pages)
 }
 
 /// Runs the task in `task` on CPU `cpu` from now on.

@@ -5,7 +5,7 @@ use super::PHYS_OFFSET;
 use crate::arch::x86_64::entry::{SPURIOUS_VECTOR, TIMER_VECTOR};
 
 const BASE: u64 = PHYS_OFFSET + 0xfee0_0000;
-const TPR: u64 = 0x80;
+const IRR: u64 = 0x200;
 const EOI: u64 = 0xb0;
 const SVR: u64 = 0xf0;
 const LVT_TIMER: u64 = 0x320;
@@ -23,6 +23,11 @@ pub fn enable() {
     write(SVR, 0x100 | SPURIOUS_VECTOR as u32);
 }
 
+fn read(reg: u64) -> u32 {
+    // SAFETY: as for `write`.
+    unsafe { ((BASE + reg) as *const u32).read_volatile() }
+}
+
 /// Enables the APIC and starts the timer: periodic, `ticks` bus clocks (KVM's APIC bus
 /// runs at 1 GHz, so 10_000_000 is 10 ms).
 pub fn start_timer(ticks: u32) {
@@ -37,11 +42,17 @@ pub fn eoi() {
     write(EOI, 0);
 }
 
-/// Holds back (`true`) or lets through the timer's priority class with the task-priority
-/// register: unlike the LVT mask, this also keeps a tick that is already pending in the
-/// IRR from being delivered. IPIs are in a higher class and still arrive.
-pub fn hold_timer(held: bool) {
-    write(TPR, if held { (TIMER_VECTOR as u32) & 0xf0 } else { 0 });
+/// Replaces the periodic timer with one tick, `ticks` bus clocks divided by 16 from now.
+pub fn start_watchdog(ticks: u32) {
+    write(TIMER_DIV, 0x3); // divide by 16
+    write(LVT_TIMER, TIMER_VECTOR as u32);
+    write(TIMER_INIT, ticks);
+}
+
+/// Whether a timer interrupt is pending (requested, not yet delivered).
+pub fn timer_pending() -> bool {
+    let irr = IRR + (TIMER_VECTOR / 32) * 0x10;
+    read(irr) & (1 << (TIMER_VECTOR % 32)) != 0
 }
 
 /// Masks (`true`) or unmasks the timer interrupt, keeping its vector and mode.

@@ -20,9 +20,7 @@ pub const SYSCALL_VECTOR: u64 = 0x80;
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u64 = 0x20;
 /// The inter-processor interrupt: wake up, look at the run queue, flush the TLB if asked.
-/// In a higher priority class (0x3x) than the timer (0x2x), so that raising the task
-/// priority to hold the timer back (`apic::hold_timer`) never holds back an IPI another
-/// CPU may be waiting for.
+/// In a higher priority class (0x3x) than the timer (0x2x).
 pub const IPI_VECTOR: u64 = 0x30;
 /// The local APIC's spurious vector.
 pub const SPURIOUS_VECTOR: u64 = 0xff;

@@ -3,6 +3,7 @@
 
 pub(crate) mod apic;
 mod boot;
+mod count;
 mod cpu;
 mod entry;
 mod gdt;

@@ -106,25 +106,16 @@ impl Platform for Machine {
     fn machine_exit(&mut self, code: u8) {
         super::exit(code);
     }
-    fn trace(&mut self, op: u64) -> u64 {
-        // The timer is masked and held back while counting, so that a count covers the
-        // measured path and nothing else (the same count on every run), however slowly
-        // single-stepping runs: the mask stops new ticks, the task priority one already
-        // pending (it used to be delivered at the window's first user instruction).
+    fn trace(&mut self, op: u64) -> Option<u64> {
         match op {
-            0 => {
-                super::apic::mask_timer(true);
-                super::apic::hold_timer(true);
-                port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountStart as u8);
-            }
+            0 => super::count::open().then_some(0),
             1 => {
-                port::outb(l4_abi::port::MARKER, l4_abi::port::Marker::CountStop as u8);
-                super::apic::hold_timer(false);
-                super::apic::mask_timer(false);
+                super::count::close();
+                Some(0)
             }
-            _ => return u64::from(port::inl(l4_abi::port::MARKER)),
+            2 => Some(super::count::read()),
+            _ => Some(super::count::status()),
         }
-        0
     }
     fn flush_tlb(&mut self, root: u64, va: u64) {
         if super::cpu::cr3() & !0xfff == root {

@@ -19,7 +19,7 @@ use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECT
 use super::gdt::MAX_CPUS;
 use super::irqstats::{IF0_IRQS, KERNEL_IRQS};
 use super::platform::Machine;
-use super::{apic, cpu, percpu, smp};
+use super::{apic, count, cpu, percpu, smp};
 use crate::console::Hex;
 use crate::{kprint, kprintln};
 
@@ -305,6 +305,7 @@ fn trap_slow(frame: *mut UserRegs, vector: u64, is_syscall: bool) -> ! {
         _ if is_syscall => k.syscall(m),
         TIMER_VECTOR => {
             apic::eoi();
+            count::on_timer();
             k.tick();
         }
         IPI_VECTOR => {
@@ -342,6 +343,9 @@ extern "C" fn trap_from_kernel(frame: *mut UserRegs) {
         // In the idle loop: the loop itself looks at the run queue once it has the lock.
         TIMER_VECTOR | IPI_VECTOR => {
             apic::eoi();
+            if f.vector == TIMER_VECTOR {
+                count::on_timer();
+            }
             KERNEL_IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             smp::answer_shootdown(percpu::this_cpu());
         }
