@@ -112,6 +112,9 @@ pub fn set_pvh_entry_state(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     vcpu.set_fpu(&fpu).map_err(Error::kvm("set_fpu"))
 }
 
+/// The most instructions `L4VMM_COUNT_TRACE` writes per vCPU (about 200 MB of text).
+const TRACE_MAX: u64 = 10_000_000;
+
 /// Runs one vCPU until the VM stops.
 pub fn run_loop(
     mut vcpu: VcpuFd,
@@ -128,8 +131,11 @@ pub fn run_loop(
     let mut counting: Option<u64> = None;
     // With L4VMM_COUNT_TRACE=FILE, the RIP of every counted instruction goes to FILE: an
     // exact profile of the kernel paths being counted.
+    // At most TRACE_MAX lines: a window left open (until the kernel's watchdog) must not
+    // fill the disk.
     let mut trace =
         std::env::var_os("L4VMM_COUNT_TRACE").and_then(|p| std::fs::File::create(p).ok()).map(std::io::BufWriter::new);
+    let mut traced: u64 = 0;
     // Confined before the guest's first instruction on this vCPU.
     if let Some(p) = &filter {
         if let Err(e) = crate::seccomp::install(p) {
@@ -206,9 +212,17 @@ pub fn run_loop(
                 // One single-step exit per instruction; count those in ring 0.
                 if vcpu.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 0) {
                     counting = counting.map(|n| n + 1);
-                    if let (Some(t), Ok(r)) = (trace.as_mut(), vcpu.get_regs()) {
-                        use std::io::Write;
-                        let _ = writeln!(t, "{:#x}", r.rip);
+                    if traced < TRACE_MAX {
+                        if let (Some(t), Ok(r)) = (trace.as_mut(), vcpu.get_regs()) {
+                            use std::io::Write;
+                            let _ = writeln!(t, "{:#x}", r.rip);
+                            traced += 1;
+                            if traced == TRACE_MAX {
+                                log::warn!(
+                                    "vCPU {id}: L4VMM_COUNT_TRACE holds {TRACE_MAX} instructions; no more are written"
+                                );
+                            }
+                        }
                     }
                 }
                 None

@@ -1,6 +1,11 @@
 //! The echo server: registers as "echo", answers every plain message with the same label
 //! and words, and is the sink of `l4_rt::transfer` (it answers a transfer of bytes, by
 //! copy, copy-on-write pages or a shared region, with their checksum).
+//!
+//! It keeps each client's state by the badge root minted for it: a client's shared
+//! region (up to [`CLIENTS`] at once) and the pages it sent last are that client's alone,
+//! and every offset and size a client sends is checked against what the kernel mapped,
+//! never against what the client said (a refused read answers `u64::MAX`).
 #![no_std]
 #![no_main]
 
@@ -20,14 +25,92 @@ fn bytes(va: u64, len: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) }
 }
 
+/// Clients with a shared region at once (the oldest goes when a new one comes).
+const CLIENTS: usize = 8;
+/// Client `i`'s shared region is mapped at `SERVER_SHARED_VA + i * REGION_SPACING`.
+const REGION_SPACING: u64 = 1 << 30;
+/// What a refused read answers (a byte or checksum never is).
+const REFUSED: u64 = u64::MAX;
+
+/// A client's shared region, keyed by the badge root minted for it.
+#[derive(Clone, Copy, Default)]
+struct Region {
+    badge: u64,
+    /// Its size in bytes: what the kernel mapped, or less if the client said less.
+    len: u64,
+    /// Pages mapped (0: this entry is free).
+    pages: u64,
+    /// The memory capability it came with.
+    slot: u8,
+}
+
+/// Per-client state, keyed by badge: one client never reads, writes or frees another's.
 struct Sink {
-    shared: u64,
+    regions: [Region; CLIENTS],
+    /// Where the next new client's region goes when all are taken.
+    evict: usize,
+    /// Who sent the pages now in the receive window, and how many bytes.
+    window: (u64, u64),
     kv: Kv,
 }
 
 impl Sink {
+    fn va(i: usize) -> u64 {
+        SERVER_SHARED_VA + i as u64 * REGION_SPACING
+    }
+
+    fn region(&self, badge: u64) -> Option<(u64, u64)> {
+        let i = self.regions.iter().position(|r| r.pages != 0 && r.badge == badge)?;
+        Some((Self::va(i), self.regions[i].len))
+    }
+
+    /// Maps `slot` as `badge`'s region (replacing its old one); the size the client
+    /// claims is believed only if it is less than what the kernel mapped.
+    fn setup(&mut self, badge: u64, slot: u8, claimed: u64) -> bool {
+        let i = match self.regions.iter().position(|r| r.pages != 0 && r.badge == badge) {
+            Some(i) => i,
+            None => match self.regions.iter().position(|r| r.pages == 0) {
+                Some(i) => i,
+                None => {
+                    self.evict = (self.evict + 1) % CLIENTS;
+                    self.evict
+                }
+            },
+        };
+        self.drop_region(i);
+        match sys::mem_map_obj(slot, Self::va(i)) {
+            Ok(pages) if pages != 0 && pages * 4096 <= REGION_SPACING => {
+                self.regions[i] = Region { badge, len: claimed.min(pages * 4096), pages, slot };
+                true
+            }
+            Ok(pages) => {
+                let _ = sys::mem_unmap(Self::va(i), pages);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn drop_region(&mut self, i: usize) {
+        let r = self.regions[i];
+        if r.pages != 0 {
+            let _ = sys::mem_unmap(Self::va(i), r.pages);
+            let _ = sys::cap_delete(r.slot);
+        }
+        self.regions[i] = Region::default();
+    }
+
     fn answer(&mut self, got: &Received) -> Msg {
         let m = got.msg;
+        let who = got.badge;
+        if let (Some(c), false) = (m.cap, m.label == SINK_SHARED_SETUP) {
+            // Kept, a capability nobody asked for would fill this server's table.
+            let _ = sys::cap_delete(c);
+        }
+        if m.pages.is_some() {
+            // The window now holds these pages: only their sender may look at them.
+            self.window = (who, m.words[7].min(MAX_PAGES_BYTES as u64));
+        }
         match m.label {
             SINK_COPY => {
                 let len = m.words[0].min(8 * 119);
@@ -42,18 +125,20 @@ impl Sink {
                 Msg::new(SINK_PAGES, &[checksum(bytes(m.words[6], len))])
             }
             SINK_SHARED_SETUP => match m.cap {
-                Some(slot) if self.shared == 0 && sys::mem_map_obj(slot, SERVER_SHARED_VA).is_ok() => {
-                    self.shared = m.words[0];
-                    Msg::new(SINK_SHARED_SETUP, &[0])
+                Some(slot) if self.setup(who, slot, m.words[0]) => Msg::new(SINK_SHARED_SETUP, &[0]),
+                Some(slot) => {
+                    let _ = sys::cap_delete(slot);
+                    Msg::new(SINK_SHARED_SETUP, &[1])
                 }
-                _ => Msg::new(SINK_SHARED_SETUP, &[1]),
+                None => Msg::new(SINK_SHARED_SETUP, &[1]),
             },
             SINK_SHARED => {
                 let (off, len) = (m.words[0], m.words[1]);
-                if off.checked_add(len).is_some_and(|e| e <= self.shared) {
-                    Msg::new(SINK_SHARED, &[checksum(bytes(SERVER_SHARED_VA + off, len))])
-                } else {
-                    Msg::new(SINK_SHARED, &[u64::MAX])
+                match self.region(who) {
+                    Some((va, size)) if off.checked_add(len).is_some_and(|e| e <= size) => {
+                        Msg::new(SINK_SHARED, &[checksum(bytes(va + off, len))])
+                    }
+                    _ => Msg::new(SINK_SHARED, &[REFUSED]),
                 }
             }
             KV_PUT => Msg::new(KV_PUT, &[!self.kv.put(m.words[0], m.words[1]) as u64]),
@@ -73,13 +158,17 @@ impl Sink {
                 Msg::new(CRASH, &[v])
             }
             // The badge of the capability the caller used.
-            WHO => Msg::new(WHO, &[got.badge]),
-            // Reads byte `w0` of the last pages received, then writes `w1` there.
+            WHO => Msg::new(WHO, &[who]),
+            // Reads byte `w0` of the pages this caller sent last, then writes `w1` there.
             COW_WRITE | COW_READ => {
-                let off = m.words[0].min(MAX_PAGES_BYTES as u64 - 1);
+                let (owner, len) = self.window;
+                let off = m.words[0];
+                if owner != who || off >= len {
+                    return Msg::new(m.label, &[REFUSED]);
+                }
                 let p = (SERVER_WINDOW_VA + off) as *mut u8;
-                // SAFETY: inside the receive window; pages are only there after a
-                // transfer, which the caller guarantees; a read of a hole would fault.
+                // SAFETY: inside the pages this caller sent, which the kernel mapped at the
+                // start of the receive window and which stay until the next transfer.
                 let old = unsafe { p.read_volatile() };
                 if m.label == COW_WRITE {
                     // SAFETY: as above; the page is ours (copy-on-write gives us a copy).
@@ -87,11 +176,14 @@ impl Sink {
                 }
                 Msg::new(m.label, &[old as u64])
             }
-            SHARED_WRITE if m.words[0] < self.shared => {
-                // SAFETY: inside the shared region (checked against its size).
-                unsafe { ((SERVER_SHARED_VA + m.words[0]) as *mut u8).write_volatile(m.words[1] as u8) };
-                Msg::new(SHARED_WRITE, &[0])
-            }
+            SHARED_WRITE => match self.region(who) {
+                Some((va, size)) if m.words[0] < size => {
+                    // SAFETY: inside this caller's shared region (checked against its size).
+                    unsafe { ((va + m.words[0]) as *mut u8).write_volatile(m.words[1] as u8) };
+                    Msg::new(SHARED_WRITE, &[0])
+                }
+                _ => Msg::new(SHARED_WRITE, &[REFUSED]),
+            },
             _ => Msg { cap: None, pages: None, ..m },
         }
     }
@@ -108,7 +200,7 @@ fn main() -> u64 {
         return 1;
     }
     println!("echo: serving");
-    let mut sink = Sink { shared: 0, kv: Kv::default() };
+    let mut sink = Sink { regions: [Region::default(); CLIENTS], evict: 0, window: (0, 0), kv: Kv::default() };
     let mut r = ipc::recv(ep);
     loop {
         r = match r {

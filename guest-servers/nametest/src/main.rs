@@ -5,14 +5,16 @@
 //! the others after `l4_rt::names::NAMES_PER_TASK` with `NoSlots`; afterwards "echo" must
 //! still be echo's (a call through it gets echo's answer). It also tries what a client
 //! could do with the capability `lookup` gives (receive on it, give it a badge of its
-//! choice) and registers a badged capability: all refused. It prints `nametest: ok
+//! choice) and registers a badged capability: all refused. And it is a hostile client of
+//! echo: a shared region it claims is larger than its memory object, and a read of
+//! pages it never sent. It prints `nametest: ok
 //! NAME` or `nametest: FAIL NAME: why` per check, and reports 0 only if all passed.
 #![no_std]
 #![no_main]
 
 use l4_abi::syscall::{rights, Error};
 use l4_rt::ipc::{self, Msg};
-use l4_rt::transfer::WHO;
+use l4_rt::transfer::{COW_READ, SINK_SHARED, SINK_SHARED_SETUP, WHO};
 use l4_rt::{names, println, sys};
 
 l4_rt::entry!(main);
@@ -74,6 +76,24 @@ fn main() -> u64 {
         forged == Err(Error::BadArgument) && badge.is_ok_and(|b| b != 0 && b != 0xbad) && again == Some(badge),
         &|| println!("nametest:   derive(0xbad) gave {:?}, badge {:?}, again {:?}", forged, badge, again),
     );
+    // As a hostile client of echo: a shared region larger than its object, and pages it
+    // never sent. Echo must check both against what the kernel mapped and who sent what
+    // (it crashed on the first, and showed the last client's pages on the second).
+    let region = sys::mem_create(1);
+    let setup =
+        region.map(|m| ipc::call(echo, &Msg::new(SINK_SHARED_SETUP, &[64 << 20]).with_cap(m)).map(|r| r.words[0]));
+    let past = ipc::call(echo, &Msg::new(SINK_SHARED, &[100 * 4096, 8])).map(|r| r.words[0]);
+    let alive = who(echo);
+    check(
+        &mut failed,
+        "echo believes the kernel's size of a shared region, not the client's",
+        setup == Ok(Ok(0)) && past == Ok(u64::MAX) && alive == badge,
+        &|| println!("nametest:   setup {:?}, read past the object {:?}, then {:?}", setup, past, alive),
+    );
+    let theirs = ipc::call(echo, &Msg::new(COW_READ, &[0])).map(|r| r.words[0]);
+    check(&mut failed, "echo shows no client pages it did not send", theirs == Ok(u64::MAX), &|| {
+        println!("nametest:   COW_READ gave {:?}", theirs)
+    });
     let mut made = 0;
     let refused = loop {
         let mut name = *b"thief-00";

@@ -578,9 +578,12 @@ impl MultiThreadBase for L4Target {
             return Err(TargetError::Errno(14)); // EFAULT: not mapped
         }
         // Show the original bytes under planted int3s, as gdb expects.
+        // (A read may wrap from the top of the address space to 0: `start + n` would
+        // overflow, so the offset is computed modulo 2^64.)
         for (&va, &(_, old)) in &self.sw {
-            if va >= start && va < start + n as u64 {
-                data[(va - start) as usize] = old;
+            let off = va.wrapping_sub(start);
+            if off < n as u64 {
+                data[off as usize] = old;
             }
         }
         Ok(n)
