@@ -28,6 +28,11 @@ struct FakePlatform {
 }
 
 impl FakePlatform {
+    /// A platform whose boot-file memory holds `boot`.
+    fn booting(boot: Vec<u8>) -> Self {
+        FakePlatform { mem: FakeMem::default(), boot, console: Vec::new(), exited: None, bounces: 0, flushes: 0 }
+    }
+
     fn in_boot(&self, pa: u64, len: usize) -> bool {
         pa >= BOOT_BASE && pa + len as u64 <= BOOT_BASE + self.boot.len() as u64
     }
@@ -107,14 +112,7 @@ fn tiny_elf() -> Vec<u8> {
 /// A kernel with `n` tasks spawned from the tiny image, all at priority 5.
 fn setup(n: usize) -> (Box<Kernel>, FakePlatform, Vec<usize>) {
     let elf = tiny_elf();
-    let mut p = FakePlatform {
-        mem: FakeMem::default(),
-        boot: elf.clone(),
-        console: Vec::new(),
-        exited: None,
-        bounces: 0,
-        flushes: 0,
-    };
+    let mut p = FakePlatform::booting(elf.clone());
     let mut k = Box::new(Kernel::new());
     let kroot = 0x1000;
     k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], kroot, &[0xcc, 0xc3]).unwrap();
@@ -919,14 +917,7 @@ fn random_system_calls_leave_no_frame_behind() {
 
 fn host_fuzz_one(seed: u64, steps: usize) {
     let elf = tiny_elf();
-    let mut p = FakePlatform {
-        mem: FakeMem::default(),
-        boot: elf.clone(),
-        console: Vec::new(),
-        exited: None,
-        bounces: 0,
-        flushes: 0,
-    };
+    let mut p = FakePlatform::booting(elf.clone());
     let mut k = Box::new(Kernel::new());
     k.init(&mut p, &[Range { start: 0x100000, end: 0x800000 }], 0x1000, &[0xcc, 0xc3]).unwrap();
     k.add_boot_file(BOOT_BASE, elf.len() as u64, b"tiny");
@@ -1318,14 +1309,7 @@ fn init_makes_the_tables_its_memory_pays_for_and_counts_them_used() {
     assert!(k.frames.used() * crate::mm::PAGE_SIZE >= c.bytes(), "the tables' frames are used");
     assert_eq!(k.frames.free() + k.frames.used(), k.frames.total());
     // Memory too small for the tables: a typed error, no panic.
-    let mut p = FakePlatform {
-        mem: FakeMem::default(),
-        boot: Vec::new(),
-        console: Vec::new(),
-        exited: None,
-        bounces: 0,
-        flushes: 0,
-    };
+    let mut p = FakePlatform::booting(Vec::new());
     let mut small = Box::new(Kernel::new());
     let r = small.init(&mut p, &[Range { start: 0x100000, end: 0x140000 }], 0x1000, &[0xcc, 0xc3]);
     assert_eq!(r, Err(Error::OutOfMemory));
