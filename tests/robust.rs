@@ -200,3 +200,59 @@ fn a_count_window_left_open_is_ended_by_the_watchdog_and_the_cpu_comes_back() {
         .assert_stdout_has("root: all done: 2 succeeded, 0 failed, 0 faulted");
     assert!(!r.stdout.contains("tracetest: FAIL"), "{}", r.stdout);
 }
+
+#[test]
+fn a_stdout_nobody_reads_does_not_keep_l4vmm_from_ending() {
+    // The verbose fuzzer prints every call into a pipe this test never reads. Once the
+    // pipe is full the vCPU thread blocks in write(2), which the stop kick only restarts:
+    // l4vmm used to kick that thread for ever after SIGTERM and never end. The test waits
+    // until the pipe is full and no more comes (the guest prints without pause, so that is
+    // its vCPU blocked), then asks l4vmm to stop.
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    require_kvm();
+    let mut child = std::process::Command::new(l4vmm_path())
+        .args(["--timeout", "600", "--cmdline", "fuzz verbose count=100000000"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn l4vmm");
+    let fd = child.stdout.as_ref().expect("piped stdout").as_raw_fd();
+    // SAFETY: fcntl and ioctl on our own pipe's read end, into a local.
+    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    let queued = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: as above.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+        n
+    };
+    let start = std::time::Instant::now();
+    let mut last = -1;
+    loop {
+        let n = queued();
+        if n > capacity - 4096 && n == last {
+            break;
+        }
+        last = n;
+        assert!(start.elapsed() < std::time::Duration::from_secs(300), "the guest never filled the pipe ({n} bytes)");
+        assert!(child.try_wait().expect("wait").is_none(), "l4vmm ended early");
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+    }
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(400) {
+            let _ = child.kill();
+            panic!("l4vmm did not end while its stdout was full");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("piped stderr").read_to_string(&mut err);
+    assert_eq!(status.code(), Some(143), "{err}");
+}

@@ -370,19 +370,33 @@ fn event_loop(
     }
 }
 
-/// Tells every vCPU to stop and kicks it out of KVM_RUN until its thread has ended.
+/// How long `stop_vcpus` kicks a vCPU thread before it leaves it behind.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Tells every vCPU to stop and kicks it out of KVM_RUN until its thread has ended. A
+/// thread that has not ended after [`STOP_GRACE`] is blocked outside KVM (writing guest
+/// output to a stdout nobody reads: `write` restarts after the kick) and is left behind:
+/// l4vmm exits without it rather than never.
 fn stop_vcpus(shared: &Shared, threads: Vec<JoinHandle<()>>) {
     shared.stop.store(true, Ordering::SeqCst);
-    for t in threads {
+    let deadline = Instant::now() + STOP_GRACE;
+    for (id, t) in threads.into_iter().enumerate() {
         // The thread may be about to enter KVM_RUN when the first kick lands: kick again
         // until it is gone.
-        while !t.is_finished() {
+        while !t.is_finished() && Instant::now() < deadline {
             // SAFETY: the pthread is alive (not yet joined); the kick signal has a no-op
             // handler installed by `signals::install_kick_handler`.
             unsafe { libc::pthread_kill(t.as_pthread_t(), signals::kick_signal()) };
             std::thread::sleep(Duration::from_millis(1));
         }
-        let _ = t.join();
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!(
+                "vCPU {id} did not stop within {STOP_GRACE:?} (blocked writing guest output to a stdout nobody \
+                 reads?): l4vmm ends without it"
+            );
+        }
     }
 }
 

@@ -78,9 +78,10 @@ impl Console {
         }
     }
 
-    /// Flushes guest output.
+    /// Flushes guest output, unless a vCPU thread holds the UART (blocked writing to a
+    /// stdout nobody reads: then nothing more can get out, and waiting would hang l4vmm).
     pub fn flush(&self) {
-        if let Ok(mut uart) = self.uart.lock() {
+        if let Ok(mut uart) = self.uart.try_lock() {
             let _ = uart.writer_mut().flush();
         }
     }

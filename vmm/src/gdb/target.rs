@@ -700,7 +700,12 @@ impl SwBreakpoint for L4Target {
         if self.sw_supported == Some(true) {
             let mode = self.paging(0).map_err(err)?;
             let pa = mode.translate(&self.memory, addr).ok_or(TargetError::Errno(14))?;
-            let old: u8 = self.memory.read_obj(GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            // A byte planted already through another address (one frame, two mappings) has
+            // its original byte recorded there, not the int3 memory now holds.
+            let old = match self.sw.values().find(|&&(p, _)| p == pa) {
+                Some(&(_, o)) => o,
+                None => self.memory.read_obj(GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?,
+            };
             self.memory.write_obj(0xccu8, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
             self.sw.entry(addr).or_insert((pa, old));
             return Ok(true);
@@ -715,7 +720,10 @@ impl SwBreakpoint for L4Target {
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         if let Some((pa, old)) = self.sw.remove(&addr) {
-            self.memory.write_obj(old, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            // Restored once no other address of the byte keeps a breakpoint on it.
+            if !self.sw.values().any(|&(p, _)| p == pa) {
+                self.memory.write_obj(old, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
+            }
             return Ok(true);
         }
         Ok(self.slots.remove(Slot { addr, kind: SlotKind::Exec { from_sw: true } }))
