@@ -320,43 +320,6 @@ fn interrupt_a_running_guest_then_kill() {
     assert_eq!(wait_exit(child), 69, "kill from gdb ends l4vmm with status 69");
 }
 
-/// Software breakpoints at two virtual addresses of one physical byte (the kernel's
-/// linked address and its direct-map alias), removed in the order that used to leave an
-/// `int3` behind: the second recorded the first's `int3` as the byte to restore.
-#[test]
-fn breakpoints_on_two_addresses_of_one_byte_leave_it_as_it_was() {
-    let dir = TempDir::new("gdbalias");
-    let (child, port, _) = start(&dir, "ktest=spin");
-    // The kernel is linked at 0xffffffff80000000 + physical; RAM is also mapped at
-    // 0xffff800000000000 + physical.
-    let alias = "($pc - 0xffffffff80000000 + 0xffff800000000000)";
-    let out = gdb_interrupted(
-        &dir,
-        &kernel_elf(),
-        port,
-        &[
-            "continue",
-            "x/2xb $pc",
-            "set breakpoint always-inserted on",
-            "break *$pc",
-            &format!("break *{alias}"),
-            "delete 1",
-            "delete 2",
-            "set breakpoint always-inserted off",
-            &format!("x/2xb {alias}"),
-            "kill",
-        ],
-        "l4: ktest=spin",
-    );
-    // Both reads show the spin loop's `jmp .` (eb fe), the second after both removals.
-    let reads: Vec<&str> = out.lines().filter(|l| l.contains(":\t0x")).collect();
-    assert_eq!(reads.len(), 2, "{out}");
-    for r in &reads {
-        assert!(r.ends_with("0xeb\t0xfe"), "the byte is not as it was: {r}\n{out}");
-    }
-    assert_eq!(wait_exit(child), 69, "{out}");
-}
-
 #[test]
 fn malformed_and_oversized_packets_do_not_hurt_l4vmm() {
     use std::io::{Read, Write};

@@ -5,6 +5,8 @@
 //! Invariant: `dr7()` enables exactly the occupied slots, with the RW/LEN bits of their
 //! kind; an address appears at most once per kind.
 
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
 /// What a slot watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotKind {
@@ -117,6 +119,54 @@ impl HwSlots {
     }
 }
 
+/// Software breakpoints planted as `int3` bytes in guest memory, by guest-virtual
+/// address, each with the guest-physical byte it sits on and the byte it replaced.
+///
+/// Invariant: every entry on one physical byte records that byte's original value (the
+/// first planting's), and memory is restored only when the last entry on it goes, so
+/// two virtual addresses of one byte (a frame mapped twice) never leave an `int3` behind.
+#[derive(Default)]
+pub struct Planted(std::collections::HashMap<u64, (u64, u8)>);
+
+impl Planted {
+    /// Plants a breakpoint at `va`, whose byte is at `pa`. Err: `pa` is not guest RAM.
+    pub fn plant(&mut self, memory: &GuestMemoryMmap, va: u64, pa: u64) -> Result<(), ()> {
+        let old = match self.0.values().find(|&&(p, _)| p == pa) {
+            Some(&(_, o)) => o,
+            None => memory.read_obj(GuestAddress(pa)).map_err(|_| ())?,
+        };
+        memory.write_obj(0xccu8, GuestAddress(pa)).map_err(|_| ())?;
+        self.0.entry(va).or_insert((pa, old));
+        Ok(())
+    }
+
+    /// Lifts the breakpoint at `va`: `None` if there was none, else whether memory could
+    /// be written (it is only once no other address keeps a breakpoint on the byte).
+    pub fn lift(&mut self, memory: &GuestMemoryMmap, va: u64) -> Option<Result<(), ()>> {
+        let (pa, old) = self.0.remove(&va)?;
+        if self.0.values().any(|&(p, _)| p == pa) {
+            return Some(Ok(()));
+        }
+        Some(memory.write_obj(old, GuestAddress(pa)).map_err(|_| ()))
+    }
+
+    /// Lifts every breakpoint (gdb detached or killed).
+    pub fn lift_all(&mut self, memory: &GuestMemoryMmap) {
+        for (_, (pa, old)) in self.0.drain() {
+            let _ = memory.write_obj(old, GuestAddress(pa));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every planted address with the byte it replaced (to show gdb the original bytes).
+    pub fn originals(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.0.iter().map(|(&va, &(_, old))| (va, old))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +205,31 @@ mod tests {
         assert_eq!(s.insert(Slot { addr: 0x1000, kind: SlotKind::Write { len: 3 } }), Err(SlotError::BadLength));
         assert_eq!(s.insert(Slot { addr: 0x1001, kind: SlotKind::Write { len: 4 } }), Err(SlotError::BadLength));
         assert!(!s.any());
+    }
+
+    #[test]
+    fn two_addresses_of_one_byte_restore_it_whatever_the_order() {
+        for first_lifted in [0x1000u64, 0x2000] {
+            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
+            mem.write_obj(0x90u8, GuestAddress(0x500)).unwrap();
+            let mut p = Planted::default();
+            p.plant(&mem, 0x1000, 0x500).unwrap();
+            p.plant(&mem, 0x2000, 0x500).unwrap();
+            let byte = |m: &GuestMemoryMmap| m.read_obj::<u8>(GuestAddress(0x500)).unwrap();
+            assert_eq!(byte(&mem), 0xcc);
+            assert!(p.originals().all(|(_, o)| o == 0x90), "both record the original");
+            assert_eq!(p.lift(&mem, first_lifted), Some(Ok(())));
+            assert_eq!(byte(&mem), 0xcc, "still planted through the other address");
+            assert_eq!(p.lift(&mem, 0x3000 - first_lifted), Some(Ok(())));
+            assert_eq!(byte(&mem), 0x90, "restored, not left an int3");
+            assert_eq!(p.lift(&mem, 0x1000), None);
+        }
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
+        let mut p = Planted::default();
+        p.plant(&mem, 0x1000, 0x500).unwrap();
+        p.plant(&mem, 0x2000, 0x500).unwrap();
+        p.lift_all(&mem);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x500)).unwrap(), 0);
+        assert!(p.plant(&mem, 0x3000, 1 << 20).is_err(), "outside RAM");
     }
 }

@@ -32,7 +32,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::arch::{L4Regs, L4X86_64};
-use super::breakpoints::{HwSlots, Slot, SlotError, SlotKind};
+use super::breakpoints::{HwSlots, Planted, Slot, SlotError, SlotKind};
 use super::control::{Cmd, EventKind, Reply, Vcpus};
 use super::step::{self, StepFrom};
 use super::watch;
@@ -156,8 +156,8 @@ pub struct L4Target {
     memory: GuestMemoryMmap,
     kvm: Arc<Kvm>,
     slots: HwSlots,
-    /// Software breakpoints planted as `int3`: guest-virtual -> (guest-physical, old byte).
-    sw: HashMap<u64, (u64, u8)>,
+    /// Software breakpoints planted as `int3`.
+    sw: Planted,
     sw_supported: Option<bool>,
     /// Whether debug-register execution breakpoints fire here (probed at the first attach).
     hw_supported: Option<bool>,
@@ -188,7 +188,7 @@ impl L4Target {
             memory,
             kvm,
             slots: HwSlots::default(),
-            sw: HashMap::new(),
+            sw: Planted::default(),
             sw_supported: None,
             hw_supported: None,
             stepping: Vec::new(),
@@ -291,10 +291,7 @@ impl L4Target {
             }
         }
         self.end_hlt_step();
-        let planted: Vec<(u64, u8)> = self.sw.drain().map(|(_, v)| v).collect();
-        for (pa, old) in planted {
-            let _ = self.memory.write_obj(old, GuestAddress(pa));
-        }
+        self.sw.lift_all(&self.memory);
         self.slots.clear();
         self.stepping.clear();
         self.vcpus.hub().traps.clear();
@@ -580,7 +577,7 @@ impl MultiThreadBase for L4Target {
         // Show the original bytes under planted int3s, as gdb expects.
         // (A read may wrap from the top of the address space to 0: `start + n` would
         // overflow, so the offset is computed modulo 2^64.)
-        for (&va, &(_, old)) in &self.sw {
+        for (va, old) in self.sw.originals() {
             let off = va.wrapping_sub(start);
             if off < n as u64 {
                 data[off as usize] = old;
@@ -700,14 +697,7 @@ impl SwBreakpoint for L4Target {
         if self.sw_supported == Some(true) {
             let mode = self.paging(0).map_err(err)?;
             let pa = mode.translate(&self.memory, addr).ok_or(TargetError::Errno(14))?;
-            // A byte planted already through another address (one frame, two mappings) has
-            // its original byte recorded there, not the int3 memory now holds.
-            let old = match self.sw.values().find(|&&(p, _)| p == pa) {
-                Some(&(_, o)) => o,
-                None => self.memory.read_obj(GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?,
-            };
-            self.memory.write_obj(0xccu8, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
-            self.sw.entry(addr).or_insert((pa, old));
+            self.sw.plant(&self.memory, addr, pa).map_err(|_| TargetError::Errno(14))?;
             return Ok(true);
         }
         if self.hw_supported == Some(false) {
@@ -719,12 +709,8 @@ impl SwBreakpoint for L4Target {
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if let Some((pa, old)) = self.sw.remove(&addr) {
-            // Restored once no other address of the byte keeps a breakpoint on it.
-            if !self.sw.values().any(|&(p, _)| p == pa) {
-                self.memory.write_obj(old, GuestAddress(pa)).map_err(|_| TargetError::Errno(14))?;
-            }
-            return Ok(true);
+        if let Some(r) = self.sw.lift(&self.memory, addr) {
+            return r.map(|()| true).map_err(|()| TargetError::Errno(14));
         }
         Ok(self.slots.remove(Slot { addr, kind: SlotKind::Exec { from_sw: true } }))
     }
