@@ -206,8 +206,9 @@ fn a_stdout_nobody_reads_does_not_keep_l4vmm_from_ending() {
     // The verbose fuzzer prints every call into a pipe this test never reads. Once the
     // pipe is full the vCPU thread blocks in write(2), which the stop kick only restarts:
     // l4vmm used to kick that thread for ever after SIGTERM and never end. The test waits
-    // until the pipe is full and no more comes (the guest prints without pause, so that is
-    // its vCPU blocked), then asks l4vmm to stop.
+    // until the pipe is full, no more comes, and a thread of l4vmm sits in write(2) on
+    // stdout (/proc says so), however fast or slow the guest prints; then it asks l4vmm
+    // to stop.
     use std::io::Read;
     use std::os::fd::AsRawFd;
     require_kvm();
@@ -228,11 +229,20 @@ fn a_stdout_nobody_reads_does_not_keep_l4vmm_from_ending() {
         unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
         n
     };
+    // Some thread of l4vmm is in write(2) (system call 1) on fd 1.
+    let pid = child.id();
+    let writing_stdout = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|s| s.starts_with("1 0x1 ")))
+    };
     let start = std::time::Instant::now();
     let mut last = -1;
     loop {
         let n = queued();
-        if n > capacity - 4096 && n == last {
+        if n > capacity - 4096 && n == last && writing_stdout() {
             break;
         }
         last = n;

@@ -25,7 +25,7 @@ fn bytes(va: u64, len: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) }
 }
 
-/// Clients with a shared region at once (the oldest goes when a new one comes).
+/// Clients with a shared region at once (when all are taken, they are replaced in turn).
 const CLIENTS: usize = 8;
 /// Client `i`'s shared region is mapped at `SERVER_SHARED_VA + i * REGION_SPACING`.
 const REGION_SPACING: u64 = 1 << 30;
@@ -47,7 +47,7 @@ struct Region {
 /// Per-client state, keyed by badge: one client never reads, writes or frees another's.
 struct Sink {
     regions: [Region; CLIENTS],
-    /// Where the next new client's region goes when all are taken.
+    /// Which region a new client replaces when all are taken (round robin).
     evict: usize,
     /// Who sent the pages now in the receive window, and how many bytes.
     window: (u64, u64),
@@ -59,23 +59,26 @@ impl Sink {
         SERVER_SHARED_VA + i as u64 * REGION_SPACING
     }
 
+    /// The index of `badge`'s region, if it has one.
+    fn find(&self, badge: u64) -> Option<usize> {
+        self.regions.iter().position(|r| r.pages != 0 && r.badge == badge)
+    }
+
     fn region(&self, badge: u64) -> Option<(u64, u64)> {
-        let i = self.regions.iter().position(|r| r.pages != 0 && r.badge == badge)?;
-        Some((Self::va(i), self.regions[i].len))
+        self.find(badge).map(|i| (Self::va(i), self.regions[i].len))
     }
 
     /// Maps `slot` as `badge`'s region (replacing its old one); the size the client
     /// claims is believed only if it is less than what the kernel mapped.
     fn setup(&mut self, badge: u64, slot: u8, claimed: u64) -> bool {
-        let i = match self.regions.iter().position(|r| r.pages != 0 && r.badge == badge) {
+        let i = match self.find(badge).or_else(|| self.regions.iter().position(|r| r.pages == 0)) {
             Some(i) => i,
-            None => match self.regions.iter().position(|r| r.pages == 0) {
-                Some(i) => i,
-                None => {
-                    self.evict = (self.evict + 1) % CLIENTS;
-                    self.evict
-                }
-            },
+            // All taken: they go in turn, the first set up first.
+            None => {
+                let i = self.evict;
+                self.evict = (i + 1) % CLIENTS;
+                i
+            }
         };
         self.drop_region(i);
         match sys::mem_map_obj(slot, Self::va(i)) {

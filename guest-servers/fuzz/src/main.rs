@@ -14,9 +14,10 @@
 //!
 //! What is not drawn, and why (everything else is): calls that would end this task
 //! (`TaskExit`, `ThreadExit` from the main thread) or block it for ever by design (a
-//! receive nobody sends to, a ring wait nobody completes); unmapping this program's own code or stack; deleting
-//! the three capabilities the run reports through; and mapping or creating more than 64
-//! pages at a time in our own range (valid and only slow: zeroed frame by frame).
+//! receive nobody sends to, a ring wait nobody completes); unmapping this program's own
+//! code or stack; deleting the three capabilities the run reports through; and mapping or
+//! creating more than 64 pages at a time in our own range (valid and only slow: zeroed
+//! frame by frame).
 #![no_std]
 #![no_main]
 
