@@ -763,6 +763,32 @@ fn interrupt_and_step_in_the_middle_of_port_io() {
     assert_eq!(wait_exit(child), 69, "gdb's kill ended it: the session outlived the steps");
 }
 
+/// An 8-byte write across a page boundary with a watch on each side: both pages are
+/// trapped, so KVM splits the write into two MMIO fragments and l4vmm stops the vCPU at
+/// the first. Completing the instruction for that stop used to drop the second fragment:
+/// the kernel read back its value with the upper four bytes missing and exited 1.
+#[test]
+fn a_write_across_two_watched_pages_stops_and_arrives_whole() {
+    let dir = TempDir::new("gdbstraddle");
+    let (child, port, _) = start(&dir, "ktest=straddle");
+    let base = symbol(&kernel_elf(), "KTEST_STRADDLE");
+    let low = format!("watch -l *(int *){:#x}", base + 4092);
+    let high = format!("watch -l *(int *){:#x}", base + 4096);
+    let look = format!("x/2wx {:#x}", base + 4092);
+    // 40 steps from pvh_start reach kernel_main, in long mode: the watches' addresses
+    // translate through the kernel's page tables from there.
+    let out = gdb(port, &["stepi 40", "set language c", &low, &high, "continue", &look, "delete", "continue"]);
+    assert!(
+        out.contains("atchpoint 1: -location *(int *)") && out.contains("New value = 1432778632"),
+        "the write stops at the first watch:\n{out}"
+    );
+    assert!(out.contains(":\t0x55667788\t0x11223344"), "both halves are in memory at the stop:\n{out}");
+    assert!(out.contains("exited normally"), "the kernel read back all eight bytes:\n{out}");
+    assert_eq!(wait_exit(child), 0);
+    let console = std::fs::read_to_string(dir.0.join("l4vmm.stdout")).unwrap_or_default();
+    assert!(console.contains("read back 0x1122334455667788"), "{console}");
+}
+
 /// A backtrace from deep in the kernel's system-call path: a page-trap watch (every host)
 /// on the frame allocator's count, continued past the allocations of boot (on the boot
 /// stack) to one a system call makes; every frame is known, back to the entry stub.

@@ -20,6 +20,9 @@ pub fn run(name: &str) {
         "panic" => panic!("ktest=panic"),
         // Every kind of device access l4vmm does not expect, then a clean exit 0.
         "hostile" => arch::ktest::hostile(),
+        // One 8-byte write across a page boundary, read back (exit 0 if it arrived whole):
+        // with a gdb watchpoint on those bytes it is two MMIO fragments (tests/gdb.rs).
+        "straddle" => arch::ktest::straddle(),
         // Port writes as fast as the vCPU can make them, for ever (--timeout ends it).
         "flood" => arch::ktest::flood(),
         // The interrupt flag, checked: a fast timer, long stretches with interrupts off

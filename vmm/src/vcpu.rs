@@ -151,7 +151,7 @@ pub fn run_loop(
                 // Never park in the middle of an instruction: gdb would see (and might
                 // change) registers of a half-done `in`/`out`.
                 if io_pending {
-                    complete_pending_io(&mut vcpu);
+                    complete_pending_io(&mut vcpu, &devices, Some(port), &memory);
                     io_pending = false;
                 }
                 port.park(&mut vcpu, EventKind::Paused, &shared.stop);
@@ -194,17 +194,12 @@ pub fn run_loop(
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 let data = data.to_vec();
-                match &gdb {
-                    Some(port) if port.traps().is_trapped(addr) => {
-                        // A write to a page gdb watches: perform it on guest RAM ourselves.
-                        let _ = vm_memory::Bytes::write_slice(&memory, &data, vm_memory::GuestAddress(addr));
-                        if let Some(w) = port.traps().hit(addr, data.len() as u64) {
-                            complete_pending_io(&mut vcpu);
-                            port.park(&mut vcpu, EventKind::PageWatch(w.gva), &shared.stop);
-                            resumed = true;
-                        }
+                if let Some(w) = mmio_write(&devices, gdb.as_ref(), &memory, addr, &data) {
+                    if let Some(port) = &gdb {
+                        complete_pending_io(&mut vcpu, &devices, Some(port), &memory);
+                        port.park(&mut vcpu, EventKind::PageWatch(w.gva), &shared.stop);
+                        resumed = true;
                     }
-                    _ => devices.mmio_unknown(addr, None),
                 }
                 None
             }
@@ -303,7 +298,7 @@ pub fn run_loop(
         // would run on into the next instruction).
         if io_pending {
             if let Some(port) = gdb.as_ref().filter(|p| p.is_stepping()) {
-                let arch = finish_io_step(&mut vcpu);
+                let arch = finish_io_step(&mut vcpu, &devices, port, &memory);
                 io_pending = false;
                 port.park(&mut vcpu, EventKind::Debug(arch), &shared.stop);
                 resumed = true;
@@ -315,20 +310,45 @@ pub fn run_loop(
 /// Completes the instruction whose I/O l4vmm just served, without running further, and
 /// returns the single-step stop it ends with: KVM's own debug exit where it reports one
 /// after completing the I/O, else a single-step (DR6.BS) stop at the next instruction.
-fn finish_io_step(vcpu: &mut VcpuFd) -> kvm_bindings::kvm_debug_exit_arch {
-    vcpu.set_kvm_immediate_exit(1);
-    let exit = match vcpu.run() {
-        Ok(VcpuExit::Debug(arch)) => Some(arch),
-        _ => None,
-    };
-    vcpu.set_kvm_immediate_exit(0);
-    exit.unwrap_or_else(|| kvm_bindings::kvm_debug_exit_arch {
+fn finish_io_step(
+    vcpu: &mut VcpuFd,
+    devices: &Devices,
+    port: &VcpuPort,
+    memory: &GuestMemoryMmap,
+) -> kvm_bindings::kvm_debug_exit_arch {
+    complete_pending_io(vcpu, devices, Some(port), memory).unwrap_or_else(|| kvm_bindings::kvm_debug_exit_arch {
         exception: 1,
         dr6: 0xffff_4ff0, // BS: a single-step trap
         pc: vcpu.get_regs().map(|r| r.rip).unwrap_or(0),
         ..Default::default()
     })
 }
+
+/// Serves a guest's MMIO write: to a page gdb traps for a watchpoint, performed on guest
+/// RAM here (and the watch it hits returned); anywhere else nothing is mapped, and the
+/// devices count it and ignore it.
+fn mmio_write(
+    devices: &Devices,
+    gdb: Option<&VcpuPort>,
+    memory: &GuestMemoryMmap,
+    addr: u64,
+    data: &[u8],
+) -> Option<crate::gdb::watch::TrapWatch> {
+    match gdb {
+        Some(port) if port.traps().is_trapped(addr) => {
+            let _ = vm_memory::Bytes::write_slice(memory, data, vm_memory::GuestAddress(addr));
+            port.traps().hit(addr, data.len() as u64)
+        }
+        _ => {
+            devices.mmio_unknown(addr, None);
+            None
+        }
+    }
+}
+
+/// The most MMIO exits one instruction's completion may still make (KVM splits an access
+/// into at most two fragments, one per page; the rest is margin).
+const MAX_FRAGMENTS: usize = 4;
 
 /// Starts counting ring-0 instructions by single-stepping (KVM_GUESTDBG_SINGLESTEP gives
 /// one debug exit per executed instruction). Not while gdb owns guest debugging.
@@ -353,12 +373,37 @@ fn count_stop(vcpu: &VcpuFd, count: Option<u64>) -> Option<u64> {
     count.filter(|&n| n > 0)
 }
 
-/// Lets KVM finish the instruction whose MMIO l4vmm just served, without running further:
-/// KVM_RUN with `immediate_exit` completes pending I/O and returns EINTR.
-fn complete_pending_io(vcpu: &mut VcpuFd) {
+/// Lets KVM finish the instruction whose port I/O or MMIO l4vmm just served, without
+/// running further: KVM_RUN with `immediate_exit` completes it and returns EINTR. An access
+/// across two pages that are both MMIO (two pages a watchpoint traps) comes in two
+/// fragments, and that KVM_RUN returns the second as one more MMIO exit: it is served here
+/// like the first (a watch it hits belongs to the stop already under way), or its bytes
+/// would be lost. Returns the debug exit the completion ended with, if KVM reported one
+/// (a single step).
+fn complete_pending_io(
+    vcpu: &mut VcpuFd,
+    devices: &Devices,
+    gdb: Option<&VcpuPort>,
+    memory: &GuestMemoryMmap,
+) -> Option<kvm_bindings::kvm_debug_exit_arch> {
     vcpu.set_kvm_immediate_exit(1);
-    let _ = vcpu.run();
+    let mut debug = None;
+    for _ in 0..MAX_FRAGMENTS {
+        match vcpu.run() {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                let data = data.to_vec();
+                let _ = mmio_write(devices, gdb, memory, addr, &data);
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_unknown(addr, Some(data)),
+            Ok(VcpuExit::Debug(arch)) => {
+                debug = Some(arch);
+                break;
+            }
+            _ => break,
+        }
+    }
     vcpu.set_kvm_immediate_exit(0);
+    debug
 }
 
 /// Whether the vCPU is in the architectural reset state (real mode at 0xf000:0xfff0), which

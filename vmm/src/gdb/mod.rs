@@ -14,7 +14,7 @@ mod breakpoints;
 pub mod control;
 mod step;
 mod target;
-mod watch;
+pub mod watch;
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};

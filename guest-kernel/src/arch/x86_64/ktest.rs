@@ -87,6 +87,38 @@ pub fn hostile() -> ! {
     super::exit(0)
 }
 
+/// Two pages for `ktest=straddle`: an 8-byte write across the boundary between them is
+/// two MMIO fragments when a debugger traps both pages (a watchpoint on those bytes).
+/// Unmangled, so a test's gdb finds it.
+#[repr(C, align(4096))]
+pub struct TwoPages([u64; 1024]);
+#[no_mangle]
+pub static mut KTEST_STRADDLE: TwoPages = TwoPages([0; 1024]);
+
+/// `ktest=straddle`: one 8-byte write across a page boundary, read back; exit 0 if all
+/// eight bytes arrived, else FAILURE.
+pub fn straddle() -> ! {
+    const VALUE: u64 = 0x1122_3344_5566_7788;
+    // SAFETY: only this boot-time test touches the static; bytes 4092..4100 lie inside it.
+    let p = unsafe { (core::ptr::addr_of_mut!(KTEST_STRADDLE) as *mut u8).add(4092) };
+    let back: u64;
+    // SAFETY: one unaligned 8-byte store and load at `p` (inside the static), as single
+    // instructions, so that the store is one access across the boundary.
+    unsafe {
+        core::arch::asm!(
+            "mov qword ptr [{p}], {v}",
+            "mov {b}, qword ptr [{p}]",
+            p = in(reg) p,
+            v = in(reg) VALUE,
+            b = lateout(reg) back,
+            options(nostack)
+        );
+    }
+    let ok = back == VALUE;
+    crate::kprintln!("l4: ktest=straddle: wrote ", Hex(VALUE), " across a page boundary, read back ", Hex(back));
+    super::exit(if ok { 0 } else { l4_abi::exit::FAILURE })
+}
+
 /// Writes to a port without a device, for ever, as fast as the vCPU can.
 pub fn flood() -> ! {
     loop {
