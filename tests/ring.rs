@@ -1,6 +1,7 @@
 //! The batched ring path (guest-servers/ringsrv, ringtest): ordering and user_data, batches
 //! of 1 to 256, index wrap-around past 2^32, 3000 submit/sleep cycles without a lost
-//! wake-up, backpressure, bad entries, garbage indices, in kernel-entry and polling mode,
+//! wake-up, backpressure, bad entries, garbage indices, a hostile client's forged sizes,
+//! entry count, spin count and a full completion ring, in kernel-entry and polling mode,
 //! with 1 and 2 vCPUs, under l4vmm and QEMU.
 
 mod common;
@@ -20,6 +21,11 @@ fn assert_ringtest_passed(out: &str) {
         "ringtest: ok backpressure: a full ring takes what fits",
         "ringtest: ok bad entries get error completions, the server survives",
         "ringtest: ok garbage indices: the server drops the ring and serves the next",
+        "ringtest: ok a forged data-page count is not believed",
+        "ringtest: ok a scribbled entry count is refused and leaves nothing mapped",
+        "ringtest: ok a ring without data pages leaves nothing mapped",
+        "ringtest: ok a polling client that asks for endless spinning and leaves does not keep the server",
+        "ringtest: ok a client that forges a full completion ring and never reaps does not keep the server",
         "ringtest: 0 failed",
     ] {
         assert!(out.contains(line), "missing {line:?} in\n{out}");

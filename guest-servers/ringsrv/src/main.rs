@@ -1,7 +1,8 @@
 //! The ring server: registers as "ring"; a client hands it a ring channel (two calls:
 //! `SETUP_RING` with the ring capability, `SETUP_MEM` with the memory capability and the
 //! mode) and it serves that ring with `l4_rt::service` until the client is gone or the
-//! ring turns out to be garbage, then waits for the next one.
+//! ring turns out to be garbage, or the client stops reaping completions, then waits
+//! for the next one.
 //!
 //! Kernel-entry mode: one `RingEnter` per batch (it wakes the client and waits for more).
 //! Polling mode: spins on the submission ring; after `spin` idle rounds it sets
@@ -19,6 +20,12 @@ l4_rt::entry!(main);
 
 use l4_rt::ringclient::{SETUP_MEM, SETUP_RING};
 const RING_VA: u64 = 0x0000_0060_0000_0000;
+/// How many times the server wakes a client whose completion ring is full, and yields to
+/// it, before it gives up on that ring.
+const MAX_FULL_ROUNDS: u32 = 256;
+/// The most idle rounds a polling client may ask for before the server sleeps: a client
+/// that asked for more and left would keep it spinning, serving nobody, for ever.
+const MAX_SPIN: u64 = 1 << 20;
 
 fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingError {
     let mut idle = 0u64;
@@ -28,11 +35,19 @@ fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingEr
             match r.next() {
                 Ok(Some(s)) => {
                     let c = service::serve(kv, &s, data);
+                    let mut full = 0;
                     loop {
                         match r.complete(c) {
                             Ok(true) => break,
-                            // The client is not reaping: wake it, let it run.
+                            // The client is not reaping: wake it, let it run. A client that
+                            // never reaps (or forged a full completion ring) must not keep
+                            // this server: above its priority on its CPU, yielding never
+                            // lets it run, and the server would spin for ever.
                             Ok(false) => {
+                                full += 1;
+                                if full > MAX_FULL_ROUNDS {
+                                    return RingError::Stalled;
+                                }
                                 if let Err(e) = ring::enter(r.slot, 0, true) {
                                     return RingError::Sys(e);
                                 }
@@ -128,11 +143,14 @@ fn main() -> u64 {
                     // SAFETY: the data region of the ring object just mapped: `fitted`
                     // checked that it lies inside the mapping.
                     let data = unsafe { core::slice::from_raw_parts(ring.data as *const u8, ring.data_len) };
-                    let why = serve(&ring, data, &mut kv, m.words[0] != 0, m.words[1]);
+                    let why = serve(&ring, data, &mut kv, m.words[0] != 0, m.words[1].min(MAX_SPIN));
                     match why {
                         RingError::Garbage => println!("ringsrv: garbage indices in the ring; dropping it"),
                         RingError::Sys(Error::PartnerGone) => {}
                         RingError::Sys(e) => println!("ringsrv: ring ended: {}", e.name()),
+                        RingError::Stalled => {
+                            println!("ringsrv: the client does not reap its completions; dropping its ring")
+                        }
                     }
                 }
                 // Whatever was mapped goes, so the next client finds RING_VA free.

@@ -283,6 +283,36 @@ fn main() -> u64 {
             next_ring_works(srv)
         })(),
     );
+    t.check(
+        "a polling client that asks for endless spinning and leaves does not keep the server",
+        (|| {
+            // The old server believed the spin count: it polled the abandoned ring for
+            // u64::MAX rounds and never took the next client (a hang on one vCPU).
+            let c = Client::connect(srv, VA, 16, 1, true, u64::MAX, 0).map_err(|_| "connect")?;
+            let sqes = [echo(11)];
+            let mut cqes = [Cqe::default()];
+            c.batch(&sqes, &mut cqes).map_err(|_| "batch")?;
+            check_echo(&sqes, &cqes)?;
+            c.close();
+            next_ring_works(srv)
+        })(),
+    );
+    t.check(
+        "a client that forges a full completion ring and never reaps does not keep the server",
+        (|| {
+            // The server sits above its clients' priority: on their CPU the old one woke
+            // such a client and yielded to it for ever (yielding never reaches a lower
+            // priority), and everything below it on that CPU starved.
+            let c = Client::connect(srv, VA, 16, 1, false, 0, 0).map_err(|_| "connect")?;
+            // SAFETY: the completion tail word of our own ring mapping: 16 completions
+            // "pending" in a 16-slot ring.
+            unsafe { ((VA + l4_abi::ring::CQ_TAIL as u64) as *mut u32).write_volatile(16) };
+            c.ring.submit(&[echo(13)]);
+            let _ = l4_rt::ring::enter(c.ring.slot, 0, false);
+            c.close();
+            next_ring_works(srv)
+        })(),
+    );
 
     let (_, before) = sys::frame_stats();
     let _ = before;

@@ -20,6 +20,9 @@ pub enum RingError {
     Garbage,
     /// A system call failed (the other side is gone, ...).
     Sys(Error),
+    /// The other side stopped consuming: its ring stayed full while it was woken and
+    /// given the CPU, over and over.
+    Stalled,
 }
 
 /// A mapped ring.
