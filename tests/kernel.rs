@@ -25,7 +25,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
     in_order(
         out,
         &[
-            "l4: 14 boot files",
+            "l4: 15 boot files",
             "boot file 0: 'root'",
             "boot file 1: 'echo'",
             "boot file 2: 'client'",
@@ -40,6 +40,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
             "boot file 11: 'quotatest'",
             "boot file 12: 'nametest'",
             "boot file 13: 'tracetest'",
+            "boot file 14: 'cowtest'",
         ],
     );
     // On this project's PVM hosts `syscall` cannot enter ring 0: the probe must find that.
@@ -50,7 +51,7 @@ fn servers_start_find_each_other_exchange_messages_and_survive_a_fault() {
         out,
         &[
             "l4: root task 'root' started",
-            "root: started, 14 boot files",
+            "root: started, 15 boot files",
             "root: started 'echo'",
             "root: started 'client'",
             "root: started 'faulty'",

@@ -161,6 +161,38 @@ fn a_task_cannot_take_another_s_name_nor_hold_more_than_its_share() {
 }
 
 #[test]
+fn copy_on_write_is_a_snapshot_two_cpus_may_race_on_it_and_a_transfer_is_all_or_nothing() {
+    // cowtest, with a quota of its own and three threads on two vCPUs: a page of a memory
+    // object mapped twice sent copy-on-write (the old kernel took it, and the receiver's
+    // copy changed through the other mapping), 200 rounds of two threads writing one page
+    // just sent copy-on-write on two vCPUs (the old kernel killed the task when the second
+    // fault found the page copied already), and a grant or copy-on-write transfer whose
+    // receiver needs four page tables with three frames of quota left (the old kernel moved
+    // the first page, then failed: the sender's page was gone).
+    let r = l4vmm_within(
+        &["--vcpus", "2", "--timeout", "240", "--cmdline", "run=cowtest quota=cowtest:512/1/4/2/1/2/0"],
+        std::time::Duration::from_secs(300),
+    );
+    r.assert_code(0)
+        .assert_stdout_has(
+            "cowtest: ok a page of an object mapped twice is refused copy-on-write with Shared, a private page's \
+             copy is a snapshot",
+        )
+        .assert_stdout_has(
+            "cowtest: ok 200 times two threads on two vCPUs wrote a page just sent copy-on-write: both writes \
+             kept, neither killed, the copy unchanged",
+        )
+        .assert_stdout_has(
+            "cowtest: ok a transfer without memory for its page tables moves nothing and loses no frame; with \
+             memory it works",
+        )
+        .assert_stdout_has("cowtest: 0 checks failed")
+        .assert_stdout_has("root: all done: 1 succeeded, 0 failed, 0 faulted")
+        .assert_stdout_has("after stopping them: back to baseline");
+    assert!(!r.stdout.contains("cowtest: FAIL"), "{}", r.stdout);
+}
+
+#[test]
 fn a_task_without_the_trace_right_cannot_open_the_count_window() {
     // The window stops preemption on its CPU. tracetest tries every slot it has, and
     // asks root, which gives the right only to tasks `trace=` names (ipcbench by

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The servers in the default boot archive, root task first.
-const SERVERS: [&str; 14] = [
+const SERVERS: [&str; 15] = [
     "root",
     "echo",
     "client",
@@ -27,6 +27,7 @@ const SERVERS: [&str; 14] = [
     "quotatest",
     "nametest",
     "tracetest",
+    "cowtest",
 ];
 
 fn main() {
