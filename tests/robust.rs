@@ -86,6 +86,11 @@ fn a_server_crashed_mid_call_100_times_is_restarted_and_no_caller_hangs() {
     );
     r.assert_code(0)
         .assert_stdout_has("root: restarted 'echo' (restart 100)")
+        // Each crash kills echo while a second thread of it enters the kernel without
+        // pause on vCPU 1, and the restart reuses its slots: a CPU that acted for the
+        // killed thread's successor (its frame, its interrupt acknowledgement) would
+        // hang or crash this run.
+        .assert_stdout_has("echo: crashing, with a thread making system calls on cpu 1")
         .assert_stdout_has("crashtest: 100 crashes mid-call, each call to the crashing echo failed with PartnerGone")
         .assert_stdout_has(" other results; no call hung")
         .assert_stdout_has("root: 'crashtest' finished with status 0")

@@ -15,7 +15,7 @@ use l4_rt::transfer::{
     checksum, COW_READ, COW_WRITE, CRASH, KV_GET, KV_PUT, MAX_PAGES_BYTES, SERVER_SHARED_VA, SERVER_WINDOW_VA,
     SHARED_WRITE, SINK_COPY, SINK_PAGES, SINK_SHARED, SINK_SHARED_SETUP, WHO,
 };
-use l4_rt::{names, println, sys};
+use l4_rt::{names, println, sys, thread};
 
 l4_rt::entry!(main);
 
@@ -31,6 +31,15 @@ const CLIENTS: usize = 8;
 const REGION_SPACING: u64 = 1 << 30;
 /// What a refused read answers (a byte or checksum never is).
 const REFUSED: u64 = u64::MAX;
+/// The stack of the thread that makes system calls while echo crashes.
+const BUSY_STACK: u64 = 0x0000_0050_0000_0000;
+
+/// Enters the kernel without pause until the task is killed.
+fn busy(_: u64) -> u64 {
+    loop {
+        let _ = sys::null(false);
+    }
+}
 
 /// A client's shared region, keyed by the badge root minted for it.
 #[derive(Clone, Copy, Default)]
@@ -150,6 +159,13 @@ impl Sink {
                 None => Msg::new(KV_GET, &[0, 0]),
             },
             CRASH => {
+                // With a second vCPU, a thread of ours makes system calls there without
+                // pause while this one crashes: the supervisor's kill then meets a thread
+                // entering the kernel on another CPU, and the restart reuses its slots
+                // (a CPU must never act for a killed thread's successor).
+                if thread::spawn(BUSY_STACK, 4, 1, busy, 0).is_ok() {
+                    println!("echo: crashing, with a thread making system calls on cpu 1");
+                }
                 // Busy for ~1 ms (callers on other vCPUs queue up), then a null read.
                 let t0 = l4_rt::time::cycles();
                 while l4_rt::time::cycles().wrapping_sub(t0) < 2_000_000 {
