@@ -58,9 +58,14 @@ fn seeded_syscall_fuzzing_gets_a_defined_answer_to_every_call_and_leaks_nothing(
             std::time::Duration::from_secs(300),
         );
         r.assert_code(0)
-            .assert_stdout_has(&format!(
-                "fuzz: 10000 calls done, every one came back with a defined result (seed {seed},"
-            ))
+            .assert_stdout_has("fuzz: 10000 steps done, ")
+            .assert_stdout_has(&format!(" calls, every one came back with a defined result (seed {seed},"))
+            .assert_stdout_has(" forged rings to ringsrv (it served well-formed ones after them)")
+            .assert_stdout_has(if vcpus == "2" {
+                "raced by a writer on the other vCPU"
+            } else {
+                "raced by no second vCPU"
+            })
             .assert_stdout_has("root: 'fuzz' finished with status 0")
             .assert_stdout_has("after stopping them: back to baseline");
     }

@@ -7,6 +7,14 @@
 //! huge), message infos with random words, capabilities and page flags, ring indices
 //! scribbled with garbage, and random objects to aim at (an endpoint answered by a second
 //! thread of this task, a notification, memory objects, rings, threads that end at once).
+//! Now and then a step is one of three attacks instead of a call, each with a check of
+//! its own: pages of a memory object mapped twice sent copy-on-write (must be refused
+//! with `Shared`); pages sent copy-on-write that a second thread on the other vCPU keeps
+//! writing while this one writes them too (no write may be lost, no thread killed, and
+//! the receiver's copy must not change while it looks at it); and a ring handed to
+//! `ringsrv` (which the root task starts beside the fuzzer) with forged fields: entry
+//! count, indices, entries, the data size it claims, a polling spin count; `ringsrv`
+//! must go on serving well-formed rings, checked every so often and at the end.
 //! Every call must come back with 0 or a defined error code; anything else stops the run
 //! with the seed and the step, so `fuzz seed=S count=STEP+1` replays it (the calls drawn
 //! depend only on S: the run prints a digest of them). `fuzz verbose` prints every call
@@ -20,6 +28,8 @@
 //! frame by frame).
 #![no_std]
 #![no_main]
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use l4_abi::args::{self as a, Args};
 use l4_abi::layout::{ELF_BASE, USER_MAP_MAX};
@@ -40,6 +50,19 @@ const WINDOW_PAGES: u64 = 256;
 const SHORT_STACKS: u64 = 0x0000_0072_0000_0000;
 /// Where our ring's memory is mapped (its indices get scribbled on).
 const RING_VA: u64 = 0x0000_0073_0000_0000;
+/// A memory object's two mappings (pages of it go copy-on-write: refused).
+const OBJ_A: u64 = 0x0000_0074_0000_0000;
+const OBJ_B: u64 = 0x0000_0075_0000_0000;
+const OBJ_PAGES: u64 = 2;
+/// Pages sent copy-on-write while the writer thread writes them.
+const ZONE: u64 = 0x0000_0076_0000_0000;
+const ZONE_PAGES: u64 = 4;
+const WRITER_STACK: u64 = 0x0000_0077_0000_0000;
+/// Rings handed to ringsrv: forged ones, and the health check's.
+const FORGE_VA: u64 = 0x0000_0078_0000_0000;
+const HEALTH_VA: u64 = 0x0000_0079_0000_0000;
+/// The label of a copy-on-write send from the zone (the responder checks its copy).
+const ZONE_LABEL: u32 = 0x2c0e;
 
 /// xorshift64*: small, fast, and the same sequence for the same seed everywhere.
 struct Rng(u64);
@@ -80,8 +103,12 @@ struct Targets {
     /// A ring's client and server capabilities (nobody serves it).
     ring: [u8; 2],
     /// Slots the run must keep: the parent (name service), the responder's endpoint, the
-    /// notification.
-    protected: [u8; 3],
+    /// notification, ringsrv's endpoint.
+    protected: [u8; 4],
+    /// ringsrv's endpoint, if it runs.
+    ringsrv: Option<u8>,
+    /// Whether a writer thread runs on the other vCPU.
+    writer: bool,
 }
 
 /// A drawn call: number and registers.
@@ -336,14 +363,195 @@ extern "C" fn short_thread(_arg: u64, _buf: u64) -> ! {
 }
 
 /// The responder: answers every message on its endpoint with an empty register message.
+/// Pages sent copy-on-write from the zone it looks at twice, some time apart, while the
+/// writer writes the sender's pages: its copy must not change.
 fn responder(ep: u64) -> u64 {
     let _ = sys::set_recv_window(WINDOW, WINDOW_PAGES);
     let mut got = ipc::recv(ep as u8);
     loop {
         got = match got {
-            Ok(m) => ipc::reply_recv(ep as u8, &Msg::new(m.msg.label, &[])),
+            Ok(m) => {
+                if m.msg.label == ZONE_LABEL && m.msg.pages == Some(MsgInfo::COW) {
+                    let (at, len) = (m.msg.words[6], m.msg.words[7]);
+                    let look = |page: u64, i: u64| {
+                        // SAFETY: the kernel mapped `len` bytes of pages at `at`, in our
+                        // window, which nothing unmaps before the next message.
+                        unsafe { ((at + page * 4096 + i * 8) as *const u64).read_volatile() }
+                    };
+                    let pages = (len / 4096).min(ZONE_PAGES);
+                    let mut first = [[0u64; 2]; ZONE_PAGES as usize];
+                    for p in 0..pages {
+                        first[p as usize] = [look(p, 0), look(p, 1)];
+                    }
+                    let t0 = l4_rt::time::cycles();
+                    while l4_rt::time::cycles().wrapping_sub(t0) < 200_000 {
+                        core::hint::spin_loop();
+                    }
+                    for p in 0..pages {
+                        if first[p as usize] != [look(p, 0), look(p, 1)] {
+                            SNAPSHOT_BROKEN.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                ipc::reply_recv(ep as u8, &Msg::new(m.msg.label, &[]))
+            }
             Err(_) => ipc::recv(ep as u8),
         };
+    }
+}
+
+/// Copies the responder saw change while it looked at them.
+static SNAPSHOT_BROKEN: AtomicU64 = AtomicU64::new(0);
+/// The writer's count of writes, and of writes it did not read back.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+static WRITER_LOST: AtomicU64 = AtomicU64::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The writer, on the other vCPU: writes word 1 of every zone page in turn, for ever, and
+/// reads each write back. The zone's pages go copy-on-write under it all the time, so
+/// its writes fault at the same moments as this task's main thread's.
+fn writer(_: u64) -> u64 {
+    let mut n = 0u64;
+    while !STOP.load(Ordering::Relaxed) {
+        n += 1;
+        let va = ZONE + (n % ZONE_PAGES) * 4096 + 8;
+        // SAFETY: the zone is mapped for the whole run (nothing the fuzzer draws unmaps
+        // or grants it: no address it draws falls there); word 1 of each page is the
+        // writer's alone.
+        let back = unsafe {
+            (va as *mut u64).write_volatile(n);
+            (va as *const u64).read_volatile()
+        };
+        if back != n {
+            WRITER_LOST.fetch_add(1, Ordering::Relaxed);
+        }
+        WRITES.store(n, Ordering::Relaxed);
+    }
+    0
+}
+
+/// Why an attack step failed.
+type Broken = &'static str;
+
+/// Sends pages of the memory object mapped at OBJ_A (and OBJ_B) copy-on-write: refused.
+fn cow_shared(r: &mut Rng, t: &Targets) -> Result<(), Broken> {
+    let pages = 1 + r.below(OBJ_PAGES);
+    let from = if r.below(2) == 0 { OBJ_A } else { OBJ_B };
+    let m = Msg::new(ZONE_LABEL + 1, &[]).with_pages(MsgInfo::COW, from, pages * 4096);
+    match ipc::call(t.responder, &m) {
+        Err(Error::Shared) => Ok(()),
+        Err(_) => Err("pages of a memory object mapped twice, sent copy-on-write, failed but not with Shared"),
+        Ok(_) => Err("pages of a memory object mapped twice went copy-on-write"),
+    }
+}
+
+/// Sends zone pages copy-on-write to the responder (which checks its copy while the
+/// writer writes the originals), then writes them here too and reads the writes back.
+fn cow_race(r: &mut Rng, t: &Targets, step: u64) -> Result<(), Broken> {
+    let first = r.below(ZONE_PAGES);
+    let pages = 1 + r.below(ZONE_PAGES - first);
+    let m = Msg::new(ZONE_LABEL, &[]).with_pages(MsgInfo::COW, ZONE + first * 4096, pages * 4096);
+    ipc::call(t.responder, &m).map_err(|_| "a copy-on-write send from the zone failed")?;
+    for p in first..first + pages {
+        let va = ZONE + p * 4096;
+        // SAFETY: the zone is mapped for the whole run; word 0 of each page is ours.
+        let back = unsafe {
+            (va as *mut u64).write_volatile(step);
+            (va as *const u64).read_volatile()
+        };
+        if back != step {
+            return Err("a write to a page just sent copy-on-write was lost");
+        }
+    }
+    Ok(())
+}
+
+/// Hands ringsrv a ring with forged fields, pokes at it, and lets go of it.
+fn ring_forge(r: &mut Rng, srv: u8) -> Result<(), Broken> {
+    use l4_abi::ring::{Sqe, CQ_HEAD, CQ_TAIL, ENTRIES, SQ_HEAD, SQ_TAIL};
+    use l4_rt::ringclient::{SETUP_MEM, SETUP_RING};
+    let entries = r.pick(&[1u32, 2, 4, 16, 64]);
+    let data_pages = r.pick(&[0u64, 1, 2, 4]);
+    let Ok((ring, mem, theirs)) = l4_rt::ring::create(entries, data_pages, FORGE_VA) else {
+        return Ok(()); // out of quota or slots for now: nothing to forge
+    };
+    let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
+    let poke = |off: usize, v: u32| {
+        // SAFETY: offsets in the first page of the ring object mapped at FORGE_VA.
+        unsafe { ((FORGE_VA + off as u64) as *mut u32).write_volatile(v) }
+    };
+    let scribble = |r: &mut Rng| {
+        let off = r.pick(&[SQ_HEAD, SQ_TAIL, CQ_HEAD, CQ_TAIL, ENTRIES]);
+        poke(off, r.pick_r(&[0, 1, 3, 64, 65, 4096, 8192, u64::from(u32::MAX)]) as u32);
+    };
+    let start = r.pick_r(&[0, u64::from(u32::MAX) - 2]) as u32;
+    ring.reset_indices(start);
+    for i in 0..entries.min(16) {
+        let s = Sqe {
+            opcode: r.pick_r(&[0, 1, 2, 3, 4, 5]) as u8,
+            flags: r.next() as u8,
+            _pad: 0,
+            len: r.pick_r(&[0, 1, 4096, data_pages * 4096, data_pages * 4096 + 1, u64::from(u32::MAX)]) as u32,
+            user_data: r.next(),
+            offset: r.pick_r(&[0, 1, 4095, data_pages * 4096, u64::MAX]),
+            inline: [r.next(), r.below(4), r.next(), 0, 0],
+        };
+        let off = l4_abi::ring::sqe_offset(entries, start.wrapping_add(i));
+        // SAFETY: a submission slot inside the ring object mapped at FORGE_VA.
+        unsafe { ((FORGE_VA + off as u64) as *mut Sqe).write_volatile(s) };
+    }
+    poke(SQ_TAIL, start.wrapping_add(r.pick_r(&[0, 1, u64::from(entries), u64::from(entries) + 1]) as u32));
+    if r.below(2) == 0 {
+        scribble(r);
+    }
+    let claimed = r.pick_r(&[0, data_pages, data_pages + 1, 1 << 20, u64::MAX]);
+    let polling = r.below(2);
+    let spin = r.pick_r(&[0, 10, 1000, u64::MAX]);
+    let result = (|| {
+        ipc::call(srv, &Msg::new(SETUP_RING, &[]).with_cap(theirs))?;
+        ipc::call(srv, &Msg::new(SETUP_MEM, &[polling, spin, claimed]).with_cap(mem))
+    })();
+    let _ = sys::cap_delete(theirs);
+    match result {
+        Ok(reply) if reply.words[0] == 1 => {
+            // Served: wake it a few times with more garbage in between.
+            for _ in 0..r.below(4) {
+                scribble(r);
+                let _ = l4_rt::ring::enter(ring.slot, 0, false);
+            }
+        }
+        Ok(_) => {}
+        Err(_) => return Err("ringsrv did not answer the setup of a forged ring"),
+    }
+    let _ = sys::mem_unmap(FORGE_VA, pages);
+    let _ = sys::cap_delete(mem);
+    let _ = sys::cap_delete(ring.slot);
+    Ok(())
+}
+
+/// A well-formed ring, four echoes: ringsrv must still serve.
+fn ring_health(srv: u8) -> Result<(), Broken> {
+    use l4_abi::ring::{op, status, Cqe, Sqe};
+    let c = l4_rt::ringclient::Client::connect(srv, HEALTH_VA, 16, 1, false, 0, 0)
+        .map_err(|_| "ringsrv refused a well-formed ring after forged ones")?;
+    let sqes: [Sqe; 4] = core::array::from_fn(|i| Sqe {
+        opcode: op::ECHO,
+        user_data: i as u64,
+        inline: [i as u64 * 7, 1, 0, 0, 0],
+        ..Sqe::default()
+    });
+    let mut out = [Cqe::default(); 4];
+    let ok = c.ring.data_len == 4096
+        && c.batch(&sqes, &mut out).is_ok()
+        && out
+            .iter()
+            .zip(&sqes)
+            .all(|(c, s)| c.user_data == s.user_data && c.result == status::OK && c.value == [s.inline[0], 1]);
+    c.close();
+    if ok {
+        Ok(())
+    } else {
+        Err("ringsrv answered a well-formed ring wrongly after forged ones")
     }
 }
 
@@ -368,11 +576,25 @@ fn main() -> u64 {
             sys::mem_map(SHORT_STACKS + i * 0x10_0000 - 4096, 1)?;
         }
         let (ring, _mem, server) = l4_rt::ring::create(64, 1, RING_VA)?;
+        let obj = sys::mem_create(OBJ_PAGES)?;
+        sys::mem_map_obj(obj, OBJ_A)?;
+        sys::mem_map_obj(obj, OBJ_B)?;
+        sys::mem_map(ZONE, ZONE_PAGES)?;
+        // A writer on the other vCPU, if there is one (on one vCPU it would only halve
+        // the fuzzer's speed: there is no second CPU to race with).
+        let writer = match thread::spawn(WRITER_STACK, 4, 1, writer, 0) {
+            Ok(()) => true,
+            Err(Error::BadArgument) => false,
+            Err(e) => return Err(e),
+        };
+        let ringsrv = names::wait_for("ring", 10)?;
         Ok(Targets {
             responder: responder_ep,
             notification,
             ring: [ring.slot, server],
-            protected: [l4_abi::bootinfo::PARENT_SLOT, responder_ep, notification],
+            protected: [l4_abi::bootinfo::PARENT_SLOT, responder_ep, notification, ringsrv.unwrap_or(0)],
+            ringsrv,
+            writer,
         })
     };
     let t = match setup() {
@@ -386,7 +608,39 @@ fn main() -> u64 {
     let mut r = Rng::new(seed);
     let mut digest = 0xcbf2_9ce4_8422_2325u64;
     let mut errors = [0u64; 16];
+    let fail = |step: u64, why: &str| {
+        println!("fuzz: FAIL seed {} step {}: {}", seed, step, why);
+        let _ = names::done(1);
+        1
+    };
+    let mut attacks = [0u64; 3];
     for step in 0..count {
+        // One step in 32 is an attack with a check of its own instead of a call.
+        let attack = if r.below(32) == 0 { Some(r.below(3) as usize) } else { None };
+        if let Some(a) = attack {
+            digest = fnv(digest, 0xa77ac0 + a as u64);
+            if verbose {
+                println!("fuzz: step {}: attack {}", step, a);
+            }
+            let done = match (a, t.ringsrv) {
+                (0, _) => cow_shared(&mut r, &t),
+                (1, _) => cow_race(&mut r, &t, step),
+                (_, Some(srv)) => ring_forge(&mut r, srv).and_then(|()| {
+                    // Every 64th forged ring, a well-formed one must still be served.
+                    if attacks[2] % 64 == 63 {
+                        ring_health(srv)
+                    } else {
+                        Ok(())
+                    }
+                }),
+                (_, None) => Ok(()),
+            };
+            if let Err(why) = done {
+                return fail(step, why);
+            }
+            attacks[a] += 1;
+            continue;
+        }
         let c = draw(&mut r, &t);
         for x in [c.n, c.rdi, c.rsi].iter().chain(c.w.iter()) {
             digest = fnv(digest, *x);
@@ -432,9 +686,40 @@ fn main() -> u64 {
             }
         }
     }
+    STOP.store(true, Ordering::Relaxed);
+    if let Some(srv) = t.ringsrv {
+        if let Err(why) = ring_health(srv) {
+            return fail(count, why);
+        }
+    }
+    let (broken, lost) = (SNAPSHOT_BROKEN.load(Ordering::Relaxed), WRITER_LOST.load(Ordering::Relaxed));
+    if broken != 0 || lost != 0 {
+        return fail(
+            count,
+            if broken != 0 {
+                "a copy-on-write copy changed while its receiver looked"
+            } else {
+                "the writer lost a write"
+            },
+        );
+    }
     println!(
-        "fuzz: {} calls done, every one came back with a defined result (seed {}, digest {:#x})",
-        count, seed, digest
+        "fuzz: {} steps done, {} calls, every one came back with a defined result (seed {}, digest {:#x})",
+        count,
+        count - attacks.iter().sum::<u64>(),
+        seed,
+        digest
+    );
+    println!(
+        "fuzz: attacks: {} copy-on-write sends of a memory object mapped twice (each refused with Shared), {} \
+         copy-on-write sends raced by {} ({} writes there, none lost; every copy unchanged), {} forged rings to \
+         ringsrv (it served well-formed ones after them{})",
+        attacks[0],
+        attacks[1],
+        if t.writer { "a writer on the other vCPU" } else { "no second vCPU" },
+        WRITES.load(Ordering::Relaxed),
+        attacks[2],
+        if t.ringsrv.is_some() { "" } else { "; ringsrv did not run: none sent" }
     );
     println!(
         "fuzz: results: ok {}, invalid syscall {}, invalid cap {}, wrong type {}, no rights {}, bad argument {}, \

@@ -222,8 +222,8 @@ fn number(key: &str) -> Option<u64> {
     cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
 }
 
-/// `fuzz` on the kernel command line: run the system-call fuzzer alone (with `seed=S`
-/// and `count=N`), and fail the run if it faults.
+/// `fuzz` on the kernel command line: run the system-call fuzzer (with `seed=S` and
+/// `count=N`) and the ring server it attacks, and fail the run if either faults.
 fn fuzzing() -> bool {
     cmdline().split_ascii_whitespace().any(|t| t == "fuzz")
 }
@@ -243,7 +243,8 @@ fn start_args(name: &str) -> [u64; 2] {
 /// names them; by default every boot file except the test servers (`*test`, `fuzz`).
 fn wanted(name: &str) -> bool {
     if fuzzing() {
-        return name == "fuzz";
+        // The fuzzer, and the ring server it hands forged rings to.
+        return name == "fuzz" || name == "ringsrv";
     }
     match cmdline().split_ascii_whitespace().find_map(|t| t.strip_prefix("run=")) {
         Some(list) => list.split(',').any(|n| n == name),
