@@ -532,8 +532,14 @@ fn ring_forge(r: &mut Rng, srv: u8) -> Result<(), Broken> {
 /// A well-formed ring, four echoes: ringsrv must still serve.
 fn ring_health(srv: u8) -> Result<(), Broken> {
     use l4_abi::ring::{op, status, Cqe, Sqe};
-    let c = l4_rt::ringclient::Client::connect(srv, HEALTH_VA, 16, 1, false, 0, 0)
-        .map_err(|_| "ringsrv refused a well-formed ring after forged ones")?;
+    let c = match l4_rt::ringclient::Client::connect(srv, HEALTH_VA, 16, 1, false, 0, 0) {
+        Ok(c) => c,
+        // This task's own capability table or quota is full for now (the random calls
+        // fill it): no ring to check with; the run's last check makes room first.
+        Err(Error::NoSlots | Error::Quota | Error::OutOfMemory) => return Ok(()),
+        Err(Error::BadArgument) => return Err("ringsrv refused a well-formed ring after forged ones"),
+        Err(_) => return Err("ringsrv did not answer the setup of a well-formed ring after forged ones"),
+    };
     let sqes: [Sqe; 4] = core::array::from_fn(|i| Sqe {
         opcode: op::ECHO,
         user_data: i as u64,
@@ -687,6 +693,12 @@ fn main() -> u64 {
         }
     }
     STOP.store(true, Ordering::Relaxed);
+    // Room in our capability table for the last ring check.
+    for s in 0..64u8 {
+        if !t.protected.contains(&s) {
+            let _ = sys::cap_delete(s);
+        }
+    }
     if let Some(srv) = t.ringsrv {
         if let Err(why) = ring_health(srv) {
             return fail(count, why);

@@ -116,7 +116,9 @@ fn main() -> u64 {
     }
     println!("ringsrv: serving");
     let mut kv = Kv::default();
-    let mut ring_slot: Option<u8> = None;
+    // The ring capability a client handed over with SETUP_RING, and that client's badge:
+    // only the same client's SETUP_MEM completes it.
+    let mut pending: Option<(u64, u8)> = None;
     let mut r = ipc::recv(ep);
     loop {
         let Ok(got) = r else {
@@ -126,11 +128,14 @@ fn main() -> u64 {
         let m = got.msg;
         match (m.label, m.cap) {
             (SETUP_RING, Some(slot)) => {
-                ring_slot = Some(slot);
+                // A ring handed over before and never followed by its memory goes.
+                if let Some((_, old)) = pending.replace((got.badge, slot)) {
+                    let _ = sys::cap_delete(old);
+                }
                 r = ipc::reply_recv(ep, &Msg::new(SETUP_RING, &[0])).or_else(|_| ipc::recv(ep));
             }
-            (SETUP_MEM, Some(mem)) if ring_slot.is_some() => {
-                let slot = ring_slot.take().unwrap_or(0);
+            (SETUP_MEM, Some(mem)) if pending.is_some_and(|(badge, _)| badge == got.badge) => {
+                let slot = pending.take().map_or(0, |(_, s)| s);
                 // Nothing the client says about the ring's size is believed: the mapping is
                 // the object's true size, and the entry count (read once, from memory the
                 // client can scribble) must fit in it with the data after it.
@@ -164,7 +169,15 @@ fn main() -> u64 {
                 let _ = sys::cap_delete(slot);
                 r = ipc::recv(ep);
             }
-            _ => r = ipc::reply_recv(ep, &Msg::new(0xdead, &[])).or_else(|_| ipc::recv(ep)),
+            // Anything else is refused, and a capability that came with it deleted: no
+            // client may fill this server's capability table (and so keep every later
+            // client's ring from arriving) or pair its memory with another's ring.
+            (_, cap) => {
+                if let Some(c) = cap {
+                    let _ = sys::cap_delete(c);
+                }
+                r = ipc::reply_recv(ep, &Msg::new(0xdead, &[])).or_else(|_| ipc::recv(ep));
+            }
         }
     }
 }

@@ -313,6 +313,21 @@ fn main() -> u64 {
             next_ring_works(srv)
         })(),
     );
+    t.check(
+        "capabilities sent with anything but a ring setup are not kept",
+        (|| {
+            // 80 stray capabilities, more than a task's 64 slots: the old server kept each,
+            // its table filled, and every later client's ring capability was dropped on
+            // the way (the setup refused).
+            use l4_rt::ipc::{self, Msg};
+            let n = sys::notify_create().map_err(|_| "no notification")?;
+            for _ in 0..80 {
+                ipc::call(srv, &Msg::new(0x1234, &[]).with_cap(n)).map_err(|_| "the server did not answer")?;
+            }
+            let _ = sys::cap_delete(n);
+            next_ring_works(srv)
+        })(),
+    );
 
     let (_, before) = sys::frame_stats();
     let _ = before;

@@ -38,8 +38,12 @@ impl Client {
         let (mut r, mem, theirs) = ring::create(entries, data_pages, va)?;
         r.data_len = (data_pages * 4096) as usize;
         r.reset_indices(start);
-        ipc::call(server, &Msg::new(SETUP_RING, &[]).with_cap(theirs))?;
+        let took = ipc::call(server, &Msg::new(SETUP_RING, &[]).with_cap(theirs));
         let _ = sys::cap_delete(theirs);
+        if took?.label != SETUP_RING {
+            // The server did not get the ring capability (its table was full) or refused it.
+            return Err(Error::BadArgument);
+        }
         let reply = ipc::call(server, &Msg::new(SETUP_MEM, &[polling as u64, spin, data_pages]).with_cap(mem))?;
         if reply.words[0] != 1 {
             return Err(Error::BadArgument);
