@@ -81,6 +81,21 @@ impl RunQueue {
     }
 
     /// The highest non-empty priority.
+    /// The queued threads, highest priority first and each priority in its order (for
+    /// tests that compare two kernels' scheduling state).
+    #[cfg(test)]
+    pub fn order(&self) -> Vec<(usize, u16)> {
+        let mut out = Vec::new();
+        for p in (0..PRIOS).rev() {
+            let mut t = self.head[p];
+            while t != NONE {
+                out.push((p, t));
+                t = self.links[t as usize].next;
+            }
+        }
+        out
+    }
+
     pub fn top_priority(&self) -> Option<usize> {
         if self.bitmap == 0 {
             None
