@@ -213,6 +213,11 @@ fn run_all() -> Result<Report, String> {
         script: "for i in 1 2 3; do l4vmm --timeout 120 --cmdline ktest=irq-mask 2>&1; echo \"exit $?\"; done\n".into(),
         timeout: Duration::from_secs(600),
     });
+    // HWKVM_ONLY=a,b: only these scenarios (to rerun one suite there while developing;
+    // the others then read as not verified).
+    if let Ok(only) = std::env::var("HWKVM_ONLY") {
+        scenarios.retain(|sc| only.split(',').any(|o| o == sc.name));
+    }
     let opts = Options { verbose: true, ..Options::default() };
     let mut report = boot::run(&packages, &img, &scenarios, &opts, &work).map_err(|e| e.to_string())?;
     // The host itself can wedge under its own bugs (docs/HOSTS.md). Then it is booted
@@ -337,7 +342,11 @@ fn report() -> &'static Report {
 fn outcome(name: &str) -> Option<&'static Outcome> {
     let r = report();
     assert!(r.host.contains("kvm_amd"), "the nested host has no kvm_amd: {}", r.host);
-    let o = r.outcomes.iter().find(|o| o.name == name).expect("scenario exists");
+    let Some(o) = r.outcomes.iter().find(|o| o.name == name) else {
+        // Left out with HWKVM_ONLY: said, not failed (a run that asks for less verifies less).
+        say(&format!("\nhwkvm: NOT VERIFIED on nested kvm_amd: '{name}' left out (HWKVM_ONLY)\n"));
+        return None;
+    };
     if o.status != Status::NotRun {
         return Some(o);
     }
