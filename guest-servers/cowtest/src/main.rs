@@ -22,6 +22,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use l4_abi::syscall::{Error, MsgInfo};
+use l4_rt::checks::Checks;
 use l4_rt::ipc::{self, Msg};
 use l4_rt::{names, println, sys, thread};
 
@@ -123,22 +124,6 @@ fn writer(_: u64) -> u64 {
             WRITTEN.store(go, Ordering::Release);
         }
         core::hint::spin_loop();
-    }
-}
-
-struct Checks {
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, name: &str, r: Result<(), &str>) {
-        match r {
-            Ok(()) => println!("cowtest: ok {}", name),
-            Err(why) => {
-                self.failed += 1;
-                println!("cowtest: FAIL {}: {}", name, why);
-            }
-        }
     }
 }
 
@@ -298,7 +283,7 @@ fn all_or_nothing(ep: u8) -> Result<(), &'static str> {
 }
 
 fn main() -> u64 {
-    let mut c = Checks { failed: 0 };
+    let mut c = Checks::new("cowtest");
     let Ok(ep) = sys::endpoint_create() else {
         println!("cowtest: FAIL setup: no endpoint");
         return 1;
@@ -327,7 +312,7 @@ fn main() -> u64 {
         "a transfer without memory for its page tables moves nothing and loses no frame; with memory it works",
         all_or_nothing(ep),
     );
-    println!("cowtest: {} checks failed", c.failed);
-    let _ = names::done(u64::from(c.failed != 0));
-    u64::from(c.failed != 0)
+    println!("cowtest: {} checks failed", c.failed());
+    let _ = names::done(u64::from(c.failed() != 0));
+    u64::from(c.failed() != 0)
 }

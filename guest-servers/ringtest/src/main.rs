@@ -4,6 +4,7 @@
 #![no_main]
 
 use l4_abi::ring::{op, status, Cqe, Sqe};
+use l4_rt::checks::Checks;
 use l4_rt::ringclient::Client;
 use l4_rt::{names, println, sys};
 
@@ -26,22 +27,6 @@ fn check_echo(sqes: &[Sqe], cqes: &[Cqe]) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-struct T {
-    failed: u32,
-}
-
-impl T {
-    fn check(&mut self, name: &str, r: Result<(), &str>) {
-        match r {
-            Ok(()) => println!("ringtest: ok {}", name),
-            Err(w) => {
-                self.failed += 1;
-                println!("ringtest: FAIL {}: {}", name, w);
-            }
-        }
-    }
 }
 
 /// Pages of a ring object of `entries` slots and `data_pages` of data.
@@ -79,18 +64,24 @@ fn setup_raw(
     Ok((r, mem, reply.words[0] == 1))
 }
 
-/// A well-formed ring still works (the server is alive and its RING_VA free).
-fn next_ring_works(srv: u8) -> Result<(), &'static str> {
-    let c = Client::connect(srv, VA2, 16, 1, false, 0, 0).map_err(|_| "the next ring was refused")?;
-    let sqes = [echo(7)];
+/// One echo through a fresh ring at `va` (`data_pages` of data, polling after `spin`
+/// idle rounds if `polling`), checked, and the ring let go.
+fn one_echo(srv: u8, va: u64, data_pages: u64, polling: bool, spin: u64, i: u64) -> Result<(), &'static str> {
+    let c = Client::connect(srv, va, 16, data_pages, polling, spin, 0).map_err(|_| "a ring was refused")?;
+    let sqes = [echo(i)];
     let mut cqes = [Cqe::default()];
-    c.batch(&sqes, &mut cqes).map_err(|_| "the next ring failed")?;
+    c.batch(&sqes, &mut cqes).map_err(|_| "a batch failed")?;
     check_echo(&sqes, &cqes)?;
     c.close();
     Ok(())
 }
 
-fn run_mode(t: &mut T, srv: u8, polling: bool) {
+/// A well-formed ring still works (the server is alive and its RING_VA free).
+fn next_ring_works(srv: u8) -> Result<(), &'static str> {
+    one_echo(srv, VA2, 1, false, 0, 7)
+}
+
+fn run_mode(t: &mut Checks, srv: u8, polling: bool) {
     let mode = if polling { "polling" } else { "kernel-entry" };
     let mut sqes = [Sqe::default(); 256];
     let mut cqes = [Cqe::default(); 256];
@@ -167,7 +158,7 @@ fn main() -> u64 {
         let _ = names::done(1);
         return 1;
     };
-    let mut t = T { failed: 0 };
+    let mut t = Checks::new("ringtest");
     run_mode(&mut t, srv, false);
     run_mode(&mut t, srv, true);
 
@@ -274,12 +265,7 @@ fn main() -> u64 {
     t.check(
         "a ring without data pages leaves nothing mapped",
         (|| {
-            let c = Client::connect(srv, VA, 16, 0, false, 0, 0).map_err(|_| "connect")?;
-            let sqes = [echo(9)];
-            let mut cqes = [Cqe::default()];
-            c.batch(&sqes, &mut cqes).map_err(|_| "batch")?;
-            check_echo(&sqes, &cqes)?;
-            c.close();
+            one_echo(srv, VA, 0, false, 0, 9)?;
             next_ring_works(srv)
         })(),
     );
@@ -288,12 +274,7 @@ fn main() -> u64 {
         (|| {
             // The old server believed the spin count: it polled the abandoned ring for
             // u64::MAX rounds and never took the next client (a hang on one vCPU).
-            let c = Client::connect(srv, VA, 16, 1, true, u64::MAX, 0).map_err(|_| "connect")?;
-            let sqes = [echo(11)];
-            let mut cqes = [Cqe::default()];
-            c.batch(&sqes, &mut cqes).map_err(|_| "batch")?;
-            check_echo(&sqes, &cqes)?;
-            c.close();
+            one_echo(srv, VA, 1, true, u64::MAX, 11)?;
             next_ring_works(srv)
         })(),
     );
@@ -331,8 +312,8 @@ fn main() -> u64 {
 
     let (_, before) = sys::frame_stats();
     let _ = before;
-    println!("ringtest: {} failed", t.failed);
-    let status = if t.failed == 0 { 0 } else { 1 };
+    println!("ringtest: {} failed", t.failed());
+    let status = if t.failed() == 0 { 0 } else { 1 };
     let _ = names::done(status);
     status
 }

@@ -6,8 +6,10 @@
 //! - [`println!`]: formatted output through the kernel console;
 //! - [`names`]: the root task's name service protocol.
 //! - [`thread`]: more threads in the same address space;
+//! - [`checks`]: the report of an in-guest test server's checks.
 #![no_std]
 
+pub mod checks;
 pub mod io;
 pub mod ipc;
 mod mem;
