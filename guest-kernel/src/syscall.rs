@@ -105,6 +105,41 @@ impl Kernel {
         self.reschedule();
     }
 
+    /// The system calls answered on the spot, before [`Kernel::syscall`]: `Call` and
+    /// `ReplyRecv` that qualify for the IPC fast path ([`Kernel::fastpath`]), and `Null`
+    /// ([`Kernel::fast_null`]). `true`: done, the current thread (perhaps another one now)
+    /// is to be entered; `false`: take [`Kernel::syscall`], nothing changed. Same results
+    /// as the slow path (host test `the_fast_path_and_the_slow_path_give_identical_results`).
+    /// The arch layer calls the two directly, each from its own function.
+    #[inline(always)]
+    pub fn fast_syscall<P: Platform>(&mut self, p: &mut P, sysno: u64) -> bool {
+        if sysno == Sysno::Null as u64 {
+            self.fast_null(p)
+        } else {
+            self.fastpath(sysno)
+        }
+    }
+
+    /// `Null` on the spot (the floor every call pays: entry, this, exit) when nothing of
+    /// a higher priority waits on this CPU; `false` for the slow path (a bad mode: it
+    /// reports the error; a higher priority waiting: it runs that).
+    #[inline(always)]
+    pub fn fast_null<P: Platform>(&mut self, p: &mut P) -> bool {
+        let c = self.current as usize;
+        let Some(me) = self.threads.get_mut(c) else { return false };
+        let mode = a::Null::from_regs(&me.regs.args()).mode;
+        if mode > 1 || self.runqs[self.cpu].top_priority().is_some_and(|p| p > me.prio as usize) {
+            return false;
+        }
+        // The caller is running (never `Free`): its result is written here, as
+        // `carry_out` would for `Next::Return`, without loading the thread again.
+        me.regs.set_result(Ok(()));
+        if mode == 1 {
+            p.bounce_root(self.kernel_root);
+        }
+        true
+    }
+
     /// The calls that only read or move their caller (no object or frame is made or
     /// freed, so no account is charged), handled; `None` for every other call.
     #[inline(always)]

@@ -84,7 +84,25 @@ isr_\n:
     ISR_NOERR 0
     ISR_NOERR 1
     ISR_NOERR 2
-    ISR_NOERR 3
+    .global isr_3
+isr_3:
+    /* int3 from user mode at the entry page: a system call (on hosts where `syscall`
+       does not enter ring 0). Anything else, a breakpoint in user code or an int3 in
+       the kernel, is an ordinary trap. */
+    testb $3, 8(%rsp)               /* from user? (CS above RIP) */
+    jz 8f
+    swapgs
+    pushq $0
+    pushq $3
+    SAVE_GPRS
+    cld
+    movabsq ${int3_rip}, %rax       /* RIP after the entry page's int3 */
+    cmpq %rax, {rip_off}(%rsp)
+    je .Lsyscall_common
+    jmp .Lisr_user
+8:  pushq $0
+    pushq $3
+    jmp isr_common
     ISR_NOERR 4
     ISR_NOERR 5
     ISR_NOERR 6
@@ -123,6 +141,7 @@ isr_common:
     swapgs                          /* GS base: this CPU's per-CPU block */
     SAVE_GPRS
     cld
+.Lisr_user:
     movq %rsp, %rdi
     movq %gs:{pc_kstack}, %rsp      /* this CPU's kernel stack */
     call trap_from_user             /* never returns */
@@ -163,9 +182,11 @@ syscall_entry:
     pushq $0
     pushq ${sysvec}
     SAVE_GPRS
+    /* Both system-call entries. */
+.Lsyscall_common:
     movq %rsp, %rdi
     movq %gs:{pc_kstack}, %rsp
-    call trap_from_user
+    call syscall_fast               /* never returns */
     ud2
 
     .global return_to_user
@@ -193,6 +214,8 @@ isr_table:
     pc_frame_top = const super::percpu::FRAME_TOP,
     pc_kstack = const super::percpu::KSTACK,
     gs_base = const super::percpu::IA32_GS_BASE,
+    int3_rip = const l4_abi::syscall::ENTRY_VA + 1,
+    rip_off = const core::mem::offset_of!(l4_kernel::machine::UserRegs, rip),
     options(att_syntax)
 );
 
@@ -269,7 +292,7 @@ pub fn syscall_entry_addr() -> u64 {
 
 /// Where this CPU's next user entry's frame ends: the `syscall` entry builds its frame
 /// below it, interrupts and exceptions use the TSS's RSP0, set alongside.
-pub fn set_frame_top(cpu: usize, top: u64) {
+#[inline(always)]
+pub fn set_frame_top(top: u64) {
     super::percpu::set_frame_top(top);
-    super::gdt::set_rsp0(cpu, top);
 }

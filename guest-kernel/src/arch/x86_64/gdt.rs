@@ -90,9 +90,9 @@ pub fn init(cpu: usize) {
     }
 }
 
-/// Sets CPU `cpu`'s RSP0: where it pushes the frame of its next interrupt from user mode.
-pub fn set_rsp0(cpu: usize, top: u64) {
-    // SAFETY: a plain store to this CPU's TSS, which the CPU only reads on a privilege
-    // change; interrupts are off in the kernel; only this CPU writes its TSS.
-    unsafe { (*addr_of_mut!(TSS))[cpu].rsp[0] = top };
+/// The address of CPU `cpu`'s RSP0 (where it pushes the frame of its next interrupt
+/// from user mode): `percpu::set_frame_top` writes it there.
+pub fn rsp0_at(cpu: usize) -> u64 {
+    // SAFETY: only the address of a field of a static is taken.
+    unsafe { core::ptr::addr_of_mut!((*addr_of_mut!(TSS))[cpu].rsp[0]) as u64 }
 }

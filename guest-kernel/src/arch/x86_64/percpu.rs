@@ -12,6 +12,10 @@ use super::gdt::MAX_CPUS;
 pub const USER_RSP: usize = 8;
 pub const FRAME_TOP: usize = 16;
 pub const KSTACK: usize = 32;
+/// Offsets of the fields the exit path reaches through GS.
+const RSP0_AT: usize = 40;
+const FPU_SLOT: usize = 48;
+const FPU_ID: usize = 56;
 
 #[repr(C)]
 pub struct PerCpu {
@@ -25,15 +29,30 @@ pub struct PerCpu {
     cpu: u64,
     /// Top of this CPU's kernel stack.
     kstack: u64,
+    /// Where this CPU's TSS keeps RSP0 (written with the frame top on every switch).
+    rsp0_at: u64,
+    /// The thread whose x87/SSE state is in this CPU: its slot and id (id 0: nobody).
+    fpu_slot: u64,
+    fpu_id: u64,
 }
+
+const _: () = {
+    assert!(core::mem::offset_of!(PerCpu, user_rsp) == USER_RSP);
+    assert!(core::mem::offset_of!(PerCpu, frame_top) == FRAME_TOP);
+    assert!(core::mem::offset_of!(PerCpu, kstack) == KSTACK);
+    assert!(core::mem::offset_of!(PerCpu, rsp0_at) == RSP0_AT);
+    assert!(core::mem::offset_of!(PerCpu, fpu_slot) == FPU_SLOT);
+    assert!(core::mem::offset_of!(PerCpu, fpu_id) == FPU_ID);
+};
 
 const KSTACK_SIZE: usize = 32 * 1024;
 
 #[repr(C, align(4096))]
 struct KernelStack([u8; KSTACK_SIZE]);
 
-static mut PERCPU: [PerCpu; MAX_CPUS] =
-    [const { PerCpu { self_ptr: 0, user_rsp: 0, frame_top: 0, cpu: 0, kstack: 0 } }; MAX_CPUS];
+static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu { self_ptr: 0, user_rsp: 0, frame_top: 0, cpu: 0, kstack: 0, rsp0_at: 0, fpu_slot: 0, fpu_id: 0 }
+}; MAX_CPUS];
 static mut KSTACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KSTACK_SIZE]) }; MAX_CPUS];
 
 pub const IA32_GS_BASE: u32 = 0xc000_0101;
@@ -49,6 +68,7 @@ pub fn init(n: usize) {
         (*p).self_ptr = p as u64;
         (*p).cpu = n as u64;
         (*p).kstack = top;
+        (*p).rsp0_at = super::gdt::rsp0_at(n);
     }
     cpu::wrmsr(IA32_GS_BASE, p as u64);
     cpu::wrmsr(IA32_KERNEL_GS_BASE, 0);
@@ -62,10 +82,73 @@ pub fn this_cpu() -> usize {
     n as usize
 }
 
-/// Sets this CPU's frame top (read by the `syscall` entry).
+/// Sets where this CPU's next user entry's frame ends: the `syscall` entry builds its
+/// frame below `top` (the frame top), interrupts and exceptions push theirs there (the
+/// TSS's RSP0). Three stores, no bounds check: the exit path's budget.
+#[inline(always)]
 pub fn set_frame_top(top: u64) {
+    // SAFETY: this CPU's own block, through GS; `rsp0_at` points at this CPU's TSS RSP0
+    // field (set by `init`), which the CPU reads only on a privilege change, and which
+    // only this CPU writes.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{ft}], {top}",
+            "mov {p}, gs:[{at}]",
+            "mov [{p}], {top}",
+            top = in(reg) top,
+            p = out(reg) _,
+            ft = const FRAME_TOP,
+            at = const RSP0_AT,
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// The thread whose x87/SSE state this CPU holds: (slot, id), id 0 for nobody.
+#[inline(always)]
+pub fn fpu_owner() -> (usize, u64) {
+    let (slot, id): (u64, u64);
     // SAFETY: this CPU's own block, through GS.
-    unsafe { core::arch::asm!("mov gs:[16], {}", in(reg) top, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!(
+            "mov {s}, gs:[{fs}]",
+            "mov {i}, gs:[{fi}]",
+            s = out(reg) slot,
+            i = out(reg) id,
+            fs = const FPU_SLOT,
+            fi = const FPU_ID,
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    (slot as usize, id)
+}
+
+/// The id of the thread whose x87/SSE state this CPU holds (0: nobody).
+#[inline(always)]
+pub fn fpu_owner_id() -> u64 {
+    let id: u64;
+    // SAFETY: this CPU's own block, through GS.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{fi}]", out(reg) id, fi = const FPU_ID, options(nostack, readonly, preserves_flags))
+    };
+    id
+}
+
+/// Records that this CPU now holds thread (slot, id)'s x87/SSE state.
+#[inline(always)]
+pub fn set_fpu_owner(slot: usize, id: u64) {
+    // SAFETY: this CPU's own block, through GS.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{fs}], {s}",
+            "mov gs:[{fi}], {i}",
+            s = in(reg) slot as u64,
+            i = in(reg) id,
+            fs = const FPU_SLOT,
+            fi = const FPU_ID,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Top of CPU `n`'s kernel stack (valid before CPU `n` runs: the AP starts on it).

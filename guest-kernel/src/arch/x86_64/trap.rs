@@ -10,13 +10,11 @@
 use core::ptr::addr_of_mut;
 
 use l4_abi::exit;
-use l4_abi::syscall::ENTRY_VA;
 use l4_kernel::kernel::Kernel;
 use l4_kernel::machine::UserRegs;
 use l4_kernel::mm::vspace;
 
 use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
-use super::gdt::MAX_CPUS;
 use super::irqstats::{IF0_IRQS, KERNEL_IRQS};
 use super::platform::Machine;
 use super::{apic, count, cpu, percpu, smp};
@@ -36,9 +34,6 @@ pub enum EntryMode {
 }
 
 static mut ENTRY_MODE: EntryMode = EntryMode::Probing;
-/// Per CPU, the thread whose x87/SSE state is in that CPU: (slot, thread id); id 0 is
-/// nobody.
-static mut FPU_OWNER: [(usize, u64); MAX_CPUS] = [(0, 0); MAX_CPUS];
 /// The probe address space, while it exists.
 static mut PROBE_ROOT: u64 = 0;
 /// What to do once the entry mechanism is known.
@@ -156,7 +151,7 @@ fn enter_probe() -> ! {
     unsafe {
         let pf = addr_of_mut!(PROBE_FRAME);
         *pf = frame;
-        entry::set_frame_top(0, pf as u64 + core::mem::size_of::<UserRegs>() as u64);
+        entry::set_frame_top(pf as u64 + core::mem::size_of::<UserRegs>() as u64);
         entry::return_to_user(pf)
     }
 }
@@ -255,9 +250,76 @@ fn finish_boot() -> ! {
     run()
 }
 
-/// Every entry from user mode (the frame is the current thread's `regs`). The IPC fast
-/// path is tried first and leaves straight to the partner thread; everything else goes
-/// through [`trap_slow`].
+/// The system-call entries (`syscall`, or `int3` at the entry page): the calls the
+/// kernel answers on the spot ([`Kernel::fast_syscall`]: the null call and the IPC fast
+/// path, each in a function of its own so that each saves only the registers it needs,
+/// and none returns, so none restores them) leave straight to the thread to enter; every
+/// other call goes on to the slow path.
+#[no_mangle]
+extern "C" fn syscall_fast(frame: *mut UserRegs) -> ! {
+    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
+    let sysno = unsafe { (*frame).rax };
+    if sysno == l4_abi::syscall::Sysno::Null as u64 {
+        null_fast(frame)
+    } else {
+        ipc_fast(frame, sysno)
+    }
+}
+
+/// Takes the big kernel lock for a system call that entered with `frame` (with one CPU
+/// there is nobody to contend with); returns whether there are several CPUs. Reads
+/// nothing of the frame: see `trap_from_user`.
+#[inline(always)]
+fn lock_for_syscall(k: &mut Kernel) -> bool {
+    let smp = smp::active();
+    if smp {
+        let me = percpu::this_cpu();
+        smp::answer_shootdown(me);
+        smp::lock(me);
+        k.enter_cpu(me);
+    }
+    smp
+}
+
+#[inline(never)]
+fn null_fast(frame: *mut UserRegs) -> ! {
+    // What entered, read before the lock (see `trap_from_user`).
+    // SAFETY: as in `syscall_fast`.
+    let vector = unsafe { (*frame).vector };
+    // SAFETY: trap context, interrupts off; the lock is taken first thing.
+    let (k, m) = unsafe { state() };
+    let smp = lock_for_syscall(k);
+    if k.fast_null(m) {
+        // The caller goes on: its address space, x87 state and frame are still this
+        // CPU's, and its frame is the one it entered with.
+        if smp {
+            unlock_kernel(k);
+        }
+        // SAFETY: the caller's own frame, as it entered (with its result).
+        unsafe { entry::return_to_user(frame) }
+    }
+    trap_slow(frame, vector, true)
+}
+
+#[inline(never)]
+fn ipc_fast(frame: *mut UserRegs, sysno: u64) -> ! {
+    // SAFETY: as in `syscall_fast`.
+    let vector = unsafe { (*frame).vector };
+    // SAFETY: trap context, interrupts off; the lock is taken first thing.
+    let (k, _) = unsafe { state() };
+    let smp = lock_for_syscall(k);
+    // No current thread while the entry is probed and the counter calibrated (the probe
+    // thread is not a kernel thread): the fast path declines, and `trap_slow` knows.
+    if k.fastpath(sysno) {
+        let to = leave_for(k, k.current as usize, smp);
+        // SAFETY: the frame of the thread the fast path made current (a valid user context).
+        unsafe { entry::return_to_user(to) }
+    }
+    trap_slow(frame, vector, true)
+}
+
+/// Every other entry from user mode: exceptions, interrupts, an `int3` that is not a
+/// system call (the frame is the current thread's `regs`).
 #[no_mangle]
 extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
     // What entered, read before anything else: the frame lies in the interrupted thread's
@@ -266,7 +328,7 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
     // retired before its threads), but once this CPU waits for the lock it may, and reuse
     // the slot; then the frame is someone else's and only this vector is ours.
     // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
-    let (vector, rip, sysno) = unsafe { ((*frame).vector, (*frame).rip, (*frame).rax) };
+    let vector = unsafe { (*frame).vector };
     // SAFETY: trap context, interrupts off; the big kernel lock is taken right below
     // before anything is touched (with one CPU there is nobody to contend with).
     let (k, _) = unsafe { state() };
@@ -276,12 +338,7 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
         smp::lock(me);
         k.enter_cpu(me);
     }
-    let is_syscall =
-        vector == SYSCALL_VECTOR || (vector == 3 && rip == ENTRY_VA + 1 && entry_mode() == EntryMode::Int3);
-    if is_syscall && k.fastpath(sysno) {
-        enter_user(k, k.current as usize);
-    }
-    trap_slow(frame, vector, is_syscall)
+    trap_slow(frame, vector, false)
 }
 
 /// Everything but the fast path. `frame` is the current thread's saved state if this CPU
@@ -420,14 +477,11 @@ pub fn run() -> ! {
         // Idle: give up the lock, the user address space and the FPU state, and halt.
         k.leave_cpu();
         let wake = core::mem::take(&mut k.wake);
-        // SAFETY: this CPU's owner slot; saving the state of a live owner only.
-        unsafe {
-            let (slot, id) = FPU_OWNER[me];
-            if id != 0 && k.threads[slot].id == id {
-                cpu::fxsave(&mut k.threads[slot].fpu);
-            }
-            FPU_OWNER[me] = (0, 0);
+        let (slot, id) = percpu::fpu_owner();
+        if id != 0 && k.threads.get(slot).is_some_and(|o| o.id == id) {
+            cpu::fxsave(&mut k.threads[slot].fpu);
         }
+        percpu::set_fpu_owner(0, 0);
         if cpu::cr3() & !0xfff != k.kernel_root {
             // SAFETY: the kernel's own root maps everything the kernel needs.
             unsafe { cpu::set_cr3(k.kernel_root) };
@@ -447,38 +501,54 @@ pub fn run() -> ! {
 /// Switches to thread `t`'s address space and x87/SSE state, and returns to user mode.
 #[inline(always)]
 fn enter_user(k: &mut Kernel, t: usize) -> ! {
-    let me = k.cpu;
+    let frame = leave_for(k, t, smp::active());
+    // SAFETY: the frame holds a valid user context (rip, cs = user, rflags with IF).
+    unsafe { entry::return_to_user(frame) }
+}
+
+/// Makes thread `t` this CPU's: its address space, its x87/SSE state and its frame as
+/// the place of the next entry; lets go of the kernel; returns the frame to restore.
+/// Each step is skipped where it is already so (the same address space, the same
+/// thread's x87 state), so the null call pays only for the checks.
+#[inline(always)]
+fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
     // The table in a local: its base and length stay in registers across the asm below.
     let threads = &mut *k.threads;
-    let root = threads[t].root;
+    let (root, id) = (threads[t].root, threads[t].id);
     if cpu::cr3() & !0xfff != root {
         // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
         unsafe { cpu::set_cr3(root) };
-        smp::loaded(me, root);
+        smp::loaded(k.cpu, root);
     }
-    // SAFETY: this CPU's owner entry, under the lock. Thread ids are never reused, so a
-    // new thread in a recycled slot never inherits its predecessor's registers.
-    unsafe {
-        let id = threads[t].id;
-        if FPU_OWNER[me].1 != id {
-            let (slot, owner) = FPU_OWNER[me];
-            if owner != 0 && threads.get(slot).is_some_and(|o| o.id == owner) {
-                cpu::fxsave(&mut threads[slot].fpu);
-            }
-            cpu::fxrstor(&threads[t].fpu);
-            FPU_OWNER[me] = (t, id);
+    // The previous owner's state is saved only if it still lives: thread ids are never
+    // reused (a new thread gets a new id), so a recycled slot never gets its
+    // predecessor's state saved over its own, nor inherits its registers. With nobody
+    // (id 0) a free slot may match (free slots have id 0): saving into it is harmless,
+    // as a slot is reset (`Thread::FREE`, the reset x87 state) when it is used again.
+    let (slot, owner) = percpu::fpu_owner();
+    if owner != id {
+        if let Some(o) = threads.get_mut(slot).filter(|o| o.id == owner) {
+            cpu::fxsave(&mut o.fpu);
         }
+        cpu::fxrstor(&threads[t].fpu);
+        percpu::set_fpu_owner(t, id);
     }
-    let frame = &mut threads[t].regs as *mut UserRegs;
-    entry::set_frame_top(me, frame as u64 + core::mem::size_of::<UserRegs>() as u64);
-    if smp::active() {
-        k.leave_cpu();
-        let wake = core::mem::take(&mut k.wake);
-        smp::unlock();
-        if wake != 0 {
-            smp::wake(wake);
-        }
+    let frame = &threads[t].regs as *const UserRegs;
+    entry::set_frame_top(frame as u64 + core::mem::size_of::<UserRegs>() as u64);
+    if smp {
+        unlock_kernel(k);
     }
-    // SAFETY: the frame holds a valid user context (rip, cs = user, rflags with IF).
-    unsafe { entry::return_to_user(frame) }
+    frame
+}
+
+/// This CPU leaves the kernel: its current thread back in its slot, the lock dropped,
+/// and the CPUs that have new work woken.
+#[inline(always)]
+fn unlock_kernel(k: &mut Kernel) {
+    k.leave_cpu();
+    let wake = core::mem::take(&mut k.wake);
+    smp::unlock();
+    if wake != 0 {
+        smp::wake(wake);
+    }
 }
