@@ -133,6 +133,8 @@ pub fn run(vcpus: u32, quick: bool) -> Result<Guest, String> {
             ring0_instructions_per_op: w[5].parse::<f64>().ok(),
             ratio_to_floor: None,
             floor: None,
+            floor_ring0_instructions: None,
+            ring0_ratio_to_floor: None,
             samples: Some(samples),
         });
     }

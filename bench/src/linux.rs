@@ -100,6 +100,8 @@ pub fn scenario(path: &str, mut ns: Vec<f64>) -> Scenario {
         ring0_instructions_per_op: None,
         ratio_to_floor: None,
         floor: None,
+        floor_ring0_instructions: None,
+        ring0_ratio_to_floor: None,
         samples: Some(ns.len() as u64),
     }
 }

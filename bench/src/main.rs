@@ -42,14 +42,42 @@ pub struct Scenario {
     pub min_ns: f64,
     pub ops_per_sec: f64,
     pub ring0_instructions_per_op: Option<f64>,
-    /// Guest rows: median over the median of the floor measured in the same guest that
-    /// this path must pay: the address-space switch for cross-address-space rows, the
-    /// null kernel entry otherwise. None for host rows.
+    /// Guest rows: median over the floor measured in the same guest that a round trip
+    /// of this placement must pay (see [`floors`]). None for host rows.
     pub ratio_to_floor: Option<f64>,
-    /// The name of that floor scenario.
+    /// How that floor is made of the floor rows, e.g. "2 x null-syscall-0".
     pub floor: Option<String>,
+    /// The floor in ring-0 instructions, where l4vmm counted the floor rows.
+    pub floor_ring0_instructions: Option<f64>,
+    /// Ring-0 instructions per operation over the floor's (host-independent).
+    pub ring0_ratio_to_floor: Option<f64>,
     /// Measured runs behind min, median and p99.
     pub samples: Option<u64>,
+}
+
+/// The floor a round trip must pay, per placement, from the floor rows measured in the
+/// same guest: it enters the kernel twice (2 x `null-syscall`: same address space, and
+/// across vCPUs, where each side enters once), and across address spaces it also switches
+/// them there and back (`as-switch` is one entry that does both switches: the floor is
+/// `null-syscall` + `as-switch`). Each guest row gets its ratio to that floor, in ns and,
+/// where l4vmm counted both, in ring-0 instructions. Ring rows are per request.
+pub fn floors(scenarios: &mut [Scenario]) {
+    let row = |name: &str| scenarios.iter().find(|x| x.path == "floor" && x.name.starts_with(name)).cloned();
+    let (Some(null), Some(as_switch)) = (row("null-syscall"), row("as-switch")) else { return };
+    let two = |a: &Scenario, b: &Scenario| {
+        let label = if a.name == b.name { format!("2 x {}", a.name) } else { format!("{} + {}", a.name, b.name) };
+        let ins = a.ring0_instructions_per_op.zip(b.ring0_instructions_per_op).map(|(x, y)| x + y);
+        (label, a.median_ns + b.median_ns, ins)
+    };
+    let same = two(&null, &null);
+    let cross = two(&null, &as_switch);
+    for x in scenarios.iter_mut().filter(|x| x.placement != "host") {
+        let (label, ns, ins) = if x.placement == "cross-as" { cross.clone() } else { same.clone() };
+        x.ratio_to_floor = Some(x.median_ns / ns);
+        x.ring0_ratio_to_floor = x.ring0_instructions_per_op.zip(ins).map(|(a, f)| a / f);
+        x.floor_ring0_instructions = ins;
+        x.floor = Some(label);
+    }
 }
 
 fn main() -> ExitCode {
@@ -87,17 +115,7 @@ fn main() -> ExitCode {
     let mut scenarios = guest.scenarios.clone();
     scenarios.extend(host);
     bar.inc(1);
-    let floor_of = |placement: &str| {
-        let want = if placement == "cross-as" { "floor-cross-as" } else { "floor-same-as" };
-        scenarios.iter().find(|x| format!("{}-{}", x.path, x.placement) == want).map(|x| (x.name.clone(), x.median_ns))
-    };
-    let floors: Vec<_> = scenarios.iter().map(|x| floor_of(&x.placement)).collect();
-    for (x, f) in scenarios.iter_mut().zip(floors).filter(|(x, _)| x.placement != "host") {
-        if let Some((name, ns)) = f {
-            x.ratio_to_floor = Some(x.median_ns / ns);
-            x.floor = Some(name);
-        }
-    }
+    floors(&mut scenarios);
     bar.set_message("report");
     let r = report::write(&args.out, &guest, &scenarios, args.vcpus, &io_uring);
     bar.inc(1);
