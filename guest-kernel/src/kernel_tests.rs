@@ -1511,10 +1511,17 @@ fn only_the_calls_that_make_and_free_nothing_skip_the_meter() {
         })
         .map(|s| s as u64)
         .collect();
-    let mut expected: Vec<u64> =
-        [Sysno::Null, Sysno::Yield, Sysno::ThisCpu, Sysno::Trace, Sysno::FrameStats, Sysno::QuotaLeft]
-            .map(|s| s as u64)
-            .to_vec();
+    let mut expected: Vec<u64> = [
+        Sysno::Null,
+        Sysno::Yield,
+        Sysno::ThisCpu,
+        Sysno::Trace,
+        Sysno::FrameStats,
+        Sysno::QuotaLeft,
+        Sysno::RingEnter,
+    ]
+    .map(|s| s as u64)
+    .to_vec();
     expected.sort();
     assert_eq!(skipped, expected);
 }

@@ -166,6 +166,11 @@ impl Kernel {
                 let left = self.quota_left_of(ti);
                 self.give(c, left)
             }
+            // Wakes and waits, reads the ring's indices: makes and frees nothing.
+            Sysno::RingEnter => {
+                let a = a::RingEnter::from_regs(r);
+                self.ring_enter(p, c, ti, a.ring, a.min, a.flags)
+            }
             _ => return None,
         })
     }
@@ -247,10 +252,6 @@ impl Kernel {
                 let made = self.ring_create(p, ti, a.entries, a.data_pages);
                 self.give(c, made)
             }
-            Sysno::RingEnter => {
-                let a = a::RingEnter::from_regs(r);
-                self.ring_enter(p, c, ti, a.ring, a.min, a.flags)
-            }
             Sysno::SetAffinity => ret(self.set_affinity(ti, a::SetAffinity::from_regs(r))),
             Sysno::EndpointCreate => {
                 let made = self.endpoint_create(ti);
@@ -317,9 +318,13 @@ impl Kernel {
             Sysno::TaskKill => ret(self.task_kill(p, ti, a::TaskKill::from_regs(r))),
             Sysno::MachineExit => ret(self.machine_exit(p, ti, a::MachineExit::from_regs(r))),
             // Taken by `unmetered` before.
-            Sysno::Null | Sysno::Yield | Sysno::ThisCpu | Sysno::Trace | Sysno::FrameStats | Sysno::QuotaLeft => {
-                Next::Return(Err(Error::InvalidSyscall))
-            }
+            Sysno::Null
+            | Sysno::Yield
+            | Sysno::ThisCpu
+            | Sysno::Trace
+            | Sysno::FrameStats
+            | Sysno::QuotaLeft
+            | Sysno::RingEnter => Next::Return(Err(Error::InvalidSyscall)),
         }
     }
 }
