@@ -414,12 +414,14 @@ impl Kernel {
 
     // ---- system-call handlers (syscall.rs decodes their arguments) ----------------------
 
-    /// `Null(mode)`: mode 1 also goes through another address space and back.
-    pub(crate) fn null<P: Platform>(&mut self, p: &mut P, mode: u64) -> Result<(), Error> {
+    /// `Null(mode)`: mode 1 also goes through another address space (`kernel_root`, the
+    /// kernel's own) and back. Needs nothing else of the kernel, so that the fast path
+    /// can call it while it holds its caller's thread.
+    pub(crate) fn null<P: Platform>(p: &mut P, kernel_root: u64, mode: u64) -> Result<(), Error> {
         match mode {
             0 => Ok(()),
             1 => {
-                p.bounce_root(self.kernel_root);
+                p.bounce_root(kernel_root);
                 Ok(())
             }
             _ => Err(Error::BadArgument),

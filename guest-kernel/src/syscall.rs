@@ -121,22 +121,20 @@ impl Kernel {
     }
 
     /// `Null` on the spot (the floor every call pays: entry, this, exit) when nothing of
-    /// a higher priority waits on this CPU; `false` for the slow path (a bad mode: it
-    /// reports the error; a higher priority waiting: it runs that).
+    /// a higher priority waits on this CPU; `false` for the slow path (a higher priority
+    /// waiting: it runs that).
     #[inline(always)]
     pub fn fast_null<P: Platform>(&mut self, p: &mut P) -> bool {
         let c = self.current as usize;
         let Some(me) = self.threads.get_mut(c) else { return false };
-        let mode = a::Null::from_regs(&me.regs.args()).mode;
-        if mode > 1 || self.runqs[self.cpu].top_priority().is_some_and(|p| p > me.prio as usize) {
+        if self.runqs[self.cpu].top_priority().is_some_and(|p| p > me.prio as usize) {
             return false;
         }
-        // The caller is running (never `Free`): its result is written here, as
-        // `carry_out` would for `Next::Return`, without loading the thread again.
-        me.regs.set_result(Ok(()));
-        if mode == 1 {
-            p.bounce_root(self.kernel_root);
-        }
+        // The one `Null` handler; the caller is running (never `Free`), so its result is
+        // written here, as `carry_out` would for `Next::Return`, without loading the
+        // thread again.
+        let r = Self::null(p, self.kernel_root, a::Null::from_regs(&me.regs.args()).mode);
+        me.regs.set_result(r);
         true
     }
 
@@ -148,7 +146,7 @@ impl Kernel {
         // Only the registers a call reads are loaded (the rest of `args` is dropped).
         let r = &self.threads[c].regs.args();
         Some(match s {
-            Sysno::Null => Next::Return(self.null(p, a::Null::from_regs(r).mode)),
+            Sysno::Null => Next::Return(Self::null(p, self.kernel_root, a::Null::from_regs(r).mode)),
             Sysno::Yield => Next::Yield,
             Sysno::Trace => {
                 let count = self.trace(p, ti, a::Trace::from_regs(r));

@@ -80,7 +80,6 @@ impl RunQueue {
         self.bitmap |= 1 << p;
     }
 
-    /// The highest non-empty priority.
     /// The queued threads, highest priority first and each priority in its order (for
     /// tests that compare two kernels' scheduling state).
     #[cfg(test)]
@@ -96,6 +95,7 @@ impl RunQueue {
         out
     }
 
+    /// The highest non-empty priority.
     pub fn top_priority(&self) -> Option<usize> {
         if self.bitmap == 0 {
             None

@@ -123,17 +123,6 @@ pub fn fpu_owner() -> (usize, u64) {
     (slot as usize, id)
 }
 
-/// The id of the thread whose x87/SSE state this CPU holds (0: nobody).
-#[inline(always)]
-pub fn fpu_owner_id() -> u64 {
-    let id: u64;
-    // SAFETY: this CPU's own block, through GS.
-    unsafe {
-        core::arch::asm!("mov {}, gs:[{fi}]", out(reg) id, fi = const FPU_ID, options(nostack, readonly, preserves_flags))
-    };
-    id
-}
-
 /// Records that this CPU now holds thread (slot, id)'s x87/SSE state.
 #[inline(always)]
 pub fn set_fpu_owner(slot: usize, id: u64) {

@@ -266,11 +266,11 @@ extern "C" fn syscall_fast(frame: *mut UserRegs) -> ! {
     }
 }
 
-/// Takes the big kernel lock for a system call that entered with `frame` (with one CPU
-/// there is nobody to contend with); returns whether there are several CPUs. Reads
-/// nothing of the frame: see `trap_from_user`.
+/// Takes the big kernel lock on an entry from user mode (with one CPU there is nobody
+/// to contend with, and nothing is done); returns whether there are several CPUs. Reads
+/// nothing of the entry's frame: see `trap_from_user`.
 #[inline(always)]
-fn lock_for_syscall(k: &mut Kernel) -> bool {
+fn lock_kernel(k: &mut Kernel) -> bool {
     let smp = smp::active();
     if smp {
         let me = percpu::this_cpu();
@@ -288,7 +288,7 @@ fn null_fast(frame: *mut UserRegs) -> ! {
     let vector = unsafe { (*frame).vector };
     // SAFETY: trap context, interrupts off; the lock is taken first thing.
     let (k, m) = unsafe { state() };
-    let smp = lock_for_syscall(k);
+    let smp = lock_kernel(k);
     if k.fast_null(m) {
         // The caller goes on: its address space, x87 state and frame are still this
         // CPU's, and its frame is the one it entered with.
@@ -307,7 +307,7 @@ fn ipc_fast(frame: *mut UserRegs, sysno: u64) -> ! {
     let vector = unsafe { (*frame).vector };
     // SAFETY: trap context, interrupts off; the lock is taken first thing.
     let (k, _) = unsafe { state() };
-    let smp = lock_for_syscall(k);
+    let smp = lock_kernel(k);
     // No current thread while the entry is probed and the counter calibrated (the probe
     // thread is not a kernel thread): the fast path declines, and `trap_slow` knows.
     if k.fastpath(sysno) {
@@ -329,15 +329,9 @@ extern "C" fn trap_from_user(frame: *mut UserRegs) -> ! {
     // the slot; then the frame is someone else's and only this vector is ours.
     // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
     let vector = unsafe { (*frame).vector };
-    // SAFETY: trap context, interrupts off; the big kernel lock is taken right below
-    // before anything is touched (with one CPU there is nobody to contend with).
+    // SAFETY: trap context, interrupts off; the big kernel lock is taken first thing.
     let (k, _) = unsafe { state() };
-    if smp::active() {
-        let me = percpu::this_cpu();
-        smp::answer_shootdown(me);
-        smp::lock(me);
-        k.enter_cpu(me);
-    }
+    lock_kernel(k);
     trap_slow(frame, vector, false)
 }
 
