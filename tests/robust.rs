@@ -177,8 +177,9 @@ fn copy_on_write_is_a_snapshot_two_cpus_may_race_on_it_and_a_transfer_is_all_or_
     // copy changed through the other mapping), 200 rounds of two threads writing one page
     // just sent copy-on-write on two vCPUs (the old kernel killed the task when the second
     // fault found the page copied already), and a grant or copy-on-write transfer whose
-    // receiver needs four page tables with three frames of quota left (the old kernel moved
-    // the first page, then failed: the sender's page was gone).
+    // receiver needs four page tables with three frames of quota left (without the check
+    // before anything moves, the grant went through with its second page lost, and the
+    // receiver faulted on it).
     let r = l4vmm_within(
         &["--vcpus", "2", "--timeout", "240", "--cmdline", "run=cowtest quota=cowtest:512/1/4/2/1/2/0"],
         std::time::Duration::from_secs(300),

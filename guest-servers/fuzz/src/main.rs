@@ -466,14 +466,15 @@ fn cow_race(r: &mut Rng, t: &Targets, step: u64) -> Result<(), Broken> {
     Ok(())
 }
 
-/// Hands ringsrv a ring with forged fields, pokes at it, and lets go of it.
-fn ring_forge(r: &mut Rng, srv: u8) -> Result<(), Broken> {
+/// Hands ringsrv a ring with forged fields, pokes at it, and lets go of it; `false` if
+/// this task had no room for a ring just now (nothing was sent).
+fn ring_forge(r: &mut Rng, srv: u8) -> Result<bool, Broken> {
     use l4_abi::ring::{Sqe, CQ_HEAD, CQ_TAIL, ENTRIES, SQ_HEAD, SQ_TAIL};
     use l4_rt::ringclient::{SETUP_MEM, SETUP_RING};
     let entries = r.pick(&[1u32, 2, 4, 16, 64]);
     let data_pages = r.pick(&[0u64, 1, 2, 4]);
     let Ok((ring, mem, theirs)) = l4_rt::ring::create(entries, data_pages, FORGE_VA) else {
-        return Ok(()); // out of quota or slots for now: nothing to forge
+        return Ok(false); // out of quota or slots for now: nothing to forge
     };
     let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
     let poke = |off: usize, v: u32| {
@@ -526,7 +527,7 @@ fn ring_forge(r: &mut Rng, srv: u8) -> Result<(), Broken> {
     let _ = sys::mem_unmap(FORGE_VA, pages);
     let _ = sys::cap_delete(mem);
     let _ = sys::cap_delete(ring.slot);
-    Ok(())
+    Ok(true)
 }
 
 /// A well-formed ring, four echoes: ringsrv must still serve.
@@ -628,23 +629,24 @@ fn main() -> u64 {
             if verbose {
                 println!("fuzz: step {}: attack {}", step, a);
             }
+            // Whether the attack was made (a ring needs room in this task, and ringsrv).
             let done = match (a, t.ringsrv) {
-                (0, _) => cow_shared(&mut r, &t),
-                (1, _) => cow_race(&mut r, &t, step),
-                (_, Some(srv)) => ring_forge(&mut r, srv).and_then(|()| {
+                (0, _) => cow_shared(&mut r, &t).map(|()| true),
+                (1, _) => cow_race(&mut r, &t, step).map(|()| true),
+                (_, Some(srv)) => ring_forge(&mut r, srv).and_then(|sent| {
                     // Every 64th forged ring, a well-formed one must still be served.
-                    if attacks[2] % 64 == 63 {
-                        ring_health(srv)
+                    if sent && attacks[2] % 64 == 63 {
+                        ring_health(srv).map(|()| sent)
                     } else {
-                        Ok(())
+                        Ok(sent)
                     }
                 }),
-                (_, None) => Ok(()),
+                (_, None) => Ok(false),
             };
-            if let Err(why) = done {
-                return fail(step, why);
+            match done {
+                Err(why) => return fail(step, why),
+                Ok(made) => attacks[a] += u64::from(made),
             }
-            attacks[a] += 1;
             continue;
         }
         let c = draw(&mut r, &t);
@@ -705,6 +707,10 @@ fn main() -> u64 {
         }
     }
     let (broken, lost) = (SNAPSHOT_BROKEN.load(Ordering::Relaxed), WRITER_LOST.load(Ordering::Relaxed));
+    // The race needs the writer to have run: with a second vCPU it must have written.
+    if t.writer && WRITES.load(Ordering::Relaxed) == 0 {
+        return fail(count, "the writer on the other vCPU never wrote: nothing was raced");
+    }
     if broken != 0 || lost != 0 {
         return fail(
             count,

@@ -25,7 +25,8 @@ pub struct Client {
 impl Client {
     /// Creates a ring (`entries` slots, `data_pages` of data) at `va`, sets its indices to
     /// `start`, and hands it to the server behind `server` (polling after `spin` idle
-    /// rounds if `polling`).
+    /// rounds if `polling`). If the server does not take it, the ring is let go of
+    /// (nothing stays mapped at `va`) and the error returned.
     pub fn connect(
         server: u8,
         va: u64,
@@ -38,18 +39,22 @@ impl Client {
         let (mut r, mem, theirs) = ring::create(entries, data_pages, va)?;
         r.data_len = (data_pages * 4096) as usize;
         r.reset_indices(start);
+        let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
         let took = ipc::call(server, &Msg::new(SETUP_RING, &[]).with_cap(theirs));
         let _ = sys::cap_delete(theirs);
-        if took?.label != SETUP_RING {
+        let set_up = took.and_then(|m| match m.label {
+            SETUP_RING => ipc::call(server, &Msg::new(SETUP_MEM, &[polling as u64, spin, data_pages]).with_cap(mem)),
             // The server did not get the ring capability (its table was full) or refused it.
-            return Err(Error::BadArgument);
+            _ => Err(Error::BadArgument),
+        });
+        let c = Client { ring: r, mem, pages, polling, server_cpu: 0 };
+        match set_up {
+            Ok(reply) if reply.words[0] == 1 => Ok(Client { server_cpu: reply.words[1], ..c }),
+            refused => {
+                c.close();
+                Err(refused.err().unwrap_or(Error::BadArgument))
+            }
         }
-        let reply = ipc::call(server, &Msg::new(SETUP_MEM, &[polling as u64, spin, data_pages]).with_cap(mem))?;
-        if reply.words[0] != 1 {
-            return Err(Error::BadArgument);
-        }
-        let pages = (l4_abi::ring::data_offset(entries) / 4096) as u64 + data_pages;
-        Ok(Client { ring: r, mem, pages, polling, server_cpu: reply.words[1] })
     }
 
     /// Submits `sqes` (all of them, waiting for room as needed) and waits for as many
