@@ -16,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::layout::START_INFO;
+use crate::devices::counter::Steps;
 use crate::devices::{Devices, PioAction};
 use crate::error::{Error, Result};
 use crate::exit_status::Outcome;
@@ -128,7 +129,7 @@ pub fn run_loop(
     // After gdb resumes a vCPU it runs at least once (a single step) before parking again.
     let mut resumed = false;
     // Ring-0 instructions counted since a CountStart marker (see `count_start`).
-    let mut counting: Option<u64> = None;
+    let mut counting: Option<Steps> = None;
     // With L4VMM_COUNT_TRACE=FILE, the RIP of every counted instruction goes to FILE: an
     // exact profile of the kernel paths being counted.
     // At most TRACE_MAX lines: a window left open (until the kernel's watchdog) must not
@@ -204,11 +205,21 @@ pub fn run_loop(
                 None
             }
             Ok(VcpuExit::Debug(_)) if counting.is_some() => {
-                // One single-step exit per instruction; count those in ring 0.
-                if vcpu.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 0) {
-                    counting = counting.map(|n| n + 1);
+                // One single-step exit per instruction (but see `Steps`); count those in
+                // ring 0.
+                let (sregs, regs) = (vcpu.get_sregs(), vcpu.get_regs());
+                if let (Some(steps), Ok(s), Ok(r)) = (counting.as_mut(), &sregs, &regs) {
+                    let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, efer: s.efer };
+                    steps.step(r.rip, s.cs.selector & 3 == 0, |at| {
+                        let mut code = vec![0; 15];
+                        let n = mode.read_virt(&memory, at, &mut code);
+                        code.truncate(n);
+                        code
+                    });
+                }
+                if sregs.is_ok_and(|s| s.cs.selector & 3 == 0) {
                     if traced < TRACE_MAX {
-                        if let (Some(t), Ok(r)) = (trace.as_mut(), vcpu.get_regs()) {
+                        if let (Some(t), Ok(r)) = (trace.as_mut(), regs) {
                             use std::io::Write;
                             let _ = writeln!(t, "{:#x}", r.rip);
                             traced += 1;
@@ -352,7 +363,7 @@ const MAX_FRAGMENTS: usize = 4;
 
 /// Starts counting ring-0 instructions by single-stepping (KVM_GUESTDBG_SINGLESTEP gives
 /// one debug exit per executed instruction). Not while gdb owns guest debugging.
-fn count_start(vcpu: &VcpuFd, gdb: bool) -> Option<u64> {
+fn count_start(vcpu: &VcpuFd, gdb: bool) -> Option<Steps> {
     if gdb {
         return None;
     }
@@ -360,17 +371,17 @@ fn count_start(vcpu: &VcpuFd, gdb: bool) -> Option<u64> {
         control: kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_SINGLESTEP,
         ..Default::default()
     };
-    vcpu.set_guest_debug(&dbg).ok().map(|_| 0)
+    vcpu.set_guest_debug(&dbg).ok().map(|_| Steps::default())
 }
 
 /// Stops counting; the count, or `None` if counting was not on or saw no instruction.
 /// Guest debugging is switched off only if counting had switched it on: otherwise it may
 /// be gdb's (breakpoints set while no count runs must survive every window's end).
-fn count_stop(vcpu: &VcpuFd, count: Option<u64>) -> Option<u64> {
+fn count_stop(vcpu: &VcpuFd, count: Option<Steps>) -> Option<u64> {
     if count.is_some() {
         let _ = vcpu.set_guest_debug(&kvm_bindings::kvm_guest_debug::default());
     }
-    count.filter(|&n| n > 0)
+    count.map(|s| s.count()).filter(|&n| n > 0)
 }
 
 /// Lets KVM finish the instruction whose port I/O or MMIO l4vmm just served, without

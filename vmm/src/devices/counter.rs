@@ -10,8 +10,14 @@
 //! reported only after a calibration that came out exact; before it, or after one that did
 //! not, a read gives [`COUNT_UNSUPPORTED`] ("n/a"), never a wrong number.
 //!
+//! One quirk of PVM's emulator is corrected rather than withheld: its single step over
+//! FXSAVE or FXRSTOR runs the next instruction too, one debug exit for two instructions
+//! ([`Steps`] counts the second; the calibration windows contain both instructions, so a
+//! host where the correction were wrong would read n/a).
+//!
 //! [`Marker::CountVerify`]: l4_abi::port::Marker::CountVerify
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use l4_abi::port::{CALIBRATION_INSTRUCTIONS, COUNT_UNSUPPORTED};
@@ -76,9 +82,107 @@ impl Counter {
     }
 }
 
+/// The ring-0 instructions of one counting window, from its single-step exits: one per
+/// exit that stops in ring 0, plus the instruction a step over FXSAVE/FXRSTOR ran along
+/// with it (the exit then stops past the instruction after it).
+#[derive(Debug, Default)]
+pub struct Steps {
+    n: u64,
+    /// Where the last exit stopped in ring 0: the next instruction to run.
+    prev: Option<u64>,
+    /// For each address stepped from: the length of the FXSAVE/FXRSTOR there, if it is one
+    /// (kernel text does not change while the guest runs).
+    fx: HashMap<u64, Option<u64>>,
+}
+
+impl Steps {
+    /// A step exit stopped at `rip`, in ring 0 or not; `code_at` reads the instruction
+    /// bytes at an address (up to 15; fewer if unreadable).
+    pub fn step(&mut self, rip: u64, ring0: bool, mut code_at: impl FnMut(u64) -> Vec<u8>) {
+        if let Some(p) = self.prev.take() {
+            let fx = *self.fx.entry(p).or_insert_with(|| fx_length(&code_at(p)));
+            if fx.is_some_and(|len| rip != p.wrapping_add(len)) {
+                self.n += 1;
+            }
+        }
+        if ring0 {
+            self.n += 1;
+            self.prev = Some(rip);
+        }
+    }
+
+    /// The instructions counted so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+}
+
+/// The length of the instruction at the start of `code` if it is FXSAVE or FXRSTOR
+/// (`[REX] 0F AE /0` or `/1` with a memory operand, as the kernel writes them).
+pub fn fx_length(code: &[u8]) -> Option<u64> {
+    let rex = usize::from(code.first().is_some_and(|b| b & 0xf0 == 0x40));
+    let (&op0, &op1, &modrm) = (code.get(rex)?, code.get(rex + 1)?, code.get(rex + 2)?);
+    let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+    if op0 != 0x0f || op1 != 0xae || reg > 1 || md == 3 {
+        return None;
+    }
+    let sib = rm == 4;
+    let sib_base5 = sib && code.get(rex + 3).is_some_and(|s| s & 7 == 5);
+    let disp = match md {
+        0 if rm == 5 || sib_base5 => 4,
+        1 => 1,
+        2 => 4,
+        _ => 0,
+    };
+    Some((rex + 3 + usize::from(sib) + disp) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fx_length_decodes_the_forms_the_kernel_uses() {
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x01]), Some(4)); // fxsave64 (%rcx)
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x09]), Some(4)); // fxrstor64 (%rcx)
+        assert_eq!(fx_length(&[0x0f, 0xae, 0x00]), Some(3)); // fxsave (%rax)
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x05, 1, 2, 3, 4]), Some(8)); // rip-relative
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x41, 0x10]), Some(5)); // disp8
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x81, 0, 1, 0, 0]), Some(8)); // disp32
+        assert_eq!(fx_length(&[0x48, 0x0f, 0xae, 0x04, 0x24]), Some(5)); // (%rsp): SIB
+        assert_eq!(fx_length(&[0x0f, 0xae, 0x0c, 0x25, 0, 0x10, 0, 0]), Some(8)); // SIB, no base
+        for other in [
+            &[0x0f, 0xae, 0xf0][..],   // mfence (mod 3)
+            &[0x0f, 0xae, 0x10],       // ldmxcsr (/2)
+            &[0x48, 0x0f, 0xae, 0x21], // xsave (/4)
+            &[0x0f, 0x01, 0xf8],       // swapgs
+            &[0x48, 0x0f],             // cut short
+            &[],
+        ] {
+            assert_eq!(fx_length(other), None, "{other:x?}");
+        }
+    }
+
+    #[test]
+    fn a_step_over_fx_that_ran_two_instructions_counts_both() {
+        // 0x10: fxsave64 (%rcx), 4 bytes; 0x14: lea, 7 bytes; 0x1b: next.
+        let code = |a: u64| if a == 0x10 { vec![0x48, 0x0f, 0xae, 0x01] } else { vec![0x90] };
+        let mut s = Steps::default();
+        for rip in [0x0f, 0x10, 0x1b, 0x1c] {
+            s.step(rip, true, code);
+        }
+        assert_eq!(s.count(), 5, "PVM: the step from 0x10 stopped at 0x1b, past the lea");
+        let mut t = Steps::default();
+        for rip in [0x0f, 0x10, 0x14, 0x1b] {
+            t.step(rip, true, code);
+        }
+        assert_eq!(t.count(), 4, "one exit per instruction: nothing to add");
+        let mut u = Steps::default();
+        u.step(0x10, true, code);
+        u.step(0x400000, false, code); // back in user mode after it: not a ring-0 step
+        u.step(0x10, true, code);
+        assert_eq!(u.count(), 3, "the step from 0x10 ran the fxsave and one more");
+    }
 
     #[test]
     fn counts_are_withheld_until_a_calibration_comes_out_exact() {
