@@ -867,11 +867,11 @@ fn a_breakpoint_set_at_boot_fires_in_the_system_call_path() {
     }
     let dir = TempDir::new("gdbsysbp");
     let (child, port, _) = start(&dir, "");
-    // `syscall_fast` is where every system call enters the kernel's Rust code, and the
-    // calibration window (the int3 of the probe thread) does not pass there: the first
-    // stop is a real system call after the window ended.
-    let out = gdb(port, &["hbreak syscall_fast", "continue", "p/x $cs", "kill"]);
-    assert!(out.contains("Breakpoint 1, ") && out.contains("syscall_fast"), "{out}");
+    // `syscall_ipc` is where every system call but `Null` enters the kernel's Rust code,
+    // and the calibration window (the int3 of the probe thread) does not pass there: the
+    // first stop is a real system call after the window ended.
+    let out = gdb(port, &["hbreak syscall_ipc", "continue", "p/x $cs", "kill"]);
+    assert!(out.contains("Breakpoint 1, ") && out.contains("syscall_ipc"), "{out}");
     assert_eq!(wait_exit(child), 69);
 }
 

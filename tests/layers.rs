@@ -375,11 +375,9 @@ fn names_registers(code: &str) -> Vec<String> {
     found
 }
 
-/// The portable kernel (the library: every module but the binary's and `machine`, the
-/// arch boundary) names no x86 register: it reaches a thread's registers through
-/// `machine::UserRegs`'s methods, which name what they carry.
-#[test]
-fn the_portable_kernel_names_no_x86_register_outside_the_machine_module() {
+/// The portable kernel's modules (the library: every module but the binary's), with
+/// their code (comments and strings blanked).
+fn portable_modules() -> Vec<(String, String)> {
     let src = root().join("guest-kernel/src");
     let main = std::fs::read_to_string(src.join("main.rs")).expect("main.rs");
     // The binary's own modules (`mod x;` in main.rs).
@@ -388,23 +386,48 @@ fn the_portable_kernel_names_no_x86_register_outside_the_machine_module() {
         .filter_map(|l| l.trim().strip_prefix("mod ").map(|m| m.trim_end_matches(';').trim().to_string()))
         .collect();
     assert!(binary.contains("arch"), "main.rs declares the arch layer: {binary:?}");
+    let out: Vec<(String, String)> = modules(&src)
+        .into_iter()
+        .filter(|(module, _)| !module.is_empty() && !binary.contains(module.split("::").next().unwrap_or("")))
+        .map(|(module, text)| (module, code_only(&text)))
+        .collect();
+    assert!(out.len() > 20, "the check saw the portable kernel's modules ({})", out.len());
+    out
+}
+
+/// The portable kernel (but `machine`, the arch boundary) names no x86 register: it
+/// reaches a thread's registers through `machine::UserRegs`'s methods, which name what
+/// they carry.
+#[test]
+fn the_portable_kernel_names_no_x86_register_outside_the_machine_module() {
     let mut offenders = Vec::new();
-    let mut checked = 0;
-    for (module, text) in modules(&src) {
-        let top = module.split("::").next().unwrap_or("");
-        if module.is_empty() || module == "machine" || binary.contains(top) {
+    for (module, code) in portable_modules() {
+        if module == "machine" {
             continue;
         }
-        checked += 1;
-        for hit in names_registers(&code_only(&text)) {
+        for hit in names_registers(&code) {
             offenders.push(format!("{module}: {hit}"));
         }
     }
-    assert!(checked > 20, "the check saw the portable kernel's modules ({checked})");
     assert!(offenders.is_empty(), "x86 registers named outside machine.rs:\n{}", offenders.join("\n"));
     // The check sees what it looks for.
     let probe = code_only("fn f(t: &mut T) { t.regs.rdi = 1; let r = R { rip: 0 }; let x = a.rax_like; }\n");
     assert_eq!(names_registers(&probe).len(), 2, "{:?}", names_registers(&probe));
+}
+
+/// The portable kernel denies `unsafe` (lib.rs), and only the IPC fast path allows it
+/// back (its tables indexed without bounds checks: docs/DECISIONS.md, "The fast path
+/// indexes without bounds checks").
+#[test]
+fn the_portable_kernel_has_unsafe_only_in_the_fast_path() {
+    let lib = code_only(&std::fs::read_to_string(root().join("guest-kernel/src/lib.rs")).expect("lib.rs"));
+    assert!(lib.contains("#![deny(unsafe_code)]"), "lib.rs denies unsafe code");
+    let allowing: Vec<String> = portable_modules()
+        .into_iter()
+        .filter(|(_, code)| code.contains("allow(unsafe_code)"))
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(allowing, ["ipc::fastpath"], "modules that allow unsafe code");
 }
 
 /// The checker itself: it sees a cycle through a brace tree, `super::` and a path in

@@ -1,8 +1,10 @@
 //! The l4 kernel's portable logic.
 //!
-//! Everything here is plain `no_std` Rust with no `unsafe`, no inline assembly and no
-//! knowledge of the machine beyond the [`platform::Platform`] trait: it is unit-tested on
-//! the host with `cargo test`, against a fake platform. The freestanding kernel binary
+//! Everything here is plain `no_std` Rust with no inline assembly and no knowledge of the
+//! machine beyond the [`platform::Platform`] trait, and with no `unsafe` but in the IPC
+//! fast path ([`ipc::fastpath`], which indexes the tables without bounds checks; its
+//! invariants are `debug_assert!`ed): it is unit-tested on the host with `cargo test`,
+//! against a fake platform (debug assertions on). The freestanding kernel binary
 //! (`main.rs` and `arch/`) drives it and supplies the hardware.
 //!
 //! Design principles (after Hubris and seL4):
@@ -15,7 +17,7 @@
 //! - no `core::fmt` in the kernel: on PVM hosts ring 0 runs in KVM's instruction emulator,
 //!   which dies on the SSE code that the precompiled `core::fmt` contains.
 #![cfg_attr(not(test), no_std)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod boot;
 pub mod cap;

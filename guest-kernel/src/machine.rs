@@ -201,43 +201,32 @@ impl UserRegs {
     }
 }
 
-/// Copies message words `0..n` (at most [`MSG_REGS`]) from the registers of
-/// `table[from]` to those of `table[to]`, where `regs` finds a thread's registers in its
-/// table entry. Only those words: the receiver must not see the sender's other registers.
-/// Each word is loaded only where it is copied: no words cost one test, eight cost two,
-/// and n between cost n + 2. The words are copied one at a time, so that the two table
-/// entries are never borrowed at once and no bounds check is added (the fast path's
-/// budget).
+/// Copies message words `0..n` (at most [`MSG_REGS`]) from `from` to `to`. Only those
+/// words: the receiver must not see the sender's other registers. No words cost one
+/// test, eight cost two, and n between cost n + 2 (the fast path's budget).
 #[inline(always)]
-pub fn copy_words<T>(table: &mut [T], regs: impl Fn(&mut T) -> &mut UserRegs, from: usize, to: usize, n: usize) {
-    macro_rules! mv {
-        ($r:ident) => {{
-            let v = regs(&mut table[from]).$r;
-            regs(&mut table[to]).$r = v;
-        }};
-    }
+pub fn copy_words(from: &UserRegs, to: &mut UserRegs, n: usize) {
     if n == 0 {
         return;
     }
     if n == MSG_REGS {
-        let s = *regs(&mut table[from]);
-        let d = regs(&mut table[to]);
-        (d.rdx, d.r10, d.r8, d.r9, d.r12, d.r13, d.r14, d.r15) = (s.rdx, s.r10, s.r8, s.r9, s.r12, s.r13, s.r14, s.r15);
+        (to.rdx, to.r10, to.r8, to.r9, to.r12, to.r13, to.r14, to.r15) =
+            (from.rdx, from.r10, from.r8, from.r9, from.r12, from.r13, from.r14, from.r15);
         return;
     }
-    mv!(rdx);
+    to.rdx = from.rdx;
     if n > 1 {
-        mv!(r10);
+        to.r10 = from.r10;
         if n > 2 {
-            mv!(r8);
+            to.r8 = from.r8;
             if n > 3 {
-                mv!(r9);
+                to.r9 = from.r9;
                 if n > 4 {
-                    mv!(r12);
+                    to.r12 = from.r12;
                     if n > 5 {
-                        mv!(r13);
+                        to.r13 = from.r13;
                         if n > 6 {
-                            mv!(r14);
+                            to.r14 = from.r14;
                         }
                     }
                 }
@@ -278,7 +267,8 @@ mod tests {
                 t[0].set_word(i, 100 + i as u64);
             }
             t[0].rbx = 7;
-            copy_words(&mut t, |r| r, 0, 1, n);
+            let [from, to] = &mut t;
+            copy_words(from, to, n);
             for i in 0..MSG_REGS {
                 assert_eq!(t[1].word(i), if i < n { 100 + i as u64 } else { 0 }, "{n} words: word {i}");
             }

@@ -111,13 +111,14 @@ impl Kernel {
     /// is to be entered; `false`: take [`Kernel::syscall`], nothing changed. Same results
     /// as the slow path (host test `the_fast_path_and_the_slow_path_give_identical_results`).
     /// The arch layer calls the two directly, each from its own function.
+    /// The words of a full message are copied here, where the arch layer's exit would
+    /// load them.
     #[inline(always)]
     pub fn fast_syscall<P: Platform>(&mut self, p: &mut P, sysno: u64) -> bool {
         if sysno == Sysno::Null as u64 {
-            self.fast_null(p)
-        } else {
-            self.fastpath(sysno)
+            return self.fast_null(p);
         }
+        self.fastpath_copying(sysno)
     }
 
     /// `Null` on the spot (the floor every call pays: entry, this, exit) when nothing of
@@ -127,7 +128,7 @@ impl Kernel {
     pub fn fast_null<P: Platform>(&mut self, p: &mut P) -> bool {
         let c = self.current as usize;
         let Some(me) = self.threads.get_mut(c) else { return false };
-        if self.runqs[self.cpu].top_priority().is_some_and(|p| p > me.prio as usize) {
+        if self.runqs[self.cpu].outranks(me.prio) {
             return false;
         }
         // The one `Null` handler; the caller is running (never `Free`), so its result is

@@ -9,7 +9,7 @@
 //! (`refs` > 0) is named by that many capabilities (and, for endpoints, threads' fault
 //! endpoints); a notification has at most one waiter, and only while its bits are 0.
 
-mod fastpath;
+pub mod fastpath;
 mod notify;
 mod slowpath;
 
@@ -17,7 +17,7 @@ use crate::cap::NONE;
 use crate::task::thread::Thread;
 
 /// Who waits on an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Waiting {
     #[default]
     Nobody,

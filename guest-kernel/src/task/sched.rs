@@ -104,6 +104,13 @@ impl RunQueue {
         }
     }
 
+    /// Whether a queued thread has a higher priority than `prio` (one shift and one
+    /// compare: the fast paths' check).
+    #[inline(always)]
+    pub fn outranks(&self, prio: u8) -> bool {
+        (u64::from(self.bitmap) >> prio) > 1
+    }
+
     /// Takes the first thread of the highest priority.
     pub fn pop(&mut self) -> Option<usize> {
         let p = self.top_priority()?;
@@ -176,6 +183,22 @@ mod tests {
         assert_eq!(q.pop(), Some(3));
         assert_eq!(q.pop(), None);
         assert_eq!(q.top_priority(), None);
+    }
+
+    #[test]
+    fn outranks_is_top_priority_above() {
+        for mask in [0u32, 1, 0b1010, 1 << 31, 0x8000_0001, u32::MAX, 0x0f0f_0000] {
+            let mut q = queues(32);
+            for p in 0..PRIOS {
+                if mask & (1 << p) != 0 {
+                    q.push(p, p);
+                }
+            }
+            for prio in 0..PRIOS as u8 {
+                let want = q.top_priority().is_some_and(|p| p > usize::from(prio));
+                assert_eq!(q.outranks(prio), want, "queued {mask:#x}, prio {prio}");
+            }
+        }
     }
 
     #[test]

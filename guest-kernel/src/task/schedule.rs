@@ -71,8 +71,7 @@ impl Kernel {
         if let Some(c) = self.current() {
             let t = &self.threads[c];
             if t.state == ThreadState::Running {
-                let (cpu, prio) = (t.cpu as usize, t.prio as usize);
-                if cpu == self.cpu && self.runqs[self.cpu].top_priority().is_none_or(|p| p <= prio) {
+                if t.cpu as usize == self.cpu && !self.runqs[self.cpu].outranks(t.prio) {
                     return;
                 }
                 // Preempted, or moved to another CPU.

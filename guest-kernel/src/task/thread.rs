@@ -78,7 +78,7 @@ pub struct Thread {
 }
 
 impl Thread {
-    pub(crate) const FREE: Thread = Thread {
+    pub const FREE: Thread = Thread {
         state: ThreadState::Free,
         task: 0,
         root: 0,

@@ -96,8 +96,8 @@ isr_3:
     pushq $3
     SAVE_GPRS
     cld
-    movabsq ${int3_rip}, %rax       /* RIP after the entry page's int3 */
-    cmpq %rax, {rip_off}(%rsp)
+    movabsq ${int3_rip}, %rcx       /* RIP after the entry page's int3 (rax: the number) */
+    cmpq %rcx, {rip_off}(%rsp)
     je .Lsyscall_common
     jmp .Lisr_user
 8:  pushq $0
@@ -182,11 +182,15 @@ syscall_entry:
     pushq $0
     pushq ${sysvec}
     SAVE_GPRS
-    /* Both system-call entries. */
+    /* Both system-call entries: the number is still in rax. */
 .Lsyscall_common:
     movq %rsp, %rdi
     movq %gs:{pc_kstack}, %rsp
-    call syscall_fast               /* never returns */
+    cmpq ${sys_null}, %rax
+    je 1f
+    movq %rax, %rsi
+    call syscall_ipc                /* never returns */
+1:  call syscall_null               /* never returns */
     ud2
 
     .global return_to_user
@@ -210,6 +214,7 @@ isr_table:
 
 "#,
     sysvec = const SYSCALL_VECTOR,
+    sys_null = const l4_abi::syscall::Sysno::Null as u64,
     pc_user_rsp = const super::percpu::USER_RSP,
     pc_frame_top = const super::percpu::FRAME_TOP,
     pc_kstack = const super::percpu::KSTACK,

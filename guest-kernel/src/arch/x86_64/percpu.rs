@@ -7,6 +7,7 @@ use core::ptr::addr_of_mut;
 
 use super::cpu;
 use super::gdt::MAX_CPUS;
+use l4_kernel::task::thread::Thread;
 
 /// Offsets used by the entry stubs.
 pub const USER_RSP: usize = 8;
@@ -14,7 +15,7 @@ pub const FRAME_TOP: usize = 16;
 pub const KSTACK: usize = 32;
 /// Offsets of the fields the exit path reaches through GS.
 const RSP0_AT: usize = 40;
-const FPU_SLOT: usize = 48;
+const FPU_OWNER: usize = 48;
 const FPU_ID: usize = 56;
 
 #[repr(C)]
@@ -31,8 +32,11 @@ pub struct PerCpu {
     kstack: u64,
     /// Where this CPU's TSS keeps RSP0 (written with the frame top on every switch).
     rsp0_at: u64,
-    /// The thread whose x87/SSE state is in this CPU: its slot and id (id 0: nobody).
-    fpu_slot: u64,
+    /// The thread whose x87/SSE state is in this CPU: where its TCB is and its id (id 0:
+    /// nobody, with [`NOBODY`]'s address). The TCB is in the thread table (a static) or
+    /// `NOBODY`, so it can always be read; whether it still holds that thread is what the
+    /// id says (see `trap::leave_for`).
+    fpu_owner: u64,
     fpu_id: u64,
 }
 
@@ -41,7 +45,7 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, frame_top) == FRAME_TOP);
     assert!(core::mem::offset_of!(PerCpu, kstack) == KSTACK);
     assert!(core::mem::offset_of!(PerCpu, rsp0_at) == RSP0_AT);
-    assert!(core::mem::offset_of!(PerCpu, fpu_slot) == FPU_SLOT);
+    assert!(core::mem::offset_of!(PerCpu, fpu_owner) == FPU_OWNER);
     assert!(core::mem::offset_of!(PerCpu, fpu_id) == FPU_ID);
 };
 
@@ -51,8 +55,12 @@ const KSTACK_SIZE: usize = 32 * 1024;
 struct KernelStack([u8; KSTACK_SIZE]);
 
 static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
-    PerCpu { self_ptr: 0, user_rsp: 0, frame_top: 0, cpu: 0, kstack: 0, rsp0_at: 0, fpu_slot: 0, fpu_id: 0 }
+    PerCpu { self_ptr: 0, user_rsp: 0, frame_top: 0, cpu: 0, kstack: 0, rsp0_at: 0, fpu_owner: 0, fpu_id: 0 }
 }; MAX_CPUS];
+
+/// The x87/SSE owner "nobody" stands for: a free TCB (id 0) outside the table, which no
+/// thread ever becomes. Only its address is used, and only through raw pointers.
+pub static mut NOBODY: Thread = Thread::FREE;
 static mut KSTACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KSTACK_SIZE]) }; MAX_CPUS];
 
 pub const IA32_GS_BASE: u32 = 0xc000_0101;
@@ -69,6 +77,7 @@ pub fn init(n: usize) {
         (*p).cpu = n as u64;
         (*p).kstack = top;
         (*p).rsp0_at = super::gdt::rsp0_at(n);
+        (*p).fpu_owner = nobody() as u64;
     }
     cpu::wrmsr(IA32_GS_BASE, p as u64);
     cpu::wrmsr(IA32_KERNEL_GS_BASE, 0);
@@ -104,36 +113,43 @@ pub fn set_frame_top(top: u64) {
     };
 }
 
-/// The thread whose x87/SSE state this CPU holds: (slot, id), id 0 for nobody.
+/// Where [`NOBODY`] is.
+pub fn nobody() -> *mut Thread {
+    addr_of_mut!(NOBODY)
+}
+
+/// The thread whose x87/SSE state this CPU holds: (its TCB, its id), ([`nobody`], 0)
+/// for nobody. The TCB may since have been freed or reused: compare the id.
 #[inline(always)]
-pub fn fpu_owner() -> (usize, u64) {
-    let (slot, id): (u64, u64);
+pub fn fpu_owner() -> (*mut Thread, u64) {
+    let (owner, id): (u64, u64);
     // SAFETY: this CPU's own block, through GS.
     unsafe {
         core::arch::asm!(
-            "mov {s}, gs:[{fs}]",
+            "mov {o}, gs:[{fo}]",
             "mov {i}, gs:[{fi}]",
-            s = out(reg) slot,
+            o = out(reg) owner,
             i = out(reg) id,
-            fs = const FPU_SLOT,
+            fo = const FPU_OWNER,
             fi = const FPU_ID,
             options(nostack, readonly, preserves_flags)
         )
     };
-    (slot as usize, id)
+    (owner as *mut Thread, id)
 }
 
-/// Records that this CPU now holds thread (slot, id)'s x87/SSE state.
+/// Records that this CPU now holds the x87/SSE state of the thread with TCB `owner` and
+/// id `id` (or nobody's: [`nobody`], 0).
 #[inline(always)]
-pub fn set_fpu_owner(slot: usize, id: u64) {
+pub fn set_fpu_owner(owner: *mut Thread, id: u64) {
     // SAFETY: this CPU's own block, through GS.
     unsafe {
         core::arch::asm!(
-            "mov gs:[{fs}], {s}",
+            "mov gs:[{fo}], {o}",
             "mov gs:[{fi}], {i}",
-            s = in(reg) slot as u64,
+            o = in(reg) owner as u64,
             i = in(reg) id,
-            fs = const FPU_SLOT,
+            fo = const FPU_OWNER,
             fi = const FPU_ID,
             options(nostack, preserves_flags)
         )

@@ -17,7 +17,10 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use super::entry::IPI_VECTOR;
 use super::gdt::MAX_CPUS;
 use super::{cpu, PHYS_OFFSET};
+use l4_kernel::machine::UserRegs;
 
+/// The big kernel lock (also dropped by [`return_to_user_words`], with a plain store: a
+/// release on x86).
 static LOCK: AtomicBool = AtomicBool::new(false);
 /// Set once a second CPU is online; until then the kernel skips the lock and the
 /// shootdown checks (one CPU cannot contend with itself).
@@ -54,9 +57,77 @@ pub fn unlock() {
     LOCK.store(false, Ordering::Release);
 }
 
-/// Records that this CPU loaded `root` into CR3.
+core::arch::global_asm!(
+    r#"
+    /* The frame at %rdi, but the 8 message registers from the frame at %rsi (a full
+       message the fast path left in its sender's frame); with several CPUs the big kernel
+       lock is dropped after the last load from either frame (whether there are several
+       is settled at boot, before any user thread runs). Moves do not touch the flags the
+       first compare sets. */
+    .section .text.entry, "ax"
+    .global return_to_user_words
+return_to_user_words:
+    .cfi_startproc
+    .cfi_undefined rip
+    cmpb $0, {active}(%rip)
+    movq {r15}(%rsi), %r15
+    movq {r14}(%rsi), %r14
+    movq {r13}(%rsi), %r13
+    movq {r12}(%rsi), %r12
+    movq {r11}(%rdi), %r11
+    movq {r10}(%rsi), %r10
+    movq {r9}(%rsi), %r9
+    movq {r8}(%rsi), %r8
+    movq {rbp}(%rdi), %rbp
+    movq {rdx}(%rsi), %rdx
+    movq {rcx}(%rdi), %rcx
+    movq {rbx}(%rdi), %rbx
+    movq {rax}(%rdi), %rax
+    movq {rsi}(%rdi), %rsi
+    leaq {rip}(%rdi), %rsp
+    movq {rdi}(%rdi), %rdi
+    je 1f
+    movb $0, {lock}(%rip)
+1:  swapgs
+    iretq
+    .cfi_endproc
+"#,
+    r15 = const core::mem::offset_of!(UserRegs, r15),
+    r14 = const core::mem::offset_of!(UserRegs, r14),
+    r13 = const core::mem::offset_of!(UserRegs, r13),
+    r12 = const core::mem::offset_of!(UserRegs, r12),
+    r11 = const core::mem::offset_of!(UserRegs, r11),
+    r10 = const core::mem::offset_of!(UserRegs, r10),
+    r9 = const core::mem::offset_of!(UserRegs, r9),
+    r8 = const core::mem::offset_of!(UserRegs, r8),
+    rbp = const core::mem::offset_of!(UserRegs, rbp),
+    rdi = const core::mem::offset_of!(UserRegs, rdi),
+    rsi = const core::mem::offset_of!(UserRegs, rsi),
+    rdx = const core::mem::offset_of!(UserRegs, rdx),
+    rcx = const core::mem::offset_of!(UserRegs, rcx),
+    rbx = const core::mem::offset_of!(UserRegs, rbx),
+    rax = const core::mem::offset_of!(UserRegs, rax),
+    rip = const core::mem::offset_of!(UserRegs, rip),
+    lock = sym LOCK,
+    active = sym ACTIVE,
+    options(att_syntax)
+);
+
+extern "C" {
+    /// The fast path's exit (`trap::syscall_ipc`): restores the registers in `frame`, but
+    /// the message registers from `words` (a full message's sender), drops the big kernel
+    /// lock if several CPUs run, after its last read of either frame (until then no other
+    /// CPU may kill the sender and reuse its TCB), and returns to user mode.
+    pub fn return_to_user_words(frame: *const UserRegs, words: *const UserRegs) -> !;
+}
+
+/// Records that this CPU (`me`, below `MAX_CPUS`) loaded `root` into CR3.
+#[inline(always)]
 pub fn loaded(me: usize, root: u64) {
-    LOADED_ROOT[me].store(root, Ordering::Release);
+    const _: () = assert!(MAX_CPUS.is_power_of_two());
+    debug_assert!(me < MAX_CPUS);
+    // The mask changes no CPU's index and spares the bounds check (the exit path's budget).
+    LOADED_ROOT[me & (MAX_CPUS - 1)].store(root, Ordering::Release);
 }
 
 /// The kernel's own page-table root (loaded by idle CPUs).

@@ -7,12 +7,14 @@
 //! never stops the kernel; a kernel fault prints its state and ends the VM with
 //! `KERNEL_FAULT`.
 
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 
 use l4_abi::exit;
+use l4_kernel::ipc::fastpath::Switch;
 use l4_kernel::kernel::Kernel;
 use l4_kernel::machine::UserRegs;
 use l4_kernel::mm::vspace;
+use l4_kernel::task::thread::Thread;
 
 use super::entry::{self, IPI_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR};
 use super::irqstats::{IF0_IRQS, KERNEL_IRQS};
@@ -261,22 +263,6 @@ fn finish_boot() -> ! {
     run()
 }
 
-/// The system-call entries (`syscall`, or `int3` at the entry page): the calls the
-/// kernel answers on the spot ([`Kernel::fast_syscall`]: the null call and the IPC fast
-/// path, each in a function of its own so that each saves only the registers it needs,
-/// and none returns, so none restores them) leave straight to the thread to enter; every
-/// other call goes on to the slow path.
-#[no_mangle]
-extern "C" fn syscall_fast(frame: *mut UserRegs) -> ! {
-    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
-    let sysno = unsafe { (*frame).rax };
-    if sysno == l4_abi::syscall::Sysno::Null as u64 {
-        null_fast(frame)
-    } else {
-        ipc_fast(frame, sysno)
-    }
-}
-
 /// Takes the big kernel lock on an entry from user mode (with one CPU there is nobody
 /// to contend with, and nothing is done); returns whether there are several CPUs. Reads
 /// nothing of the entry's frame: see `trap_from_user`.
@@ -292,10 +278,14 @@ fn lock_kernel(k: &mut Kernel) -> bool {
     smp
 }
 
-#[inline(never)]
-fn null_fast(frame: *mut UserRegs) -> ! {
+/// The system-call entries (`syscall`, or `int3` at the entry page) go on here for
+/// `Null` (the number is dispatched in the entry stub): answered on the spot
+/// ([`Kernel::fast_null`]) when nothing of a higher priority waits, else the slow path.
+/// Neither this nor [`syscall_ipc`] returns, so neither restores what it saves.
+#[no_mangle]
+extern "C" fn syscall_null(frame: *mut UserRegs) -> ! {
     // What entered, read before the lock (see `trap_from_user`).
-    // SAFETY: as in `syscall_fast`.
+    // SAFETY: the entry stub passes the frame it just filled (a TCB's regs or the probe's).
     let vector = unsafe { (*frame).vector };
     // SAFETY: trap context, interrupts off; the lock is taken first thing.
     let (k, m) = unsafe { state() };
@@ -312,21 +302,32 @@ fn null_fast(frame: *mut UserRegs) -> ! {
     trap_slow(frame, vector, true)
 }
 
-#[inline(never)]
-fn ipc_fast(frame: *mut UserRegs, sysno: u64) -> ! {
-    // SAFETY: as in `syscall_fast`.
+/// Every other system call (`sysno`, its number): the IPC fast path
+/// ([`Kernel::fastpath`]) where it applies, else the slow path.
+#[no_mangle]
+extern "C" fn syscall_ipc(frame: *mut UserRegs, sysno: u64) -> ! {
+    // SAFETY: as in `syscall_null`.
     let vector = unsafe { (*frame).vector };
     // SAFETY: trap context, interrupts off; the lock is taken first thing.
     let (k, _) = unsafe { state() };
     let smp = lock_kernel(k);
     // No current thread while the entry is probed and the counter calibrated (the probe
     // thread is not a kernel thread): the fast path declines, and `trap_slow` knows.
-    if k.fastpath(sysno) {
-        let to = leave_for(k, k.current as usize, smp);
-        // SAFETY: the frame of the thread the fast path made current (a valid user context).
-        unsafe { entry::return_to_user(to) }
+    let Some(Switch { to, words_in }) = k.fastpath(sysno) else { trap_slow(frame, vector, true) };
+    debug_assert!((to as usize) < k.threads.len() && (words_in as usize) < k.threads.len());
+    let th = k.threads.as_mut_ptr();
+    // SAFETY: the fast path names two threads: `to`, and the sender (which now waits) or
+    // `to` again.
+    let (to, words) = unsafe { (th.add(to as usize), addr_of!((*th.add(words_in as usize)).regs)) };
+    let frame = switch_to(k, to);
+    // The exit drops the lock once it has read both frames: until then no other CPU may
+    // kill the sender and reuse its TCB.
+    if smp {
+        release_kernel(k);
     }
-    trap_slow(frame, vector, true)
+    // SAFETY: `frame` is the saved state of the thread the fast path made current (a
+    // valid user context), `words` the sender's or its own.
+    unsafe { smp::return_to_user_words(frame, words) }
 }
 
 /// Every other entry from user mode: exceptions, interrupts, an `int3` that is not a
@@ -482,11 +483,14 @@ pub fn run() -> ! {
         // Idle: give up the lock, the user address space and the FPU state, and halt.
         k.leave_cpu();
         let wake = core::mem::take(&mut k.wake);
-        let (slot, id) = percpu::fpu_owner();
-        if id != 0 && k.threads.get(slot).is_some_and(|o| o.id == id) {
-            cpu::fxsave(&mut k.threads[slot].fpu);
+        let (owner, id) = percpu::fpu_owner();
+        // SAFETY: the owner's TCB is in the thread table or NOBODY (see `percpu`), read
+        // and written only through this pointer, under the lock.
+        if id != 0 && unsafe { (*owner).id } == id {
+            // SAFETY: as above.
+            cpu::fxsave(unsafe { addr_of_mut!((*owner).fpu) });
         }
-        percpu::set_fpu_owner(0, 0);
+        percpu::set_fpu_owner(percpu::nobody(), 0);
         if cpu::cr3() & !0xfff != k.kernel_root {
             // SAFETY: the kernel's own root maps everything the kernel needs.
             unsafe { cpu::set_cr3(k.kernel_root) };
@@ -511,15 +515,29 @@ fn enter_user(k: &mut Kernel, t: usize) -> ! {
     unsafe { entry::return_to_user(frame) }
 }
 
-/// Makes thread `t` this CPU's: its address space, its x87/SSE state and its frame as
-/// the place of the next entry; lets go of the kernel; returns the frame to restore.
+/// Makes thread `t` this CPU's ([`switch_to`]) and lets go of the kernel; returns the
+/// frame to restore.
+#[inline(always)]
+fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
+    debug_assert!(t < k.threads.len());
+    // SAFETY: `t` is this CPU's current thread, so a thread's index.
+    let th = unsafe { k.threads.as_mut_ptr().add(t) };
+    let frame = switch_to(k, th);
+    if smp {
+        unlock_kernel(k);
+    }
+    frame
+}
+
+/// Makes thread `th` (this CPU's current thread) this CPU's: its address space, its x87/SSE state and its frame as
+/// the place of the next entry; returns the frame to restore.
 /// Each step is skipped where it is already so (the same address space, the same
 /// thread's x87 state), so the null call pays only for the checks.
 #[inline(always)]
-fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
-    // The table in a local: its base and length stay in registers across the asm below.
-    let threads = &mut *k.threads;
-    let (root, id) = (threads[t].root, threads[t].id);
+fn switch_to(k: &mut Kernel, th: *mut Thread) -> *const UserRegs {
+    // SAFETY: the caller's current thread, in the thread table; the TCB is reached only
+    // through this pointer until the kernel is left.
+    let (root, id) = unsafe { ((*th).root, (*th).id) };
     if cpu::cr3() & !0xfff != root {
         // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
         unsafe { cpu::set_cr3(root) };
@@ -528,21 +546,24 @@ fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
     // The previous owner's state is saved only if it still lives: thread ids are never
     // reused (a new thread gets a new id), so a recycled slot never gets its
     // predecessor's state saved over its own, nor inherits its registers. With nobody
-    // (id 0) a free slot may match (free slots have id 0): saving into it is harmless,
-    // as a slot is reset (`Thread::FREE`, the reset x87 state) when it is used again.
-    let (slot, owner) = percpu::fpu_owner();
-    if owner != id {
-        if let Some(o) = threads.get_mut(slot).filter(|o| o.id == owner) {
-            cpu::fxsave(&mut o.fpu);
+    // (id 0) NOBODY or a free slot may match (free slots have id 0): saving into either is
+    // harmless, as a slot is reset (`Thread::FREE`, the reset x87 state) when it is used
+    // again.
+    let (owner, owner_id) = percpu::fpu_owner();
+    if owner_id != id {
+        // SAFETY: the owner's TCB is in the thread table or NOBODY (see `percpu`), which
+        // stay mapped; it is not `th` (the ids differ), and reached only through `owner`.
+        if unsafe { (*owner).id } == owner_id {
+            // SAFETY: as above.
+            cpu::fxsave(unsafe { addr_of_mut!((*owner).fpu) });
         }
-        cpu::fxrstor(&threads[t].fpu);
-        percpu::set_fpu_owner(t, id);
+        // SAFETY: as for `root`.
+        cpu::fxrstor(unsafe { addr_of!((*th).fpu) });
+        percpu::set_fpu_owner(th, id);
     }
-    let frame = &threads[t].regs as *const UserRegs;
+    // SAFETY: as for `root`.
+    let frame = unsafe { addr_of!((*th).regs) };
     entry::set_frame_top(frame as u64 + core::mem::size_of::<UserRegs>() as u64);
-    if smp {
-        unlock_kernel(k);
-    }
     frame
 }
 
@@ -553,6 +574,17 @@ fn unlock_kernel(k: &mut Kernel) {
     k.leave_cpu();
     let wake = core::mem::take(&mut k.wake);
     smp::unlock();
+    if wake != 0 {
+        smp::wake(wake);
+    }
+}
+
+/// [`unlock_kernel`] but for the lock itself, which the caller drops later: the CPUs
+/// that have new work are woken now (they wait for the lock until it is dropped).
+#[inline(always)]
+fn release_kernel(k: &mut Kernel) {
+    k.leave_cpu();
+    let wake = core::mem::take(&mut k.wake);
     if wake != 0 {
         smp::wake(wake);
     }
