@@ -52,7 +52,7 @@ impl PhysMem for Machine {
     fn copy_frame(&mut self, dst: u64, src: u64) {
         // SAFETY: two whole frames in the direct map (checked) that the kernel owns; a
         // copy-on-write break copies from a shared frame to a fresh one, so they never
-        // overlap. One `rep movsb`: a single emulated instruction on PVM hosts.
+        // overlap. One `memcpy`: 512 iterations of `rep movsq` (see `mem`).
         unsafe { core::ptr::copy_nonoverlapping(ptr(src, 4096), ptr(dst, 4096), 4096) }
     }
     fn zero_frame(&mut self, pa: u64) {
@@ -75,7 +75,7 @@ impl Platform for Machine {
             return &mut [];
         }
         // The first element, then copies of what is done so far, doubling: about log2(n)
-        // `rep movsb`, each one emulated instruction on PVM, instead of n stores of a T.
+        // `memcpy`s (string instructions, see `mem`) instead of n stores of a T.
         // SAFETY (both blocks): every element written lies inside the checked range, in
         // frames the frame allocator gave up for good, so nothing else refers to them;
         // frame-aligned, so aligned for T; the copied elements are initialized Copy values
