@@ -55,3 +55,29 @@ fn the_int3_entry_can_be_forced_and_works_under_qemu_too() {
         q.assert_stdout_has(line);
     }
 }
+
+/// `bench/tcg_count.py`, the way docs/ARCHITECTURE.md and the README count the fast path
+/// next to seL4's (QEMU TCG, gdb single-stepping each half from `syscall_entry` back to
+/// user mode), still works and counts both halves of the 8-word round trip; the halves
+/// add up to the round trip it prints, and each is a fast path's length (it would be
+/// thousands on the slow path with its scheduler pass).
+#[test]
+fn the_fast_path_can_be_counted_under_qemu_the_way_sel4_s_was() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/tcg_count.py");
+    let mut cmd = std::process::Command::new("gdb");
+    cmd.args(["-q", "-batch", "-x"]).arg(&script).env("L4_KERNEL", kernel_elf()).env("L4_ARCHIVE", boot_archive());
+    let r = run(cmd, Duration::from_secs(300));
+    r.assert_code(0);
+    let count = |what: &str| -> u64 {
+        let line = r.stdout.lines().find(|l| l.starts_with(&format!("tcg-count: {what}"))).unwrap_or_else(|| {
+            panic!("no {what:?} line\n--- stdout\n{}\n--- stderr\n{}", r.stdout, r.stderr)
+        });
+        let n = line.split(": ").nth(2).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok());
+        n.unwrap_or_else(|| panic!("no count in {line:?}"))
+    };
+    let (call, reply, rt) = (count("Call (8 words"), count("ReplyRecv (8 words"), count("round trip"));
+    assert_eq!(call + reply, rt);
+    for half in [call, reply] {
+        assert!((100..400).contains(&half), "a fast-path half of {half} instructions");
+    }
+}
