@@ -46,12 +46,13 @@ use crate::kernel::Kernel;
 use crate::machine::{self, UserRegs};
 use crate::task::thread::{Thread, ThreadState};
 
-/// Where the fast path went: thread `to` (now the current thread) is to be entered with
-/// its message registers (see [`UserRegs::word`]) taken from thread `words_in`'s saved
-/// registers and every other register from its own. `words_in` is the sender of a full
-/// message, or `to` itself.
+/// Where the fast path went: from thread `from` (which entered, and now waits) to thread
+/// `to` (now the current thread), to be entered with its message registers (see
+/// [`UserRegs::word`]) taken from thread `words_in`'s saved registers and every other
+/// register from its own. `words_in` is `from` for a full message, else `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Switch {
+    pub from: u16,
     pub to: u16,
     pub words_in: u16,
 }
@@ -120,7 +121,7 @@ impl Kernel {
             rt.reply_to = c as u16;
             rt.state = ThreadState::Running;
             *current = r as u16;
-            return Some(Switch { to: r as u16, words_in: pass(&me.regs, &mut rt.regs, words, c, r) });
+            return Some(Switch { from: c as u16, to: r as u16, words_in: pass(&me.regs, &mut rt.regs, words, c, r) });
         }
         // ReplyRecv, 2-5.
         let Ok((e, _)) = caps.lookup(slot, Kind::Endpoint, rights::RECV) else { return None };
@@ -159,14 +160,14 @@ impl Kernel {
         ep.waiting = Waiting::Receivers;
         ct.state = ThreadState::Running;
         *current = client as u16;
-        Some(Switch { to: client as u16, words_in })
+        Some(Switch { from: c as u16, to: client as u16, words_in })
     }
 
     /// [`Kernel::fastpath`] for callers that do not leave through the arch layer's exit
     /// ([`Kernel::fast_syscall`], the host tests): the message words are copied here from
     /// where the exit would load them. `true`: taken.
     pub fn fastpath_copying(&mut self, sysno: u64) -> bool {
-        let Some(Switch { to, words_in }) = self.fastpath(sysno) else { return false };
+        let Some(Switch { to, words_in, .. }) = self.fastpath(sysno) else { return false };
         if let Ok([s, d]) = self.threads.get_disjoint_mut([words_in as usize, to as usize]) {
             machine::copy_words(&s.regs, &mut d.regs, MSG_REGS);
         }

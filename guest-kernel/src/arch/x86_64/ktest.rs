@@ -285,7 +285,14 @@ pub fn copy() -> ! {
             options(nostack)
         )
     });
-    crate::kprintln!("l4: ktest=copy: 4 KiB in TSC cycles: rep movsb ", movsb, ", rep movsq ", movsq, ", 8-byte loop ", moves);
+    crate::kprintln!(
+        "l4: ktest=copy: 4 KiB in TSC cycles: rep movsb ",
+        movsb,
+        ", rep movsq ",
+        movsq,
+        ", 8-byte loop ",
+        moves
+    );
     super::exit(l4_abi::exit::SUCCESS)
 }
 

@@ -313,13 +313,14 @@ extern "C" fn syscall_ipc(frame: *mut UserRegs, sysno: u64) -> ! {
     let smp = lock_kernel(k);
     // No current thread while the entry is probed and the counter calibrated (the probe
     // thread is not a kernel thread): the fast path declines, and `trap_slow` knows.
-    let Some(Switch { to, words_in }) = k.fastpath(sysno) else { trap_slow(frame, vector, true) };
-    debug_assert!((to as usize) < k.threads.len() && (words_in as usize) < k.threads.len());
+    let Some(Switch { from, to, words_in }) = k.fastpath(sysno) else { trap_slow(frame, vector, true) };
+    debug_assert!([from, to, words_in].iter().all(|&t| (t as usize) < k.threads.len()));
     let th = k.threads.as_mut_ptr();
-    // SAFETY: the fast path names two threads: `to`, and the sender (which now waits) or
-    // `to` again.
-    let (to, words) = unsafe { (th.add(to as usize), addr_of!((*th.add(words_in as usize)).regs)) };
-    let frame = switch_to(k, to);
+    // SAFETY: the fast path names threads: the one that entered, `to`, and where the words
+    // are (one of the two).
+    let (me, to, words) =
+        unsafe { (th.add(from as usize), th.add(to as usize), addr_of!((*th.add(words_in as usize)).regs)) };
+    let frame = switch_ipc(k, me, to);
     // The exit drops the lock once it has read both frames: until then no other CPU may
     // kill the sender and reuse its TCB.
     if smp {
@@ -535,14 +536,10 @@ fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
 /// thread's x87 state), so the null call pays only for the checks.
 #[inline(always)]
 fn switch_to(k: &mut Kernel, th: *mut Thread) -> *const UserRegs {
+    switch_space(k, th);
     // SAFETY: the caller's current thread, in the thread table; the TCB is reached only
     // through this pointer until the kernel is left.
-    let (root, id) = unsafe { ((*th).root, (*th).id) };
-    if cpu::cr3() & !0xfff != root {
-        // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
-        unsafe { cpu::set_cr3(root) };
-        smp::loaded(k.cpu, root);
-    }
+    let id = unsafe { (*th).id };
     // The previous owner's state is saved only if it still lives: thread ids are never
     // reused (a new thread gets a new id), so a recycled slot never gets its
     // predecessor's state saved over its own, nor inherits its registers. With nobody
@@ -557,11 +554,47 @@ fn switch_to(k: &mut Kernel, th: *mut Thread) -> *const UserRegs {
             // SAFETY: as above.
             cpu::fxsave(unsafe { addr_of_mut!((*owner).fpu) });
         }
-        // SAFETY: as for `root`.
+        // SAFETY: as for `id`.
         cpu::fxrstor(unsafe { addr_of!((*th).fpu) });
         percpu::set_fpu_owner(th, id);
     }
-    // SAFETY: as for `root`.
+    entry_frame(th)
+}
+
+/// The fast path's [`switch_to`], from thread `from` (the caller) to `to`: this CPU holds
+/// `from`'s x87 state, as a CPU always holds the state of the thread that entered it
+/// from user mode (`switch_to` made it the owner when it entered it), so it is saved
+/// without asking whose it is.
+#[inline(always)]
+fn switch_ipc(k: &mut Kernel, from: *mut Thread, to: *mut Thread) -> *const UserRegs {
+    debug_assert!(percpu::fpu_owner().0 == from);
+    switch_space(k, to);
+    // SAFETY: two threads of the table, different (one waits, the other runs), reached
+    // only through these pointers until the kernel is left.
+    unsafe {
+        cpu::fxsave(addr_of_mut!((*from).fpu));
+        cpu::fxrstor(addr_of!((*to).fpu));
+        percpu::set_fpu_owner(to, (*to).id);
+    }
+    entry_frame(to)
+}
+
+/// Loads thread `th`'s address space if another is loaded.
+#[inline(always)]
+fn switch_space(k: &mut Kernel, th: *mut Thread) {
+    // SAFETY: a thread of the table (the one to enter).
+    let root = unsafe { (*th).root };
+    if cpu::cr3() & !0xfff != root {
+        // SAFETY: every task root is made by vspace::new_root, which maps the kernel.
+        unsafe { cpu::set_cr3(root) };
+        smp::loaded(k.cpu, root);
+    }
+}
+
+/// Makes thread `th`'s frame the place of this CPU's next entry; returns it.
+#[inline(always)]
+fn entry_frame(th: *mut Thread) -> *const UserRegs {
+    // SAFETY: a thread of the table (the one to enter).
     let frame = unsafe { addr_of!((*th).regs) };
     entry::set_frame_top(frame as u64 + core::mem::size_of::<UserRegs>() as u64);
     frame
