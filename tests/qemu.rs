@@ -69,9 +69,11 @@ fn the_fast_path_can_be_counted_under_qemu_the_way_sel4_s_was() {
     let r = run(cmd, Duration::from_secs(300));
     r.assert_code(0);
     let count = |what: &str| -> u64 {
-        let line = r.stdout.lines().find(|l| l.starts_with(&format!("tcg-count: {what}"))).unwrap_or_else(|| {
-            panic!("no {what:?} line\n--- stdout\n{}\n--- stderr\n{}", r.stdout, r.stderr)
-        });
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("tcg-count: {what}")))
+            .unwrap_or_else(|| panic!("no {what:?} line\n--- stdout\n{}\n--- stderr\n{}", r.stdout, r.stderr));
         let n = line.split(": ").nth(2).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok());
         n.unwrap_or_else(|| panic!("no count in {line:?}"))
     };

@@ -17,9 +17,18 @@
 //! | `SQES + 64 entries` | `entries` × [`Cqe`] (32 bytes) | server |
 //! | [`data_offset`] | the data region, to the end of the object | either |
 //!
-//! Each index lives on its own cache line. Nothing in the ring is trusted: the consumer
-//! of each ring checks that `tail - head` does not exceed `entries` and that every entry's
-//! data range lies inside the data region.
+//! Each index lives on its own cache line. Every entry also carries a sequence number
+//! (`seq`: the index of the entry plus one, in 16 bits for a submission and 32 for a
+//! completion), stored last with a release store: a polling consumer waits on the entry
+//! itself instead of on the producer's tail, and each side keeps its own copy of the other
+//! side's head (read again only when the ring looks full), so that a request and its
+//! answer move two cache lines between the CPUs (the submission's and the completion's),
+//! as a ping-pong on one shared word moves one. The tails and heads are still published
+//! for the kernel (`RingEnter` waits on them) and for the other side's checks.
+//!
+//! Nothing in the ring is trusted: the consumer of each ring checks that `tail - head`
+//! does not exceed `entries`, that an entry the tail says is published carries its
+//! sequence number, and that every entry's data range lies inside the data region.
 
 pub const SQ_HEAD: usize = 0;
 pub const SQ_TAIL: usize = 64;
@@ -49,11 +58,11 @@ pub mod op {
 
 /// Completion results (`Cqe::result`) for requests the server refused.
 pub mod status {
-    pub const OK: i64 = 0;
-    pub const BAD_OPCODE: i64 = -1;
-    pub const BAD_RANGE: i64 = -2;
-    pub const NOT_FOUND: i64 = -3;
-    pub const FULL: i64 = -4;
+    pub const OK: i32 = 0;
+    pub const BAD_OPCODE: i32 = -1;
+    pub const BAD_RANGE: i32 = -2;
+    pub const NOT_FOUND: i32 = -3;
+    pub const FULL: i32 = -4;
 }
 
 /// A submission-queue entry.
@@ -62,7 +71,8 @@ pub mod status {
 pub struct Sqe {
     pub opcode: u8,
     pub flags: u8,
-    pub _pad: u16,
+    /// The entry's index plus one (low 16 bits), written last: see the module doc. Set by the ring code, not by the submitter.
+    pub seq: u16,
     /// Length of the data range for data operations.
     pub len: u32,
     /// Returned unchanged in the completion.
@@ -78,7 +88,11 @@ pub struct Sqe {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cqe {
     pub user_data: u64,
-    pub result: i64,
+    /// [`status`]: 0 or a negative refusal.
+    pub result: i32,
+    /// The entry's index plus one, written last: see the module doc. Set by the ring
+    /// code, not by the service.
+    pub seq: u32,
     /// Inline answer.
     pub value: [u64; 2],
 }
@@ -99,16 +113,30 @@ pub const fn cqe_offset(entries: u32, i: u32) -> usize {
     SQES + entries as usize * 64 + (i & (entries - 1)) as usize * 32
 }
 
+/// Where in an entry its sequence number lies (bytes from the entry's start).
+pub const SQE_SEQ: usize = 2;
+pub const CQE_SEQ: usize = 12;
+
+const _: () = {
+    assert!(core::mem::size_of::<Sqe>() == 64 && core::mem::offset_of!(Sqe, seq) == SQE_SEQ);
+    assert!(core::mem::size_of::<Cqe>() == 32 && core::mem::offset_of!(Cqe, seq) == CQE_SEQ);
+};
+
 /// Offset of submission slot `i`.
 pub const fn sqe_offset(entries: u32, i: u32) -> usize {
     SQES + (i & (entries - 1)) as usize * 64
 }
 
-/// How many entries lie between `head` and `tail`, if that is a possible number.
+/// How many entries lie between `head` and `tail`, if that is a possible number: up to
+/// `entries`; none while the consumer is ahead of the published tail, by at most `entries`
+/// (it took entries by their sequence numbers before the producer stored the tail that
+/// covers them, which it does right after); `None` for anything else (garbage).
 pub const fn pending(head: u32, tail: u32, entries: u32) -> Option<u32> {
     let n = tail.wrapping_sub(head);
     if n <= entries {
         Some(n)
+    } else if head.wrapping_sub(tail) <= entries {
+        Some(0)
     } else {
         None
     }
@@ -127,7 +155,9 @@ mod tests {
         assert_eq!(cqe_offset(64, u32::MAX), cqe_offset(64, 63));
         // Free-running indices across the 2^32 wrap.
         assert_eq!(pending(u32::MAX - 1, 3, 64), Some(5));
-        assert_eq!(pending(10, 5, 64), None, "tail behind head is garbage");
+        assert_eq!(pending(10, 5, 64), Some(0), "a consumer ahead of the published tail");
+        assert_eq!(pending(2, u32::MAX - 61, 64), Some(0), "ahead by a full ring, across the wrap");
+        assert_eq!(pending(100, 5, 64), None, "further ahead than a ring holds is garbage");
         assert_eq!(pending(0, 65, 64), None, "more than the ring holds is garbage");
     }
 }

@@ -491,7 +491,8 @@ fn ring_forge(r: &mut Rng, srv: u8) -> Result<bool, Broken> {
         let s = Sqe {
             opcode: r.pick_r(&[0, 1, 2, 3, 4, 5]) as u8,
             flags: r.next() as u8,
-            _pad: 0,
+            // Its own sequence number or not (the server must survive both).
+            seq: r.pick_r(&[0, u64::from(start.wrapping_add(i).wrapping_add(1) as u16), u64::from(u16::MAX)]) as u16,
             len: r.pick_r(&[0, 1, 4096, data_pages * 4096, data_pages * 4096 + 1, u64::from(u32::MAX)]) as u32,
             user_data: r.next(),
             offset: r.pick_r(&[0, 1, 4095, data_pages * 4096, u64::MAX]),

@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+use l4_abi::ring::Sqe;
 use l4_abi::syscall::Error;
 use l4_rt::ipc::{self, Msg};
 use l4_rt::ring::{self, Ring, RingError};
@@ -29,32 +30,22 @@ const MAX_SPIN: u64 = 1 << 20;
 
 fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingError {
     let mut idle = 0u64;
+    // An entry taken on the way to sleep, served first.
+    let mut taken: Option<Sqe> = None;
     loop {
         let mut done = 0u32;
         loop {
-            match r.next() {
+            // Polling: only the next entry's own cache line is looked at (its sequence
+            // number), not the client's tail, which is checked on the way to sleep.
+            let next = match taken.take() {
+                Some(s) => Ok(Some(s)),
+                None if polling => Ok(r.next_published()),
+                None => r.next(),
+            };
+            match next {
                 Ok(Some(s)) => {
-                    let c = service::serve(kv, &s, data);
-                    let mut full = 0;
-                    loop {
-                        match r.complete(c) {
-                            Ok(true) => break,
-                            // The client is not reaping: wake it, let it run. A client that
-                            // never reaps (or forged a full completion ring) must not keep
-                            // this server: above its priority on its CPU, yielding never
-                            // lets it run, and the server would spin for ever.
-                            Ok(false) => {
-                                full += 1;
-                                if full > MAX_FULL_ROUNDS {
-                                    return RingError::Stalled;
-                                }
-                                if let Err(e) = ring::enter(r.slot, 0, true) {
-                                    return RingError::Sys(e);
-                                }
-                                sys::yield_now();
-                            }
-                            Err(e) => return e,
-                        }
+                    if let Err(e) = answer(r, kv, &s, data) {
+                        return e;
                     }
                     done += 1;
                 }
@@ -78,16 +69,17 @@ fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingEr
             core::hint::spin_loop();
             continue;
         }
-        // Going to sleep: tell the client, and look once more (it may have submitted
-        // just before it saw the flag).
+        // Going to sleep: tell the client, and look once more, tail and all (it may have
+        // submitted just before it saw the flag; a tail that says more than the entries
+        // do is garbage).
         r.set_need_wakeup(true);
-        match r.submissions() {
-            Ok(0) => {
+        match r.next() {
+            Ok(None) => {
                 if let Err(e) = ring::enter(r.slot, 1, true) {
                     return RingError::Sys(e);
                 }
             }
-            Ok(_) => {}
+            Ok(Some(s)) => taken = Some(s),
             Err(e) => return e,
         }
         r.set_need_wakeup(false);
@@ -95,10 +87,35 @@ fn serve(r: &Ring, data: &[u8], kv: &mut Kv, polling: bool, spin: u64) -> RingEr
     }
 }
 
+/// Serves one entry and publishes its completion, waking the client (and letting it run)
+/// while its completion ring is full.
+fn answer(r: &Ring, kv: &mut Kv, s: &Sqe, data: &[u8]) -> Result<(), RingError> {
+    let c = service::serve(kv, s, data);
+    let mut full = 0;
+    loop {
+        match r.complete(c) {
+            Ok(true) => return Ok(()),
+            // The client is not reaping: wake it, let it run. A client that never reaps
+            // (or forged a full completion ring) must not keep this server: above its
+            // priority on its CPU, yielding never lets it run, and the server would spin
+            // for ever.
+            Ok(false) => {
+                full += 1;
+                if full > MAX_FULL_ROUNDS {
+                    return Err(RingError::Stalled);
+                }
+                ring::enter(r.slot, 0, true).map_err(RingError::Sys)?;
+                sys::yield_now();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The ring mapped at `RING_VA`, `pages` long, if its entry count leaves room for its
 /// entries in the mapping: its data is the rest of the mapping.
 fn fitted(slot: u8, pages: u64) -> Result<Ring, Error> {
-    let mut ring = Ring::at(slot, RING_VA)?;
+    let mut ring = Ring::at(slot, RING_VA)?.serving();
     let len = pages.checked_mul(4096).ok_or(Error::BadArgument)?;
     let data_off = l4_abi::ring::data_offset(ring.entries) as u64;
     if data_off > len {
@@ -144,11 +161,11 @@ fn main() -> u64 {
                 // Tell the client where this server runs (it stays there), so it knows
                 // whether polling can work without guessing from timing.
                 let _ = ipc::reply(&Msg::new(SETUP_MEM, &[ok.is_ok() as u64, sys::this_cpu().0]));
-                if let Ok(ring) = ok {
+                if let Ok(ring) = &ok {
                     // SAFETY: the data region of the ring object just mapped: `fitted`
                     // checked that it lies inside the mapping.
                     let data = unsafe { core::slice::from_raw_parts(ring.data as *const u8, ring.data_len) };
-                    let why = serve(&ring, data, &mut kv, m.words[0] != 0, m.words[1].min(MAX_SPIN));
+                    let why = serve(ring, data, &mut kv, m.words[0] != 0, m.words[1].min(MAX_SPIN));
                     match why {
                         RingError::Garbage => println!("ringsrv: garbage indices in the ring; dropping it"),
                         RingError::Sys(Error::PartnerGone) => {}

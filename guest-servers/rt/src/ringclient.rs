@@ -71,7 +71,8 @@ impl Client {
                 if self.ring.needs_wakeup() {
                     ring::enter(self.ring.slot, 0, false).map_err(RingError::Sys)?;
                 }
-                while self.ring.completions()? == 0 {
+                // The completion's own cache line, which the answer brings.
+                while !self.ring.completion_ready() {
                     core::hint::spin_loop();
                 }
             } else if self.ring.completions()? < want {

@@ -41,7 +41,7 @@ impl Kv {
 
 /// Serves one ring entry. `data` is the ring's data region.
 pub fn serve(kv: &mut Kv, s: &Sqe, data: &[u8]) -> Cqe {
-    let mut c = Cqe { user_data: s.user_data, result: status::OK, value: [0; 2] };
+    let mut c = Cqe { user_data: s.user_data, result: status::OK, seq: 0, value: [0; 2] };
     match s.opcode {
         op::ECHO => c.value = [s.inline[0], s.inline[1]],
         op::KV_PUT => {
