@@ -75,10 +75,15 @@ fn bench_quick_writes_every_path_with_sane_numbers() {
             "no sync {placement} row"
         );
     }
-    for path in ["ring", "ring-poll"] {
-        let batches: Vec<u64> =
-            scenarios.iter().filter(|s| s["path"] == path).map(|s| s["batch"].as_u64().unwrap()).collect();
-        assert_eq!(batches, [1, 4, 16, 64, 256], "{path}");
+    // The kernel-entry ring from another vCPU and from the server's own (the synchronous
+    // round trip's placement), the polling ring across vCPUs.
+    for (path, placement) in [("ring", "cross-vcpu"), ("ring", "cross-as"), ("ring-poll", "cross-vcpu")] {
+        let batches: Vec<u64> = scenarios
+            .iter()
+            .filter(|s| s["path"] == path && s["placement"] == placement)
+            .map(|s| s["batch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(batches, [1, 4, 16, 64, 256], "{path} {placement}");
     }
     // The register path runs on the fast path: l4vmm counts its ring-0 instructions where
     // its counter is exact (PVM), and reports null, never a number, where it is not.

@@ -78,7 +78,8 @@ pub fn write(dir: &Path, guest: &Guest, s: &[Scenario], vcpus: u32, io_uring: &s
          kernel entries (`2 x null-syscall-0`), and across address spaces one of them switching the address \
          space there and back (`null-syscall-0 + as-switch-0`). x floor: the median over the floor's; \
          ring-0 x floor: the same in ring-0 instructions (host-independent; n/a where l4vmm could not count). \
-         Ring rows: per request of a batch.\n"
+         Ring rows: per request of a batch; ring-kernel-entry-same-vcpu from a thread on the ring server's \
+         vCPU.\n"
     );
     let _ = writeln!(
         md,

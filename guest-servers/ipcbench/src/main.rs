@@ -13,6 +13,9 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use l4_abi::ring::{op, Cqe, Sqe};
+use l4_rt::ringclient::Client;
+
 use l4_rt::ipc::{self, Msg};
 use l4_rt::time::{cycles, stats};
 use l4_rt::transfer::{checksum, Path, Sender, MEASURED};
@@ -284,27 +287,25 @@ fn transfers(ok: &mut bool, echo: u8, full: bool) {
     }
 }
 
-/// The ring path against `ringsrv`: batches of 1, 16 and 256 echo requests, cycles per
-/// request (batch time / batch), kernel-entry mode; polling mode only when the server
-/// runs on another vCPU (the server says where it runs when the ring is set up).
+/// The ring path against `ringsrv`: batches of 1 to 256 echo requests, cycles per
+/// request (batch time / batch), kernel-entry mode, then polling mode when the server
+/// runs on another vCPU (the server says where it runs when the ring is set up). With the
+/// server on another vCPU, the kernel-entry rows are measured once more from a thread on
+/// the server's vCPU (`ring@srv`): the placement of the synchronous round trip they are
+/// compared with.
 fn ring_rows(ok: &mut bool, full: bool) {
-    use l4_abi::ring::{op, Cqe, Sqe};
-    use l4_rt::ringclient::Client;
     let Ok(Some(srv)) = names::wait_for("ring", 10) else {
         println!("ipcbench: no ring server: ring rows skipped");
         return;
     };
-    let mut sqes = [Sqe::default(); 256];
-    for (i, s) in sqes.iter_mut().enumerate() {
-        *s = Sqe { opcode: op::ECHO, user_data: i as u64, inline: [i as u64, 0, 0, 0, 0], ..Sqe::default() };
-    }
-    let mut cqes = [Cqe::default(); 256];
+    let mut server_cpu = None;
     for polling in [false, true] {
-        let Ok(c) = Client::connect(srv, 0x0000_0080_0000_0000, 256, 1, polling, 100_000, 0) else {
+        let Ok(c) = Client::connect(srv, RING_VA, 256, 1, polling, 100_000, 0) else {
             println!("ipcbench: cannot connect a ring");
             *ok = false;
             return;
         };
+        server_cpu = Some(c.server_cpu);
         // Polling needs the server on another CPU: it says where it runs.
         if polling && c.server_cpu == sys::this_cpu().0 {
             println!(
@@ -315,27 +316,82 @@ fn ring_rows(ok: &mut bool, full: bool) {
             c.close();
             return;
         }
-        let path = if polling { "ring-poll" } else { "ring" };
-        for batch in [1usize, 4, 16, 64, 256] {
-            let samples = match (batch, full) {
-                (256, false) => 10,
-                (_, false) => 50,
-                (256, true) => 50,
-                (_, true) => 200,
-            };
-            let mut s = [0u64; 200];
-            for x in s[..samples].iter_mut() {
-                let t0 = cycles();
-                *ok &= c.batch(&sqes[..batch], &mut cqes[..batch]).is_ok()
-                    && cqes[batch - 1].value[0] == (batch - 1) as u64;
-                *x = (cycles() - t0) / batch as u64;
-            }
-            let st = stats(&mut s[..samples]);
-            println!(
-                "ipcbench: {:<15} {:>9} {:>12} {:>12} {:>12} {:>9} {:>7}",
-                path, batch, st.min, st.median, st.p99, "batch", samples
-            );
-        }
+        ring_batches(ok, &c, if polling { "ring-poll" } else { "ring" }, full);
         c.close();
+    }
+    let Some(cpu) = server_cpu else { return };
+    let done = match sys::endpoint_create() {
+        Ok(d) => d,
+        Err(e) => {
+            println!("ipcbench: ring@srv rows skipped: {}", e.name());
+            *ok = false;
+            return;
+        }
+    };
+    let stack = STACKS_VA + 0x20_0000;
+    match thread::spawn(
+        stack,
+        STACK_PAGES,
+        cpu,
+        ring_on_server_cpu,
+        srv as u64 | (done as u64) << 8 | (full as u64) << 16,
+    ) {
+        Ok(()) => *ok &= ipc::recv(done).is_ok() && REMOTE_OK.load(Ordering::Relaxed),
+        Err(e) => {
+            println!("ipcbench: ring@srv rows skipped: {}", e.name());
+            *ok = false;
+        }
+    }
+}
+
+/// Where the benchmark's rings are mapped.
+const RING_VA: u64 = 0x0000_0080_0000_0000;
+
+/// The thread of the `ring@srv` rows (`arg`: ringsrv's slot, the done endpoint's << 8,
+/// the full run's flag << 16), on ringsrv's vCPU.
+fn ring_on_server_cpu(arg: u64) -> u64 {
+    let (srv, done, full) = (arg as u8, (arg >> 8) as u8, (arg >> 16) & 1 == 1);
+    let mut ok = true;
+    match Client::connect(srv, RING_VA, 256, 1, false, 0, 0) {
+        Ok(c) => {
+            ring_batches(&mut ok, &c, "ring@srv", full);
+            c.close();
+        }
+        Err(_) => {
+            println!("ipcbench: cannot connect a ring");
+            ok = false;
+        }
+    }
+    REMOTE_OK.store(ok, Ordering::Relaxed);
+    let _ = ipc::send(done, &Msg::new(0, &[]));
+    0
+}
+
+/// The rows of one ring (`path`: its table name): batches of 1 to 256 echo requests.
+fn ring_batches(ok: &mut bool, c: &Client, path: &str, full: bool) {
+    let mut sqes = [Sqe::default(); 256];
+    for (i, s) in sqes.iter_mut().enumerate() {
+        *s = Sqe { opcode: op::ECHO, user_data: i as u64, inline: [i as u64, 0, 0, 0, 0], ..Sqe::default() };
+    }
+    let mut cqes = [Cqe::default(); 256];
+    for batch in [1usize, 4, 16, 64, 256] {
+        let samples = match (batch, full) {
+            (256, false) => 10,
+            (_, false) => 50,
+            (256, true) => 50,
+            (_, true) => 200,
+        };
+        let mut s = [0u64; 200];
+        for x in s[..samples].iter_mut() {
+            let t0 = cycles();
+            *ok &=
+                c.batch(&sqes[..batch], &mut cqes[..batch]).is_ok() && cqes[batch - 1].value[0] == (batch - 1) as u64;
+            *x = (cycles() - t0) / batch as u64;
+        }
+        let st = stats(&mut s[..samples]);
+        println!(
+            "ipcbench: {:<15} {:>9} {:>12} {:>12} {:>12} {:>9} {:>7}",
+            path, batch, st.min, st.median, st.p99, "batch", samples
+        );
     }
 }
