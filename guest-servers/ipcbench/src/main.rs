@@ -191,19 +191,8 @@ fn same_space(ok: &mut bool, plan: Plan) -> Result<(), l4_rt::abi::syscall::Erro
 
 /// Register round trips to `echo` from a thread on the second vCPU (skipped with one).
 fn cross_vcpu(ok: &mut bool, echo: u8) {
-    let done = match sys::endpoint_create() {
-        Ok(d) => d,
-        Err(e) => {
-            println!("ipcbench: cross-vCPU rows skipped: {}", e.name());
-            *ok = false;
-            return;
-        }
-    };
-    let stack = STACKS_VA + 0x10_0000;
-    match thread::spawn(stack, STACK_PAGES, 1, cross_vcpu_client, echo as u64 | (done as u64) << 8) {
-        Ok(()) => {
-            *ok &= ipc::recv(done).is_ok() && REMOTE_OK.load(Ordering::Relaxed);
-        }
+    match on_cpu(1, STACKS_VA + 0x10_0000, cross_vcpu_client, echo as u64) {
+        Ok(good) => *ok &= good,
         Err(l4_rt::abi::syscall::Error::BadArgument) => {
             println!("ipcbench: cross-vCPU rows skipped: one vCPU (run l4vmm with --vcpus 2)");
         }
@@ -212,6 +201,14 @@ fn cross_vcpu(ok: &mut bool, echo: u8) {
             *ok = false;
         }
     }
+}
+
+/// Runs `f(arg | done << 8)` in a new thread on `cpu` (stack at `stack`) and waits until
+/// it reports on `done`, a fresh endpoint: whether its rows checked out (`REMOTE_OK`).
+fn on_cpu(cpu: u64, stack: u64, f: fn(u64) -> u64, arg: u64) -> Result<bool, l4_rt::abi::syscall::Error> {
+    let done = sys::endpoint_create()?;
+    thread::spawn(stack, STACK_PAGES, cpu, f, arg | (done as u64) << 8)?;
+    Ok(ipc::recv(done).is_ok() && REMOTE_OK.load(Ordering::Relaxed))
 }
 
 /// How often a transfer of `n` bytes by `path` runs: fewer runs as sizes grow (a copy of
@@ -320,23 +317,8 @@ fn ring_rows(ok: &mut bool, full: bool) {
         c.close();
     }
     let Some(cpu) = server_cpu else { return };
-    let done = match sys::endpoint_create() {
-        Ok(d) => d,
-        Err(e) => {
-            println!("ipcbench: ring@srv rows skipped: {}", e.name());
-            *ok = false;
-            return;
-        }
-    };
-    let stack = STACKS_VA + 0x20_0000;
-    match thread::spawn(
-        stack,
-        STACK_PAGES,
-        cpu,
-        ring_on_server_cpu,
-        srv as u64 | (done as u64) << 8 | (full as u64) << 16,
-    ) {
-        Ok(()) => *ok &= ipc::recv(done).is_ok() && REMOTE_OK.load(Ordering::Relaxed),
+    match on_cpu(cpu, STACKS_VA + 0x20_0000, ring_on_server_cpu, srv as u64 | (full as u64) << 16) {
+        Ok(good) => *ok &= good,
         Err(e) => {
             println!("ipcbench: ring@srv rows skipped: {}", e.name());
             *ok = false;
