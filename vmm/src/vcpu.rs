@@ -210,18 +210,19 @@ pub fn run_loop(
                 let (sregs, regs) = (vcpu.get_sregs(), vcpu.get_regs());
                 if let (Some(steps), Ok(s), Ok(r)) = (counting.as_mut(), &sregs, &regs) {
                     let mode = PagingMode { cr0: s.cr0, cr3: s.cr3, efer: s.efer };
-                    steps.step(r.rip, s.cs.selector & 3 == 0, |at| {
+                    let ring0 = s.cs.selector & 3 == 0;
+                    let extra = steps.step(r.rip, ring0, |at| {
                         let mut code = vec![0; 15];
                         let n = mode.read_virt(&memory, at, &mut code);
                         code.truncate(n);
                         code
                     });
-                }
-                if sregs.is_ok_and(|s| s.cs.selector & 3 == 0) {
-                    if traced < TRACE_MAX {
-                        if let (Some(t), Ok(r)) = (trace.as_mut(), regs) {
+                    // One line per counted instruction (where the step stopped after it):
+                    // the one run without a stop of its own first.
+                    for at in extra.into_iter().chain(ring0.then_some(r.rip)) {
+                        if let (Some(t), true) = (trace.as_mut(), traced < TRACE_MAX) {
                             use std::io::Write;
-                            let _ = writeln!(t, "{:#x}", r.rip);
+                            let _ = writeln!(t, "{at:#x}");
                             traced += 1;
                             if traced == TRACE_MAX {
                                 log::warn!(

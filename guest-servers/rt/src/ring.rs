@@ -28,7 +28,9 @@ pub enum RingError {
 
 /// A full fence (stores before it are visible before loads after it), as a locked
 /// read-modify-write of a stack word: what Linux's `smp_mb()` is on x86, cheaper than
-/// `mfence` and as strong for ordinary memory.
+/// `mfence` and as strong for ordinary memory. x86-only in what it promises: the Rust
+/// memory model does not say that an RMW of one location orders others, the x86 locked
+/// instruction LLVM emits for it does (and this runtime is x86-64 only).
 #[inline(always)]
 fn full_fence() {
     let word = AtomicU32::new(0);
@@ -254,9 +256,13 @@ impl Ring {
     pub fn complete(&self, c: Cqe) -> Result<bool, RingError> {
         let tail = self.idx(abi::CQ_TAIL).load(Ordering::Relaxed);
         if self.room(abi::CQ_HEAD, tail, 1) == 0 {
-            return match pending(self.seen_head.get(), tail, self.entries) {
-                None => Err(RingError::Garbage),
-                Some(_) => Ok(false),
+            // The client can never be ahead of this side's own tail (the server stored it
+            // before this call): a head that is, or is further behind than a ring holds,
+            // is garbage at once, not a ring to wait on.
+            return if tail.wrapping_sub(self.seen_head.get()) <= self.entries {
+                Ok(false)
+            } else {
+                Err(RingError::Garbage)
             };
         }
         let off = abi::cqe_offset(self.entries, tail);

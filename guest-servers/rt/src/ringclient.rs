@@ -71,8 +71,16 @@ impl Client {
                 if self.ring.needs_wakeup() {
                     ring::enter(self.ring.slot, 0, false).map_err(RingError::Sys)?;
                 }
-                // The completion's own cache line, which the answer brings.
+                // The completion's own cache line, which the answer brings; now and then the
+                // tail and the kernel are asked too, so that a server that broke the ring or
+                // went away (its ring dropped) ends the wait with an error.
+                let mut spins = 0u32;
                 while !self.ring.completion_ready() {
+                    spins = spins.wrapping_add(1);
+                    if spins % (1 << 16) == 0 {
+                        self.ring.completions()?;
+                        ring::enter(self.ring.slot, 0, false).map_err(RingError::Sys)?;
+                    }
                     core::hint::spin_loop();
                 }
             } else if self.ring.completions()? < want {

@@ -82,6 +82,10 @@ impl Counter {
     }
 }
 
+/// The most instructions one step is taken to have run along with an FXSAVE/FXRSTOR (a
+/// bound: an endless run of them would be a bug, not code).
+const MAX_RUN_ALONG: usize = 8;
+
 /// The ring-0 instructions of one counting window, from its single-step exits: one per
 /// exit that stops in ring 0, plus the instruction a step over FXSAVE/FXRSTOR ran along
 /// with it (the exit then stops past the instruction after it).
@@ -97,18 +101,29 @@ pub struct Steps {
 
 impl Steps {
     /// A step exit stopped at `rip`, in ring 0 or not; `code_at` reads the instruction
-    /// bytes at an address (up to 15; fewer if unreadable).
-    pub fn step(&mut self, rip: u64, ring0: bool, mut code_at: impl FnMut(u64) -> Vec<u8>) {
-        if let Some(p) = self.prev.take() {
-            let fx = *self.fx.entry(p).or_insert_with(|| fx_length(&code_at(p)));
-            if fx.is_some_and(|len| rip != p.wrapping_add(len)) {
+    /// bytes at an address (up to 15; fewer if unreadable). Returns the addresses of the
+    /// instructions counted without a stop of their own (for `L4VMM_COUNT_TRACE`, which
+    /// lists every counted instruction): the one after an FXSAVE/FXRSTOR the step ran
+    /// along with it, and, if that one is an FXSAVE/FXRSTOR too, the one after it (an
+    /// `fxsave; fxrstor` pair and the instruction after it take one stop).
+    pub fn step(&mut self, rip: u64, ring0: bool, mut code_at: impl FnMut(u64) -> Vec<u8>) -> Vec<u64> {
+        let mut extra = Vec::new();
+        if let Some(mut at) = self.prev.take() {
+            while let Some(len) = *self.fx.entry(at).or_insert_with(|| fx_length(&code_at(at))) {
+                let next = at.wrapping_add(len);
+                if rip == next || extra.len() == MAX_RUN_ALONG {
+                    break;
+                }
                 self.n += 1;
+                extra.push(next);
+                at = next;
             }
         }
         if ring0 {
             self.n += 1;
             self.prev = Some(rip);
         }
+        extra
     }
 
     /// The instructions counted so far.
@@ -168,9 +183,8 @@ mod tests {
         // 0x10: fxsave64 (%rcx), 4 bytes; 0x14: lea, 7 bytes; 0x1b: next.
         let code = |a: u64| if a == 0x10 { vec![0x48, 0x0f, 0xae, 0x01] } else { vec![0x90] };
         let mut s = Steps::default();
-        for rip in [0x0f, 0x10, 0x1b, 0x1c] {
-            s.step(rip, true, code);
-        }
+        let extra: Vec<Vec<u64>> = [0x0f, 0x10, 0x1b, 0x1c].into_iter().map(|rip| s.step(rip, true, code)).collect();
+        assert_eq!(extra, [vec![], vec![], vec![0x14], vec![]], "the lea at 0x14 ran without a stop");
         assert_eq!(s.count(), 5, "PVM: the step from 0x10 stopped at 0x1b, past the lea");
         let mut t = Steps::default();
         for rip in [0x0f, 0x10, 0x14, 0x1b] {
@@ -182,6 +196,16 @@ mod tests {
         u.step(0x400000, false, code); // back in user mode after it: not a ring-0 step
         u.step(0x10, true, code);
         assert_eq!(u.count(), 3, "the step from 0x10 ran the fxsave and one more");
+        // 0x20: fxsave64 (%rcx), 0x24: fxrstor64 (%rcx), 0x28: add, 4 bytes; 0x2c: next.
+        let pair = |a: u64| match a {
+            0x20 => vec![0x48, 0x0f, 0xae, 0x01],
+            0x24 => vec![0x48, 0x0f, 0xae, 0x09],
+            _ => vec![0x48, 0x83, 0xc1, 0x01],
+        };
+        let mut v = Steps::default();
+        let extra: Vec<Vec<u64>> = [0x20, 0x2c].into_iter().map(|rip| v.step(rip, true, pair)).collect();
+        assert_eq!(extra, [vec![], vec![0x24, 0x28]], "PVM: one stop for fxsave, fxrstor and the add");
+        assert_eq!(v.count(), 4);
     }
 
     #[test]

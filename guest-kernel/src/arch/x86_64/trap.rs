@@ -181,10 +181,11 @@ fn finish_probe(mode: EntryMode) -> ! {
 core::arch::global_asm!(
     r#"
     /* The end of a calibration window: with %rdi = 1 it first runs exactly {n} more
-       instructions than with %rdi = 0; then it stops the count. Among them an FXSAVE
-       and an FXRSTOR, each followed by another instruction: PVM's single step runs
-       that one along with it, which the counter corrects for (vmm/src/devices/counter.rs),
-       so the calibration proves the correction too. They save and load the same state. */
+       instructions than with %rdi = 0; then it stops the count. Among them FXSAVE and
+       FXRSTOR, next to each other and each followed by another instruction: PVM's single
+       step runs the instruction after one of them along with it, which the counter
+       corrects for (vmm/src/devices/counter.rs), so the calibration proves the correction
+       in both cases. They save and load the same state. */
     .section .bss
     .p2align 4
 calibration_fx:
@@ -196,9 +197,12 @@ calibration_window_end:
     testq %rdi, %rdi
     jz 1f
     fxsave64 calibration_fx(%rip)
+    fxrstor64 calibration_fx(%rip)
+    addq $1, %rcx
+    fxsave64 calibration_fx(%rip)
     addq $1, %rcx
     fxrstor64 calibration_fx(%rip)
-    .rept {n} - 3
+    .rept {n} - 6
     addq $1, %rcx
     .endr
 1:  movb ${stop}, %al
