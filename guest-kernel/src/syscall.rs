@@ -110,9 +110,8 @@ impl Kernel {
     /// ([`Kernel::fast_null`]). `true`: done, the current thread (perhaps another one now)
     /// is to be entered; `false`: take [`Kernel::syscall`], nothing changed. Same results
     /// as the slow path (host test `the_fast_path_and_the_slow_path_give_identical_results`).
-    /// The arch layer calls the two directly, each from its own function.
-    /// The words of a full message are copied here, where the arch layer's exit would
-    /// load them.
+    /// For the host tests: the arch layer calls the two directly (`syscall_null`,
+    /// `syscall_ipc`) and has its exit load a full message's words, which this copies.
     #[inline(always)]
     pub fn fast_syscall<P: Platform>(&mut self, p: &mut P, sysno: u64) -> bool {
         if sysno == Sysno::Null as u64 {

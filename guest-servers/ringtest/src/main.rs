@@ -169,15 +169,28 @@ fn run_mode(t: &mut Checks, srv: u8, polling: bool) {
 /// A polling server takes an entry as soon as its sequence number is there, which may be
 /// before the client stores the tail that covers it: the indices then say "consumer
 /// ahead", which must not pass for garbage. Here the window is held open until the answer
-/// has come. If the server went to sleep before it saw the entry (its vCPU was away for
-/// its whole spin), the window was not tested this time: said so, and the ring is still
-/// checked.
+/// has come. A server that went to sleep before it saw the entry (its vCPU away for its
+/// whole spin, on a loaded host) leaves the window untested: then a fresh ring tries
+/// again, up to five times, and only then is the miss said and the check passed on what
+/// it could see (the ring still working).
 fn taken_before_tail(srv: u8) -> Result<(), &'static str> {
+    for _ in 0..5 {
+        if early_take(srv)? {
+            return Ok(());
+        }
+    }
+    println!("ringtest: the server slept before it saw the entry, five times: the early take was not tested");
+    Ok(())
+}
+
+/// One try of [`taken_before_tail`]: whether trying again is pointless: the server took
+/// the entry before its tail, or cannot poll at all (it runs on this vCPU).
+fn early_take(srv: u8) -> Result<bool, &'static str> {
     use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
     let c = Client::connect(srv, VA, 8, 1, true, 1 << 20, 0).map_err(|_| "connect")?;
     if c.server_cpu == sys::this_cpu().0 {
         c.close();
-        return Ok(()); // the server cannot poll while this client spins on its CPU
+        return Ok(true); // the server cannot poll while this client spins on its CPU
     }
     let entries = c.ring.entries;
     let off = l4_abi::ring::sqe_offset(entries, 0) as u64;
@@ -201,7 +214,6 @@ fn taken_before_tail(srv: u8) -> Result<(), &'static str> {
     // SAFETY: the submission tail word of our own ring mapping.
     unsafe { (*((VA + l4_abi::ring::SQ_TAIL as u64) as *const AtomicU32)).store(1, Ordering::Release) };
     if !tested {
-        println!("ringtest: the server slept before it saw the entry: the early take was not tested this time");
         let _ = l4_rt::ring::enter(c.ring.slot, 0, false);
         while !c.ring.completion_ready() {
             core::hint::spin_loop();
@@ -217,7 +229,7 @@ fn taken_before_tail(srv: u8) -> Result<(), &'static str> {
     if got != 1 {
         return Err("the early entry was not answered");
     }
-    Ok(())
+    Ok(tested)
 }
 
 fn main() -> u64 {

@@ -35,7 +35,7 @@ pub struct PerCpu {
     /// The thread whose x87/SSE state is in this CPU: where its TCB is and its id (id 0:
     /// nobody, with [`NOBODY`]'s address). The TCB is in the thread table (a static) or
     /// `NOBODY`, so it can always be read; whether it still holds that thread is what the
-    /// id says (see `trap::leave_for`).
+    /// id says (see `trap::switch_to`).
     fpu_owner: u64,
     fpu_id: u64,
 }
@@ -59,7 +59,8 @@ static mut PERCPU: [PerCpu; MAX_CPUS] = [const {
 }; MAX_CPUS];
 
 /// The x87/SSE owner "nobody" stands for: a free TCB (id 0) outside the table, which no
-/// thread ever becomes. Only its address is used, and only through raw pointers.
+/// thread ever becomes. Reached only through raw pointers, under the kernel lock: its id
+/// is read, and a state nobody owns may be saved into its `fpu` (harmless).
 pub static mut NOBODY: Thread = Thread::FREE;
 static mut KSTACKS: [KernelStack; MAX_CPUS] = [const { KernelStack([0; KSTACK_SIZE]) }; MAX_CPUS];
 

@@ -534,10 +534,10 @@ fn leave_for(k: &mut Kernel, t: usize, smp: bool) -> *const UserRegs {
     frame
 }
 
-/// Makes thread `th` (this CPU's current thread) this CPU's: its address space, its x87/SSE state and its frame as
-/// the place of the next entry; returns the frame to restore.
-/// Each step is skipped where it is already so (the same address space, the same
-/// thread's x87 state), so the null call pays only for the checks.
+/// Makes thread `th` (this CPU's current thread) this CPU's: its address space, its
+/// x87/SSE state and its frame as the place of the next entry; returns the frame to
+/// restore. Each step is skipped where it is already so (the same address space, the
+/// same thread's x87 state).
 #[inline(always)]
 fn switch_to(k: &mut Kernel, th: *mut Thread) -> *const UserRegs {
     switch_space(k, th);
